@@ -1,0 +1,226 @@
+//! Typed publish, request and subscribe over NATS: the only way components put messages on the
+//! bus, so every message is encoded by the codec and sent on a subject of its own type.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use futures::{Stream, StreamExt};
+
+use crate::codec::{self, CodecError};
+use crate::envelope::{Envelope, Kind, Message, Request, Sender};
+use crate::messages::{AppDestroyed, BuildCompleted, BuildFailed, DrainRecord, FormationChanged, ReleaseCreated};
+use crate::subjects::{Filter, Namespace, Subject};
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("publishing to {subject}: {reason}")]
+    Publish { subject: String, reason: String },
+    #[error("request to {subject}: {reason}")]
+    Request { subject: String, reason: String },
+    #[error("subscribing to {subject}: {reason}")]
+    Subscribe { subject: String, reason: String },
+    #[error("reply to a message that asked for none")]
+    NoReplySubject,
+}
+
+/// A connection to the bus in one namespace, with the identity used on everything it sends.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    ns: Namespace,
+    sender: Sender,
+}
+
+/// A message received on a subscription, decoded.
+#[derive(Debug)]
+pub struct Incoming<M> {
+    pub subject: String,
+    pub envelope: Envelope<M>,
+    reply: Option<async_nats::Subject>,
+}
+
+impl Bus {
+    pub fn new(client: async_nats::Client, ns: Namespace, sender: Sender) -> Self {
+        let jetstream = jetstream::new(client.clone());
+        Self { client, jetstream, ns, sender }
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    pub fn sender(&self) -> &Sender {
+        &self.sender
+    }
+
+    /// Wraps a body in an envelope from this bus's sender.
+    pub fn envelope<M: Message>(&self, body: M) -> Envelope<M> {
+        Envelope::new(self.sender.clone(), body)
+    }
+
+    /// Publishes on a core subject (at most once: for lines, events and heartbeats).
+    pub async fn publish<M: Message>(&self, subject: &Subject<M>, envelope: &Envelope<M>) -> Result<(), BusError> {
+        let bytes = codec::encode(envelope)?;
+        self.client.publish(subject.to_nats(), bytes.into()).await.map_err(|e| BusError::Publish {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Publishes into JetStream and waits for the stream to store it (at least once). The
+    /// envelope id is the `Nats-Msg-Id`, so a retry inside the duplicate window is stored once.
+    pub async fn publish_durable<M: Message>(
+        &self,
+        subject: &Subject<M>,
+        envelope: &Envelope<M>,
+    ) -> Result<jetstream::publish::PublishAck, BusError> {
+        let bytes = codec::encode(envelope)?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", envelope.id.to_string().as_str());
+        let err = |e: &dyn std::fmt::Display| BusError::Publish { subject: subject.to_string(), reason: e.to_string() };
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject.to_nats(), headers, bytes.into())
+            .await
+            .map_err(|e| err(&e))?;
+        ack.await.map_err(|e| err(&e))
+    }
+
+    /// Sends a request and waits for its typed reply.
+    pub async fn request<R: Request>(
+        &self,
+        subject: &Subject<R>,
+        envelope: &Envelope<R>,
+        timeout: Duration,
+    ) -> Result<Envelope<R::Reply>, BusError> {
+        let bytes = codec::encode(envelope)?;
+        let err = |reason: String| BusError::Request { subject: subject.to_string(), reason };
+        let reply = tokio::time::timeout(timeout, self.client.request(subject.to_nats(), bytes.into()))
+            .await
+            .map_err(|_| err(format!("no reply within {timeout:?}")))?
+            .map_err(|e| err(e.to_string()))?;
+        Ok(codec::decode::<R::Reply>(&reply.payload)?)
+    }
+
+    /// Answers a request received on a subscription.
+    pub async fn reply<R: Request>(&self, to: &Incoming<R>, body: R::Reply) -> Result<(), BusError> {
+        let subject = to.reply.clone().ok_or(BusError::NoReplySubject)?;
+        let envelope = self.envelope(body).with_trace(to.envelope.trace_id.clone());
+        let bytes = codec::encode(&envelope)?;
+        self.client.publish(subject.clone(), bytes.into()).await.map_err(|e| BusError::Publish {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Subscribes to a subject or filter. Each item is a decoded message, or the subject and the
+    /// reason a message could not be decoded (the caller counts and logs it; it never panics).
+    pub async fn subscribe<M: Message>(
+        &self,
+        filter: &Filter<M>,
+    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError> {
+        let sub = self.client.subscribe(filter.as_str().to_owned()).await.map_err(|e| BusError::Subscribe {
+            subject: filter.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(sub.map(decode_incoming::<M>))
+    }
+
+    /// Like [`Bus::subscribe`], in a queue group: each message goes to one member of the group.
+    pub async fn queue_subscribe<M: Message>(
+        &self,
+        filter: &Filter<M>,
+        group: &str,
+    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError> {
+        let sub = self
+            .client
+            .queue_subscribe(filter.as_str().to_owned(), group.to_owned())
+            .await
+            .map_err(|e| BusError::Subscribe { subject: filter.to_string(), reason: e.to_string() })?;
+        Ok(sub.map(decode_incoming::<M>))
+    }
+
+    /// Subscribes to one concrete subject (a request subject such as an agent's start command).
+    pub async fn subscribe_subject<M: Message>(
+        &self,
+        subject: &Subject<M>,
+    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError> {
+        let sub = self.client.subscribe(subject.to_nats()).await.map_err(|e| BusError::Subscribe {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(sub.map(decode_incoming::<M>))
+    }
+
+    /// Publishes one record on an app's public drain stream, as JSON.
+    pub async fn publish_drain(&self, subject: &Subject<DrainRecord>, record: &DrainRecord) -> Result<(), BusError> {
+        self.client.publish(subject.to_nats(), record.to_json().into()).await.map_err(|e| BusError::Publish {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn decode_incoming<M: Message>(msg: async_nats::Message) -> Result<Incoming<M>, (String, CodecError)> {
+    let subject = msg.subject.to_string();
+    match codec::decode::<M>(&msg.payload) {
+        Ok(envelope) => Ok(Incoming { subject, envelope, reply: msg.reply }),
+        Err(e) => Err((subject, e)),
+    }
+}
+
+/// Decodes a message pulled from a JetStream consumer. The caller acks it after handling.
+pub fn decode_jetstream<M: Message>(msg: &jetstream::Message) -> Result<Envelope<M>, CodecError> {
+    codec::decode::<M>(&msg.payload)
+}
+
+/// A message of the desired-state stream, which carries three kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesiredChange {
+    Release(Envelope<ReleaseCreated>),
+    Formation(Envelope<FormationChanged>),
+    Destroyed(Envelope<AppDestroyed>),
+}
+
+impl DesiredChange {
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let kind = codec::peek_kind(bytes)?;
+        match kind {
+            k if k == Kind::ReleaseCreated as u16 => Ok(Self::Release(codec::decode(bytes)?)),
+            k if k == Kind::FormationChanged as u16 => Ok(Self::Formation(codec::decode(bytes)?)),
+            k if k == Kind::AppDestroyed as u16 => Ok(Self::Destroyed(codec::decode(bytes)?)),
+            found => Err(CodecError::WrongKind { expected: Kind::ReleaseCreated, found }),
+        }
+    }
+}
+
+/// A message of the builds stream: a build completed or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildOutcome {
+    Completed(Envelope<BuildCompleted>),
+    Failed(Envelope<BuildFailed>),
+}
+
+impl BuildOutcome {
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let kind = codec::peek_kind(bytes)?;
+        match kind {
+            k if k == Kind::BuildCompleted as u16 => Ok(Self::Completed(codec::decode(bytes)?)),
+            k if k == Kind::BuildFailed as u16 => Ok(Self::Failed(codec::decode(bytes)?)),
+            found => Err(CodecError::WrongKind { expected: Kind::BuildCompleted, found }),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Kind, Message};
+use crate::names::{AppName, ProcessType};
+
+/// Resource limits of one process type (`deis limits:set`). `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_mb: Option<u64>,
+    /// Relative CPU weight (Docker's CPU shares; 1024 is one share).
+    pub cpu_shares: Option<u64>,
+}
+
+/// Everything the scheduler needs to run a release, so it never has to read Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSpec {
+    pub app: AppName,
+    /// v1, v2, … without gaps per app.
+    pub version: u32,
+    /// The image to run; empty for v1, which has no build yet.
+    pub image: String,
+    /// Process types and their commands; an empty command runs the image's own entry point.
+    pub processes: BTreeMap<ProcessType, String>,
+    /// The app's config, given to containers as environment variables.
+    pub config: BTreeMap<String, String>,
+    pub limits: BTreeMap<ProcessType, Limits>,
+    /// Node labels the app's containers must run on (`deis tags:set`).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A release was created (new build, config change or rollback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseCreated {
+    pub release: ReleaseSpec,
+    /// The human summary ("alice set FOO, BAR").
+    pub summary: String,
+    pub created_by: String,
+}
+
+impl Message for ReleaseCreated {
+    const KIND: Kind = Kind::ReleaseCreated;
+}
+
+/// The number of containers wanted per process type changed (`deis scale`). Carries the whole
+/// formation, not a delta, so applying it twice is harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationChanged {
+    pub app: AppName,
+    pub formation: BTreeMap<ProcessType, u32>,
+    /// Bumped by the controller on every change, so an older formation never overwrites a newer one.
+    pub generation: u64,
+    pub changed_by: String,
+}
+
+impl Message for FormationChanged {
+    const KIND: Kind = Kind::FormationChanged;
+}
+
+/// An app was destroyed: its containers, routes and drains go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppDestroyed {
+    pub app: AppName,
+    pub destroyed_by: String,
+}
+
+impl Message for AppDestroyed {
+    const KIND: Kind = Kind::AppDestroyed;
+}

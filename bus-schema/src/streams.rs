@@ -1,0 +1,195 @@
+//! JetStream streams and durable consumers, declared once. Components create or bind them only
+//! through [`ensure_stream`] and [`ensure_consumer`], so a stream's subjects, limits and
+//! duplicate window cannot differ between components.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::subjects::Namespace;
+
+/// The streams of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamId {
+    /// Build outcomes (completed, failed): the controller turns them into releases.
+    Builds,
+    /// Changes of desired state (releases, formations, destroyed apps): the scheduler acts on
+    /// them; others (router, logger) may follow too.
+    Desired,
+}
+
+impl StreamId {
+    pub const ALL: [StreamId; 2] = [StreamId::Builds, StreamId::Desired];
+}
+
+/// The durable consumers of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsumerId {
+    /// The controller records builds and creates releases.
+    ControllerBuilds,
+    /// The scheduler's leader follows every desired-state change.
+    Scheduler,
+    /// The logger drops history and drains of destroyed apps.
+    LoggerDesired,
+}
+
+/// A stream's declaration.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub id: StreamId,
+    pub name: String,
+    pub subjects: Vec<String>,
+    /// Kept this long, then dropped: long enough for a consumer to come back from an outage.
+    pub max_age: Duration,
+    pub max_bytes: i64,
+    /// Publishes with the same `Nats-Msg-Id` inside this window are stored once.
+    pub duplicate_window: Duration,
+}
+
+/// A durable pull consumer's declaration.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub id: ConsumerId,
+    pub stream: StreamId,
+    pub durable_name: String,
+    /// A message not acked within this time is delivered again.
+    pub ack_wait: Duration,
+    /// How many messages may be in flight unacked.
+    pub max_ack_pending: i64,
+}
+
+impl Namespace {
+    fn stream_name(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.root().to_uppercase().replace('-', "_"))
+    }
+
+    pub fn stream(&self, id: StreamId) -> StreamSpec {
+        match id {
+            StreamId::Builds => StreamSpec {
+                id,
+                name: self.stream_name("BUILDS"),
+                subjects: vec![
+                    self.all_builds_completed().as_str().to_owned(),
+                    self.all_builds_failed().as_str().to_owned(),
+                ],
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                max_bytes: 256 * 1024 * 1024,
+                duplicate_window: Duration::from_secs(10 * 60),
+            },
+            StreamId::Desired => StreamSpec {
+                id,
+                name: self.stream_name("DESIRED"),
+                subjects: vec![
+                    self.all_releases_created().as_str().to_owned(),
+                    self.all_formations_changed().as_str().to_owned(),
+                    self.all_apps_destroyed().as_str().to_owned(),
+                ],
+                max_age: Duration::from_secs(30 * 24 * 3600),
+                max_bytes: 512 * 1024 * 1024,
+                duplicate_window: Duration::from_secs(10 * 60),
+            },
+        }
+    }
+
+    pub fn consumer(&self, id: ConsumerId) -> ConsumerSpec {
+        let (stream, name) = match id {
+            ConsumerId::ControllerBuilds => (StreamId::Builds, "controller-builds"),
+            ConsumerId::Scheduler => (StreamId::Desired, "scheduler"),
+            ConsumerId::LoggerDesired => (StreamId::Desired, "logger"),
+        };
+        ConsumerSpec {
+            id,
+            stream,
+            durable_name: name.to_owned(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1024,
+        }
+    }
+}
+
+/// Why a stream or consumer could not be created or bound.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("creating JetStream stream {name}: {reason}")]
+    Stream { name: String, reason: String },
+    #[error("creating JetStream consumer {name} on {stream}: {reason}")]
+    Consumer { name: String, stream: String, reason: String },
+}
+
+/// Creates the stream, or updates it to this declaration if it exists. `replicas` is 1 on a
+/// single server and 3 in the cluster.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+    replicas: usize,
+) -> Result<stream::Stream, StreamError> {
+    let config = stream::Config {
+        name: spec.name.clone(),
+        subjects: spec.subjects.clone(),
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: spec.max_age,
+        max_bytes: spec.max_bytes,
+        duplicate_window: spec.duplicate_window,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    };
+    let err = |e: &dyn std::fmt::Display| StreamError::Stream { name: spec.name.clone(), reason: e.to_string() };
+    match js.get_stream(&spec.name).await {
+        Ok(_) => {
+            js.update_stream(config).await.map_err(|e| err(&e))?;
+            js.get_stream(&spec.name).await.map_err(|e| err(&e))
+        }
+        Err(_) => js.get_or_create_stream(config).await.map_err(|e| err(&e)),
+    }
+}
+
+/// Creates the stream of a consumer and the durable consumer itself, or binds them.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    spec: &ConsumerSpec,
+    replicas: usize,
+) -> Result<consumer::PullConsumer, StreamError> {
+    let stream_spec = ns.stream(spec.stream);
+    let stream = ensure_stream(js, &stream_spec, replicas).await?;
+    let config = consumer::pull::Config {
+        durable_name: Some(spec.durable_name.clone()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        max_ack_pending: spec.max_ack_pending,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
+    stream.get_or_create_consumer(&spec.durable_name, config).await.map_err(|e| StreamError::Consumer {
+        name: spec.durable_name.clone(),
+        stream: stream_spec.name.clone(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stream_subject_is_one_of_ours_and_streams_do_not_overlap() {
+        let ns = Namespace::default();
+        let mut seen = Vec::new();
+        for id in StreamId::ALL {
+            let spec = ns.stream(id);
+            assert!(spec.name.starts_with("DEIS_"), "{}", spec.name);
+            for s in spec.subjects {
+                assert!(s.starts_with("deis."), "{s}");
+                assert!(!seen.contains(&s), "{s} in two streams");
+                seen.push(s);
+            }
+        }
+    }
+
+    #[test]
+    fn test_namespaces_get_their_own_streams() {
+        let a = Namespace::unique_for_test("a");
+        assert_ne!(a.stream(StreamId::Desired).name, Namespace::default().stream(StreamId::Desired).name);
+    }
+}
