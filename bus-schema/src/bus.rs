@@ -136,6 +136,7 @@ impl Bus {
             subject: filter.to_string(),
             reason: e.to_string(),
         })?;
+        self.round_trip(filter.as_str()).await?;
         Ok(sub.map(decode_incoming::<M>))
     }
 
@@ -150,6 +151,7 @@ impl Bus {
             .queue_subscribe(filter.as_str().to_owned(), group.to_owned())
             .await
             .map_err(|e| BusError::Subscribe { subject: filter.to_string(), reason: e.to_string() })?;
+        self.round_trip(filter.as_str()).await?;
         Ok(sub.map(decode_incoming::<M>))
     }
 
@@ -162,7 +164,24 @@ impl Bus {
             subject: subject.to_string(),
             reason: e.to_string(),
         })?;
+        self.round_trip(subject.as_str()).await?;
         Ok(sub.map(decode_incoming::<M>))
+    }
+
+    /// Waits until the server has processed everything this connection sent so far. Flushing
+    /// only empties our write buffer; a message sent to ourselves and received back proves the
+    /// server has registered earlier subscriptions, so a subscription returned by this type is
+    /// live: a message another client publishes afterwards reaches it.
+    pub async fn round_trip(&self, context: &str) -> Result<(), BusError> {
+        let err = |reason: String| BusError::Subscribe { subject: context.to_owned(), reason };
+        let inbox = self.client.new_inbox();
+        let mut echo = self.client.subscribe(inbox.clone()).await.map_err(|e| err(e.to_string()))?;
+        self.client.publish(inbox, bytes::Bytes::new()).await.map_err(|e| err(e.to_string()))?;
+        match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(err("connection closed".into())),
+            Err(_) => Err(err("server did not confirm the subscription within 10s".into())),
+        }
     }
 
     /// Publishes one record on an app's public drain stream, as JSON.

@@ -1,0 +1,60 @@
+//! Connecting to NATS: retried with backoff until it works or shutdown begins. After the first
+//! connection async-nats reconnects by itself; we only log what happens.
+
+use std::time::Duration;
+
+use bus_schema::{Bus, Namespace, Sender};
+
+use crate::backoff::Backoff;
+use crate::config::NatsConfig;
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("bad NATS namespace '{0}': {1}")]
+    Namespace(String, bus_schema::NameError),
+    #[error("shutdown began before NATS at {0} could be reached")]
+    ShuttingDown(String),
+}
+
+/// Connects, retrying with backoff. `name` is shown in the server's connection list.
+pub async fn connect(config: &NatsConfig, name: &str, shutdown: &Shutdown) -> Result<async_nats::Client, NatsError> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(3))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected; reconnecting"),
+                    other => tracing::debug!(%other, "NATS event"),
+                }
+            });
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        let urls: Vec<&str> = config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        match options.connect(urls.as_slice()).await {
+            Ok(client) => return Ok(client),
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(url = %config.url, attempt, %error, ?delay, "NATS not reachable yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Err(NatsError::ShuttingDown(config.url.clone())),
+                }
+            }
+        }
+    }
+}
+
+/// Connects and wraps the client in a [`Bus`] for the configured namespace.
+pub async fn connect_bus(config: &NatsConfig, sender: Sender, shutdown: &Shutdown) -> Result<Bus, NatsError> {
+    let ns = Namespace::new(&config.namespace).map_err(|e| NatsError::Namespace(config.namespace.clone(), e))?;
+    let name = format!("{}-{}", sender.component, sender.instance);
+    let client = connect(config, &name, shutdown).await?;
+    Ok(Bus::new(client, ns, sender))
+}

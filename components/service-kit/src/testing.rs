@@ -1,0 +1,70 @@
+//! Test helpers shared by every crate's tests (feature `testing`): where the real test services
+//! are, and `eventually` instead of sleeps.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The services that `compose/services up` started on loopback.
+#[derive(Debug, Clone)]
+pub struct TestServices {
+    pub nats_url: String,
+    pub etcd_endpoints: Vec<String>,
+    pub postgres_url: String,
+    pub registry: String,
+}
+
+impl TestServices {
+    /// Reads `$DEIS_SERVICES_DIR/env` (default `/tmp/deis-services/env`). Panics with the command
+    /// to run when the services are not up: a test never skips silently.
+    pub fn get() -> Self {
+        let dir = std::env::var_os("DEIS_SERVICES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp/deis-services"));
+        let path = dir.join("env");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("test services are not running ({}: {e}); start them with `./compose/services up`", path.display())
+        });
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("{} has no {key}; rerun `./compose/services up`", path.display()))
+        };
+        Self {
+            nats_url: get("DEIS_TEST_NATS_URL"),
+            etcd_endpoints: get("DEIS_TEST_ETCD_ENDPOINTS").split(',').map(str::to_owned).collect(),
+            postgres_url: get("DEIS_TEST_POSTGRES_URL"),
+            registry: get("DEIS_TEST_REGISTRY"),
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `patience`. Use instead of
+/// sleeping: it returns as soon as the condition holds, and says what did not happen.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > patience {
+            panic!("{what}: still not true after {patience:?}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A free TCP port on loopback (bound, then released). Good enough for test daemons that need a
+/// port number up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| {
+        panic!("no free port on loopback: {e}")
+    })
+}
