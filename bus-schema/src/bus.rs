@@ -9,7 +9,9 @@ use futures::{Stream, StreamExt};
 
 use crate::codec::{self, CodecError};
 use crate::envelope::{Envelope, Kind, Message, Request, Sender};
-use crate::messages::{AppDestroyed, BuildCompleted, BuildFailed, DrainRecord, FormationChanged, ReleaseCreated};
+use crate::messages::{
+    AppDestroyed, BuildCompleted, BuildFailed, DrainRecord, FormationChanged, ReleaseCreated,
+};
 use crate::subjects::{Filter, Namespace, Subject};
 
 /// Why a bus operation failed.
@@ -72,12 +74,16 @@ impl Bus {
     }
 
     /// Publishes on a core subject (at most once: for lines, events and heartbeats).
-    pub async fn publish<M: Message>(&self, subject: &Subject<M>, envelope: &Envelope<M>) -> Result<(), BusError> {
+    pub async fn publish<M: Message>(
+        &self,
+        subject: &Subject<M>,
+        envelope: &Envelope<M>,
+    ) -> Result<(), BusError> {
         let bytes = codec::encode(envelope)?;
-        self.client.publish(subject.to_nats(), bytes.into()).await.map_err(|e| BusError::Publish {
-            subject: subject.to_string(),
-            reason: e.to_string(),
-        })
+        self.client
+            .publish(subject.to_nats(), bytes.into())
+            .await
+            .map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
     }
 
     /// Publishes into JetStream and waits for the stream to store it (at least once). The
@@ -90,7 +96,10 @@ impl Bus {
         let bytes = codec::encode(envelope)?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", envelope.id.to_string().as_str());
-        let err = |e: &dyn std::fmt::Display| BusError::Publish { subject: subject.to_string(), reason: e.to_string() };
+        let err = |e: &dyn std::fmt::Display| BusError::Publish {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        };
         let ack = self
             .jetstream
             .publish_with_headers(subject.to_nats(), headers, bytes.into())
@@ -120,10 +129,10 @@ impl Bus {
         let subject = to.reply.clone().ok_or(BusError::NoReplySubject)?;
         let envelope = self.envelope(body).with_trace(to.envelope.trace_id.clone());
         let bytes = codec::encode(&envelope)?;
-        self.client.publish(subject.clone(), bytes.into()).await.map_err(|e| BusError::Publish {
-            subject: subject.to_string(),
-            reason: e.to_string(),
-        })
+        self.client
+            .publish(subject.clone(), bytes.into())
+            .await
+            .map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
     }
 
     /// Subscribes to a subject or filter. Each item is a decoded message, or the subject and the
@@ -131,11 +140,13 @@ impl Bus {
     pub async fn subscribe<M: Message>(
         &self,
         filter: &Filter<M>,
-    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError> {
-        let sub = self.client.subscribe(filter.as_str().to_owned()).await.map_err(|e| BusError::Subscribe {
-            subject: filter.to_string(),
-            reason: e.to_string(),
-        })?;
+    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError>
+    {
+        let sub = self
+            .client
+            .subscribe(filter.as_str().to_owned())
+            .await
+            .map_err(|e| BusError::Subscribe { subject: filter.to_string(), reason: e.to_string() })?;
         self.round_trip(filter.as_str()).await?;
         Ok(sub.map(decode_incoming::<M>))
     }
@@ -145,7 +156,8 @@ impl Bus {
         &self,
         filter: &Filter<M>,
         group: &str,
-    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError> {
+    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError>
+    {
         let sub = self
             .client
             .queue_subscribe(filter.as_str().to_owned(), group.to_owned())
@@ -159,11 +171,13 @@ impl Bus {
     pub async fn subscribe_subject<M: Message>(
         &self,
         subject: &Subject<M>,
-    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError> {
-        let sub = self.client.subscribe(subject.to_nats()).await.map_err(|e| BusError::Subscribe {
-            subject: subject.to_string(),
-            reason: e.to_string(),
-        })?;
+    ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError>
+    {
+        let sub = self
+            .client
+            .subscribe(subject.to_nats())
+            .await
+            .map_err(|e| BusError::Subscribe { subject: subject.to_string(), reason: e.to_string() })?;
         self.round_trip(subject.as_str()).await?;
         Ok(sub.map(decode_incoming::<M>))
     }
@@ -185,11 +199,15 @@ impl Bus {
     }
 
     /// Publishes one record on an app's public drain stream, as JSON.
-    pub async fn publish_drain(&self, subject: &Subject<DrainRecord>, record: &DrainRecord) -> Result<(), BusError> {
-        self.client.publish(subject.to_nats(), record.to_json().into()).await.map_err(|e| BusError::Publish {
-            subject: subject.to_string(),
-            reason: e.to_string(),
-        })
+    pub async fn publish_drain(
+        &self,
+        subject: &Subject<DrainRecord>,
+        record: &DrainRecord,
+    ) -> Result<(), BusError> {
+        self.client
+            .publish(subject.to_nats(), record.to_json().into())
+            .await
+            .map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
     }
 }
 

@@ -95,8 +95,8 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<Envelope<M>, CodecError> {
         return Err(CodecError::WrongKind { expected: M::KIND, found: kind });
     }
     let body = &bytes[HEADER_LEN..];
-    let (value, used) = decode_body::<Envelope<M>>(body)
-        .map_err(|reason| CodecError::Body { kind: M::KIND, reason })?;
+    let (value, used) =
+        decode_body::<Envelope<M>>(body).map_err(|reason| CodecError::Body { kind: M::KIND, reason })?;
     if used != body.len() {
         return Err(CodecError::TrailingBytes { kind: M::KIND, extra: body.len() - used });
     }

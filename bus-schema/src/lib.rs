@@ -17,7 +17,7 @@ pub mod names;
 pub mod streams;
 pub mod subjects;
 
-pub use bus::{Bus, BusError, BuildOutcome, DesiredChange, Incoming};
+pub use bus::{BuildOutcome, Bus, BusError, DesiredChange, Incoming};
 pub use codec::{CodecError, SCHEMA_VERSION};
 pub use envelope::{Component, Envelope, Kind, Message, MessageId, Request, Sender, Timestamp};
 pub use names::{AppName, NameError, NodeId, ProcessType};

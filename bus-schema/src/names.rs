@@ -159,7 +159,8 @@ mod tests {
 
     #[test]
     fn refuses_what_would_break_a_subject_or_host_name() {
-        for bad in ["", "My-App", "a.b", "a*", "a>", "a b", "-a", "a-", "1app", "ä", "deis", &"x".repeat(64)] {
+        for bad in ["", "My-App", "a.b", "a*", "a>", "a b", "-a", "a-", "1app", "ä", "deis", &"x".repeat(64)]
+        {
             assert!(AppName::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

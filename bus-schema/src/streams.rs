@@ -134,7 +134,8 @@ pub async fn ensure_stream(
         num_replicas: replicas.max(1),
         ..Default::default()
     };
-    let err = |e: &dyn std::fmt::Display| StreamError::Stream { name: spec.name.clone(), reason: e.to_string() };
+    let err =
+        |e: &dyn std::fmt::Display| StreamError::Stream { name: spec.name.clone(), reason: e.to_string() };
     match js.get_stream(&spec.name).await {
         Ok(_) => {
             js.update_stream(config).await.map_err(|e| err(&e))?;

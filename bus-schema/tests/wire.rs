@@ -4,6 +4,8 @@
 //! `SCHEMA_VERSION`, keep the old decoder, and regenerate with `UPDATE_GOLDEN=1 cargo test -p
 //! bus-schema --test wire`; an accidental change fails here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::vec_init_then_push)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -39,7 +41,10 @@ fn release() -> ReleaseSpec {
         version: 7,
         image: "127.0.0.1:5000/go-example:git-1a2b3c4d".into(),
         processes: BTreeMap::from([(web(), "bin/server".into()), (worker(), "bin/worker -q".into())]),
-        config: BTreeMap::from([("DATABASE_URL".into(), "postgres://db/app".into()), ("POWERED_BY".into(), "Deis".into())]),
+        config: BTreeMap::from([
+            ("DATABASE_URL".into(), "postgres://db/app".into()),
+            ("POWERED_BY".into(), "Deis".into()),
+        ]),
         limits: BTreeMap::from([(web(), Limits { memory_mb: Some(512), cpu_shares: None })]),
         tags: BTreeMap::from([("environ".into(), "prod".into())]),
     }
@@ -61,38 +66,103 @@ fn fixed<M: Message>(body: M) -> Envelope<M> {
 macro_rules! for_each_sample {
     ($check:ident) => {{
         let mut kinds = Vec::new();
-        kinds.push($check(BuildRequested { app: app(), build_id: BUILD, git_sha: "1a2b3c4d5e6f".into(), user: "alice".into() }));
-        kinds.push($check(BuildLogLine { app: app(), build_id: BUILD, seq: 12, stream: Stream::Stdout, line: "-----> Python app detected".into() }));
+        kinds.push($check(BuildRequested {
+            app: app(),
+            build_id: BUILD,
+            git_sha: "1a2b3c4d5e6f".into(),
+            user: "alice".into(),
+        }));
+        kinds.push($check(BuildLogLine {
+            app: app(),
+            build_id: BUILD,
+            seq: 12,
+            stream: Stream::Stdout,
+            line: "-----> Python app detected".into(),
+        }));
         kinds.push($check(BuildCompleted {
-            app: app(), build_id: BUILD, git_sha: "1a2b3c4d5e6f".into(), user: "alice".into(), kind: BuildKind::Buildpack,
+            app: app(),
+            build_id: BUILD,
+            git_sha: "1a2b3c4d5e6f".into(),
+            user: "alice".into(),
+            kind: BuildKind::Buildpack,
             image: "127.0.0.1:5000/go-example:git-1a2b3c4d".into(),
             procfile: BTreeMap::from([(web(), "python app.py".into())]),
         }));
-        kinds.push($check(BuildFailed { app: app(), build_id: BUILD, git_sha: "1a2b3c4d5e6f".into(), user: "alice".into(), reason: "bin/compile exited with 1".into() }));
-        kinds.push($check(ReleaseCreated { release: release(), summary: "alice set POWERED_BY".into(), created_by: "alice".into() }));
-        kinds.push($check(FormationChanged { app: app(), formation: BTreeMap::from([(web(), 3), (worker(), 1)]), generation: 4, changed_by: "alice".into() }));
+        kinds.push($check(BuildFailed {
+            app: app(),
+            build_id: BUILD,
+            git_sha: "1a2b3c4d5e6f".into(),
+            user: "alice".into(),
+            reason: "bin/compile exited with 1".into(),
+        }));
+        kinds.push($check(ReleaseCreated {
+            release: release(),
+            summary: "alice set POWERED_BY".into(),
+            created_by: "alice".into(),
+        }));
+        kinds.push($check(FormationChanged {
+            app: app(),
+            formation: BTreeMap::from([(web(), 3), (worker(), 1)]),
+            generation: 4,
+            changed_by: "alice".into(),
+        }));
         kinds.push($check(AppDestroyed { app: app(), destroyed_by: "alice".into() }));
         kinds.push($check(StartContainer {
-            key: key(), image: "127.0.0.1:5000/go-example:git-1a2b3c4d".into(), command: "bin/server".into(),
-            env: BTreeMap::from([("PORT".into(), "5000".into())]), limits: Limits { memory_mb: Some(256), cpu_shares: Some(512) },
+            key: key(),
+            image: "127.0.0.1:5000/go-example:git-1a2b3c4d".into(),
+            command: "bin/server".into(),
+            env: BTreeMap::from([("PORT".into(), "5000".into())]),
+            limits: Limits { memory_mb: Some(256), cpu_shares: Some(512) },
             health: Some(HealthCheck { path: "/healthz".into(), timeout_ms: 1000, initial_delay_ms: 500 }),
         }));
-        kinds.push($check(StartContainerReply::Started { container_id: "f00dfeed".into(), host_port: Some(32768) }));
+        kinds.push($check(StartContainerReply::Started {
+            container_id: "f00dfeed".into(),
+            host_port: Some(32768),
+        }));
         kinds.push($check(StopContainer { key: key(), grace_secs: 10 }));
         kinds.push($check(StopContainerReply::Failed { reason: "engine unreachable".into() }));
-        kinds.push($check(ContainerEvent { node: node(), key: key(), kind: ContainerEventKind::Exited, container_id: "f00dfeed".into(), exit_code: Some(137), detail: "killed".into() }));
+        kinds.push($check(ContainerEvent {
+            node: node(),
+            key: key(),
+            kind: ContainerEventKind::Exited,
+            container_id: "f00dfeed".into(),
+            exit_code: Some(137),
+            detail: "killed".into(),
+        }));
         kinds.push($check(NodeHeartbeat {
-            node: node(), address: "10.0.0.2".into(), capacity: Capacity { memory_mb: 8192, cpus: 4 },
-            allocated: Capacity { memory_mb: 1024, cpus: 1 }, labels: BTreeMap::from([("zone".into(), "a".into())]), containers: 3,
+            node: node(),
+            address: "10.0.0.2".into(),
+            capacity: Capacity { memory_mb: 8192, cpus: 4 },
+            allocated: Capacity { memory_mb: 1024, cpus: 1 },
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            containers: 3,
         }));
-        kinds.push($check(NodeInventory { node: node(), containers: vec![ContainerStatus {
-            key: key(), container_id: "f00dfeed".into(), healthy: true, running: true, host_port: Some(32768), started_at: Timestamp(1_795_780_000_000_000_000),
-        }] }));
+        kinds.push($check(NodeInventory {
+            node: node(),
+            containers: vec![ContainerStatus {
+                key: key(),
+                container_id: "f00dfeed".into(),
+                healthy: true,
+                running: true,
+                host_port: Some(32768),
+                started_at: Timestamp(1_795_780_000_000_000_000),
+            }],
+        }));
         kinds.push($check(LogLine {
-            app: app(), time: Timestamp(1_795_780_800_123_456_789), source: LogSource::App { process_type: web(), index: 2 },
-            stream: Stream::Stderr, node: Some(node()), seq: 99, message: "GET / 200 — ünïcode ok".into(),
+            app: app(),
+            time: Timestamp(1_795_780_800_123_456_789),
+            source: LogSource::App { process_type: web(), index: 2 },
+            stream: Stream::Stderr,
+            node: Some(node()),
+            seq: 99,
+            message: "GET / 200 — ünïcode ok".into(),
         }));
-        kinds.push($check(ControllerEvent { app: app(), actor: "alice".into(), action: "scale".into(), message: "alice scaled web=3".into() }));
+        kinds.push($check(ControllerEvent {
+            app: app(),
+            actor: "alice".into(),
+            action: "scale".into(),
+            message: "alice scaled web=3".into(),
+        }));
         kinds
     }};
 }
@@ -153,7 +223,12 @@ fn encodings_match_the_committed_golden_bytes() {
 fn truncations_fail<M: Message + PartialEq>(body: M) -> Kind {
     let bytes = codec::encode(&fixed(body)).unwrap();
     for cut in 0..bytes.len() {
-        assert!(codec::decode::<M>(&bytes[..cut]).is_err(), "{} decoded from {cut} of {} bytes", M::KIND, bytes.len());
+        assert!(
+            codec::decode::<M>(&bytes[..cut]).is_err(),
+            "{} decoded from {cut} of {} bytes",
+            M::KIND,
+            bytes.len()
+        );
     }
     let mut longer = bytes.clone();
     longer.push(0);

@@ -145,7 +145,8 @@ impl Registration {
                 KeepAliveEnd::Stopped => {
                     if !*abandon.borrow() {
                         // Revoking deletes the key now instead of after the TTL.
-                        let _ = tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await;
                     }
                     break;
                 }
@@ -163,7 +164,9 @@ impl Registration {
 
     async fn register_once(&self, client: &mut Client, ttl_secs: i64) -> Result<i64, etcd_client::Error> {
         let lease = client.lease_grant(ttl_secs, None).await?.id();
-        let put = client.put(self.key.as_bytes(), self.value.clone(), Some(PutOptions::new().with_lease(lease))).await;
+        let put = client
+            .put(self.key.as_bytes(), self.value.clone(), Some(PutOptions::new().with_lease(lease)))
+            .await;
         if let Err(e) = put {
             let _ = client.lease_revoke(lease).await;
             return Err(e);

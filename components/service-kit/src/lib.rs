@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod docker;
 pub mod etcd;
 pub mod nats;
 pub mod ops;

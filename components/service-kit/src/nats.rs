@@ -18,7 +18,11 @@ pub enum NatsError {
 }
 
 /// Connects, retrying with backoff. `name` is shown in the server's connection list.
-pub async fn connect(config: &NatsConfig, name: &str, shutdown: &Shutdown) -> Result<async_nats::Client, NatsError> {
+pub async fn connect(
+    config: &NatsConfig,
+    name: &str,
+    shutdown: &Shutdown,
+) -> Result<async_nats::Client, NatsError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut attempt = 0u32;
     loop {
@@ -53,7 +57,8 @@ pub async fn connect(config: &NatsConfig, name: &str, shutdown: &Shutdown) -> Re
 
 /// Connects and wraps the client in a [`Bus`] for the configured namespace.
 pub async fn connect_bus(config: &NatsConfig, sender: Sender, shutdown: &Shutdown) -> Result<Bus, NatsError> {
-    let ns = Namespace::new(&config.namespace).map_err(|e| NatsError::Namespace(config.namespace.clone(), e))?;
+    let ns =
+        Namespace::new(&config.namespace).map_err(|e| NatsError::Namespace(config.namespace.clone(), e))?;
     let name = format!("{}-{}", sender.component, sender.instance);
     let client = connect(config, &name, shutdown).await?;
     Ok(Bus::new(client, ns, sender))

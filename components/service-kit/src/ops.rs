@@ -81,8 +81,10 @@ impl OpsServer {
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 )
                 .into_response(),
-                Err(_) => warp::reply::with_status("metrics encoding failed", StatusCode::INTERNAL_SERVER_ERROR)
-                    .into_response(),
+                Err(_) => {
+                    warp::reply::with_status("metrics encoding failed", StatusCode::INTERNAL_SERVER_ERROR)
+                        .into_response()
+                }
             }
         });
         healthz.or(metrics).unify().boxed()

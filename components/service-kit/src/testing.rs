@@ -23,7 +23,10 @@ impl TestServices {
             .unwrap_or_else(|| PathBuf::from("/tmp/deis-services"));
         let path = dir.join("env");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("test services are not running ({}: {e}); start them with `./compose/services up`", path.display())
+            panic!(
+                "test services are not running ({}: {e}); start them with `./compose/services up`",
+                path.display()
+            )
         });
         let get = |key: &str| {
             text.lines()
@@ -64,7 +67,8 @@ where
 /// A free TCP port on loopback (bound, then released). Good enough for test daemons that need a
 /// port number up front.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| {
-        panic!("no free port on loopback: {e}")
-    })
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on loopback: {e}"))
 }

@@ -40,7 +40,10 @@ async fn typed_publish_subscribe_and_request_reply() {
     tokio::spawn(async move {
         while let Some(cmd) = commands.next().await {
             let cmd = cmd.expect("a well-formed start command");
-            let reply = StartContainerReply::Started { container_id: format!("c-{}", cmd.envelope.body.key.index), host_port: Some(1) };
+            let reply = StartContainerReply::Started {
+                container_id: format!("c-{}", cmd.envelope.body.key.index),
+                host_port: Some(1),
+            };
             responder.reply(&cmd, reply).await.unwrap();
         }
     });
@@ -55,7 +58,11 @@ async fn typed_publish_subscribe_and_request_reply() {
         health: None,
     };
     let reply = scheduler
-        .request(&ns.agent_start(&node), &scheduler.envelope(cmd).with_trace("trace-1"), Duration::from_secs(5))
+        .request(
+            &ns.agent_start(&node),
+            &scheduler.envelope(cmd).with_trace("trace-1"),
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(reply.body, StartContainerReply::Started { container_id: "c-3".into(), host_port: Some(1) });
@@ -106,7 +113,8 @@ async fn durable_publishes_are_deduplicated_by_message_id_and_survive_for_a_late
     let destroyed = controller.envelope(AppDestroyed { app: app(), destroyed_by: "alice".into() });
     controller.publish_durable(&ns.app_destroyed(&app()), &destroyed).await.unwrap();
 
-    let mut messages = consumer.fetch().max_messages(10).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut messages =
+        consumer.fetch().max_messages(10).expires(Duration::from_secs(2)).messages().await.unwrap();
     let mut seen = Vec::new();
     while let Some(msg) = messages.next().await {
         let msg = msg.unwrap();
@@ -117,5 +125,9 @@ async fn durable_publishes_are_deduplicated_by_message_id_and_survive_for_a_late
     assert!(matches!(&seen[0], DesiredChange::Formation(e) if e.id == id && e.body == change));
     assert!(matches!(&seen[1], DesiredChange::Destroyed(_)));
 
-    controller.jetstream().delete_stream(ns.stream(bus_schema::streams::StreamId::Desired).name).await.unwrap();
+    controller
+        .jetstream()
+        .delete_stream(ns.stream(bus_schema::streams::StreamId::Desired).name)
+        .await
+        .unwrap();
 }

@@ -37,7 +37,8 @@ async fn key_lives_past_its_ttl_while_kept_alive_and_goes_within_ttl_when_abando
     let key = unique_key("node1");
     let shutdown = Shutdown::new();
     let ttl = Duration::from_secs(2);
-    let handle = Registration { key: key.clone(), value: b"10.0.0.1".to_vec(), ttl }.spawn(client.clone(), &shutdown);
+    let handle =
+        Registration { key: key.clone(), value: b"10.0.0.1".to_vec(), ttl }.spawn(client.clone(), &shutdown);
 
     eventually("the key is registered", Duration::from_secs(5), || {
         let mut c = client.clone();
@@ -66,8 +67,8 @@ async fn a_clean_stop_removes_the_key_at_once() {
     let mut client = shared_client().await;
     let key = unique_key("controller");
     let shutdown = Shutdown::new();
-    let handle =
-        Registration { key: key.clone(), value: b"x".to_vec(), ttl: Duration::from_secs(30) }.spawn(client.clone(), &shutdown);
+    let handle = Registration { key: key.clone(), value: b"x".to_vec(), ttl: Duration::from_secs(30) }
+        .spawn(client.clone(), &shutdown);
     let mut state = handle.watch();
     state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })).await.unwrap();
     handle.stop().await;
@@ -79,8 +80,8 @@ async fn a_lost_lease_is_replaced_and_the_key_comes_back() {
     let mut client = shared_client().await;
     let key = unique_key("router");
     let shutdown = Shutdown::new();
-    let handle =
-        Registration { key: key.clone(), value: b"r".to_vec(), ttl: Duration::from_secs(2) }.spawn(client.clone(), &shutdown);
+    let handle = Registration { key: key.clone(), value: b"r".to_vec(), ttl: Duration::from_secs(2) }
+        .spawn(client.clone(), &shutdown);
     let mut state = handle.watch();
     state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })).await.unwrap();
     let RegistrationState::Registered { lease } = handle.state() else { unreachable!() };
@@ -121,7 +122,14 @@ impl OwnEtcd {
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("own={peer_url}"), "--logger", "zap", "--log-level", "error"])
+            .args([
+                "--initial-cluster",
+                &format!("own={peer_url}"),
+                "--logger",
+                "zap",
+                "--log-level",
+                "error",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -138,7 +146,11 @@ impl OwnEtcd {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         std::fs::remove_dir_all(self.dir.path().join("data")).unwrap();
-        let (dir, c, p) = (std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()), self.client_port, self.peer_port);
+        let (dir, c, p) = (
+            std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+            self.client_port,
+            self.peer_port,
+        );
         Self::start(dir, c, p)
     }
 }
@@ -158,8 +170,8 @@ async fn registration_comes_back_after_etcd_restarts_empty() {
     let shutdown = Shutdown::new();
     let client = service_kit::etcd::connect(&config, &shutdown).await.unwrap();
     let key = "/deis/nodes/node7".to_owned();
-    let handle =
-        Registration { key: key.clone(), value: b"n7".to_vec(), ttl: Duration::from_secs(2) }.spawn(client.clone(), &shutdown);
+    let handle = Registration { key: key.clone(), value: b"n7".to_vec(), ttl: Duration::from_secs(2) }
+        .spawn(client.clone(), &shutdown);
     let mut state = handle.watch();
     state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })).await.unwrap();
 
