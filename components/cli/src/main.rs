@@ -1,0 +1,2 @@
+//! The `deis` command line client.
+fn main() {}

@@ -1,0 +1,316 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::types::*;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The controller answered with an error: its status and `detail`.
+    #[error("{detail}")]
+    Status { status: u16, detail: String },
+    /// The controller could not be reached or answered something unreadable.
+    #[error("could not reach the controller at {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("not logged in: run `deis login <controller-url>` first")]
+    NotLoggedIn,
+}
+
+impl ApiError {
+    /// The HTTP status, when the controller answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the controller said "not found", for callers that treat absence specially.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND.as_u16())
+    }
+}
+
+/// A typed client of the controller's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the controller at `base` (e.g. `http://deis.example.com`), with or without a
+    /// token.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("deis-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self { base: base.trim_end_matches('/').to_owned(), token, http }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+    ) -> Result<T, ApiError> {
+        let bytes = self.call_raw(method, path, body, auth).await?;
+        let bytes = if bytes.is_empty() { b"null".to_vec() } else { bytes };
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Transport {
+            url: format!("{}{path}", self.base),
+            reason: format!("unreadable answer: {e}"),
+        })
+    }
+
+    async fn call_raw<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+    ) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if auth {
+            let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
+            req = req.header("Authorization", format!("token {token}"));
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: e.to_string() };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?.to_vec();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.detail)
+            .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
+        Err(ApiError::Status { status: status.as_u16(), detail })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.call::<(), T>(Method::GET, path, None, true).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
+        self.call(Method::POST, path, Some(body), true).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.call_raw::<()>(Method::DELETE, path, None, true).await.map(|_| ())
+    }
+
+    /// Fetches every page of a list.
+    async fn all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ApiError> {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let page: Page<T> = self.get(&format!("{path}{sep}limit=100&offset={offset}")).await?;
+            let n = page.results.len() as u64;
+            out.extend(page.results);
+            offset += n;
+            if page.next.is_none() || n == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    // --- auth ---------------------------------------------------------------------------------
+
+    pub async fn register(&self, req: &RegisterRequest) -> Result<User, ApiError> {
+        self.call(Method::POST, "/v1/auth/register/", Some(req), false).await
+    }
+
+    pub async fn login(&self, req: &LoginRequest) -> Result<TokenResponse, ApiError> {
+        self.call(Method::POST, "/v1/auth/login/", Some(req), false).await
+    }
+
+    pub async fn whoami(&self) -> Result<User, ApiError> {
+        self.get("/v1/auth/whoami/").await
+    }
+
+    pub async fn passwd(&self, req: &PasswdRequest) -> Result<(), ApiError> {
+        self.call_raw(Method::POST, "/v1/auth/passwd/", Some(req), true).await.map(|_| ())
+    }
+
+    pub async fn cancel(&self, req: &CancelRequest) -> Result<(), ApiError> {
+        self.call_raw(Method::POST, "/v1/auth/cancel/", Some(req), true).await.map(|_| ())
+    }
+
+    pub async fn regenerate_token(&self, req: &RegenerateTokenRequest) -> Result<TokenResponse, ApiError> {
+        self.post("/v1/auth/tokens/", req).await
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, ApiError> {
+        self.all("/v1/users/").await
+    }
+
+    // --- apps ---------------------------------------------------------------------------------
+
+    pub async fn apps(&self) -> Result<Vec<App>, ApiError> {
+        self.all("/v1/apps/").await
+    }
+
+    pub async fn app_create(&self, name: Option<&str>) -> Result<App, ApiError> {
+        self.post("/v1/apps/", &AppCreateRequest { id: name.map(str::to_owned) }).await
+    }
+
+    pub async fn app(&self, app: &str) -> Result<App, ApiError> {
+        self.get(&format!("/v1/apps/{app}/")).await
+    }
+
+    pub async fn app_destroy(&self, app: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/apps/{app}/")).await
+    }
+
+    pub async fn app_transfer(&self, app: &str, owner: &str) -> Result<App, ApiError> {
+        self.post(&format!("/v1/apps/{app}/"), &AppTransferRequest { owner: owner.to_owned() }).await
+    }
+
+    // --- config -------------------------------------------------------------------------------
+
+    pub async fn config(&self, app: &str) -> Result<Config, ApiError> {
+        self.get(&format!("/v1/apps/{app}/config/")).await
+    }
+
+    pub async fn config_update(&self, app: &str, update: &ConfigUpdate) -> Result<Config, ApiError> {
+        self.post(&format!("/v1/apps/{app}/config/"), update).await
+    }
+
+    // --- builds, releases, scale --------------------------------------------------------------
+
+    pub async fn builds(&self, app: &str) -> Result<Vec<Build>, ApiError> {
+        self.all(&format!("/v1/apps/{app}/builds/")).await
+    }
+
+    pub async fn build_create(&self, app: &str, req: &BuildCreateRequest) -> Result<Build, ApiError> {
+        self.post(&format!("/v1/apps/{app}/builds/"), req).await
+    }
+
+    pub async fn releases(&self, app: &str) -> Result<Vec<Release>, ApiError> {
+        self.all(&format!("/v1/apps/{app}/releases/")).await
+    }
+
+    pub async fn release(&self, app: &str, version: u32) -> Result<Release, ApiError> {
+        self.get(&format!("/v1/apps/{app}/releases/v{version}/")).await
+    }
+
+    pub async fn rollback(&self, app: &str, version: Option<u32>) -> Result<Release, ApiError> {
+        self.post(&format!("/v1/apps/{app}/releases/rollback/"), &RollbackRequest { version }).await
+    }
+
+    pub async fn scale(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<App, ApiError> {
+        self.post(&format!("/v1/apps/{app}/scale/"), formation).await
+    }
+
+    // --- domains ------------------------------------------------------------------------------
+
+    pub async fn domains(&self, app: &str) -> Result<Vec<Domain>, ApiError> {
+        self.all(&format!("/v1/apps/{app}/domains/")).await
+    }
+
+    pub async fn domain_add(&self, app: &str, domain: &str) -> Result<Domain, ApiError> {
+        self.post(&format!("/v1/apps/{app}/domains/"), &DomainCreateRequest { domain: domain.to_owned() }).await
+    }
+
+    pub async fn domain_remove(&self, app: &str, domain: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/apps/{app}/domains/{domain}")).await
+    }
+
+    // --- certs --------------------------------------------------------------------------------
+
+    pub async fn certs(&self) -> Result<Vec<Cert>, ApiError> {
+        self.all("/v1/certs/").await
+    }
+
+    pub async fn cert_add(&self, req: &CertCreateRequest) -> Result<Cert, ApiError> {
+        self.post("/v1/certs/", req).await
+    }
+
+    pub async fn cert_remove(&self, name: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/certs/{name}")).await
+    }
+
+    pub async fn cert_attach(&self, name: &str, domain: &str) -> Result<Cert, ApiError> {
+        self.post(&format!("/v1/certs/{name}/domain/"), &CertAttachRequest { domain: domain.to_owned() }).await
+    }
+
+    pub async fn cert_detach(&self, name: &str, domain: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/certs/{name}/domain/{domain}")).await
+    }
+
+    // --- keys ---------------------------------------------------------------------------------
+
+    pub async fn keys(&self) -> Result<Vec<Key>, ApiError> {
+        self.all("/v1/keys/").await
+    }
+
+    pub async fn key_add(&self, req: &KeyCreateRequest) -> Result<Key, ApiError> {
+        self.post("/v1/keys/", req).await
+    }
+
+    pub async fn key_remove(&self, id: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/keys/{id}")).await
+    }
+
+    // --- perms --------------------------------------------------------------------------------
+
+    pub async fn perms(&self, app: &str) -> Result<AppPerms, ApiError> {
+        self.get(&format!("/v1/apps/{app}/perms/")).await
+    }
+
+    pub async fn perm_create(&self, app: &str, username: &str) -> Result<(), ApiError> {
+        self.call_raw(
+            Method::POST,
+            &format!("/v1/apps/{app}/perms/"),
+            Some(&PermCreateRequest { username: username.to_owned() }),
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn perm_delete(&self, app: &str, username: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/apps/{app}/perms/{username}")).await
+    }
+
+    pub async fn admins(&self) -> Result<Vec<AdminPerm>, ApiError> {
+        self.all("/v1/admin/perms/").await
+    }
+
+    pub async fn admin_create(&self, username: &str) -> Result<(), ApiError> {
+        self.call_raw(
+            Method::POST,
+            "/v1/admin/perms/",
+            Some(&PermCreateRequest { username: username.to_owned() }),
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn admin_delete(&self, username: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/admin/perms/{username}")).await
+    }
+}

@@ -1,0 +1,302 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Every error body: `{"detail": "…"}` with a message a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub detail: String,
+}
+
+/// A page of a list, as Deis v1 paginates (`?limit=`, `?offset=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// Total number of items.
+    pub count: u64,
+    /// URL of the next page, if any.
+    pub next: Option<String>,
+    /// URL of the previous page, if any.
+    pub previous: Option<String>,
+    pub results: Vec<T>,
+}
+
+// --- auth -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// Send as `Authorization: token <token>`.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswdRequest {
+    /// The current password; an admin changing another user's password may omit it.
+    #[serde(default)]
+    pub password: Option<String>,
+    pub new_password: String,
+    /// Another user's name (admins only).
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Another user to remove (admins only); yourself when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateTokenRequest {
+    /// Another user's token (admins only); yours when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Regenerate every user's token (admins only).
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub username: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_superuser: bool,
+    /// RFC 3339.
+    pub date_joined: String,
+}
+
+// --- apps -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AppCreateRequest {
+    /// The app's name; a generated one when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppTransferRequest {
+    /// The new owner's username.
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct App {
+    pub uuid: Uuid,
+    /// The app's name.
+    pub id: String,
+    pub owner: String,
+    /// `<app>.<platform domain>`.
+    pub url: String,
+    /// The formation: process type → containers wanted.
+    pub structure: BTreeMap<String, u32>,
+    pub created: String,
+    pub updated: String,
+}
+
+// --- config -----------------------------------------------------------------------------------
+
+/// A change to an app's config. In every map, `null` unsets the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigUpdate {
+    /// Environment variables.
+    #[serde(default)]
+    pub values: BTreeMap<String, Option<String>>,
+    /// Memory limit per process type, e.g. `"512M"`, `"1G"`.
+    #[serde(default)]
+    pub memory: BTreeMap<String, Option<String>>,
+    /// CPU shares per process type (1024 is one CPU's share).
+    #[serde(default)]
+    pub cpu: BTreeMap<String, Option<u32>>,
+    /// Node labels the app must run on.
+    #[serde(default)]
+    pub tags: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Config {
+    pub uuid: Uuid,
+    pub owner: String,
+    pub app: String,
+    pub values: BTreeMap<String, String>,
+    pub memory: BTreeMap<String, String>,
+    pub cpu: BTreeMap<String, u32>,
+    pub tags: BTreeMap<String, String>,
+    pub created: String,
+    pub updated: String,
+}
+
+// --- builds and releases ----------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildCreateRequest {
+    /// An image already in the platform registry (`deis builds:create` / `deis pull`).
+    pub image: String,
+    /// Process types and commands; `{"cmd": ""}` (the image's own command) when absent.
+    #[serde(default)]
+    pub procfile: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Build {
+    pub uuid: Uuid,
+    pub owner: String,
+    pub app: String,
+    pub image: String,
+    /// The git commit, empty for image builds.
+    pub sha: String,
+    pub procfile: BTreeMap<String, String>,
+    /// `buildpack`, `dockerfile` or `image`.
+    pub kind: String,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Release {
+    pub uuid: Uuid,
+    pub owner: String,
+    pub app: String,
+    pub version: u32,
+    /// The build this release runs, if any (v1 has none).
+    pub build: Option<Uuid>,
+    /// The image this release runs, empty when there is no build yet.
+    pub image: String,
+    /// The config this release runs with.
+    pub config: Uuid,
+    pub summary: String,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Roll back to this version; the one before the current release when absent.
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+// --- domains, certs, keys, perms ----------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainCreateRequest {
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Domain {
+    pub owner: String,
+    pub app: String,
+    pub domain: String,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertCreateRequest {
+    /// A name for the certificate; its common name when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// PEM certificate (chain).
+    pub certificate: String,
+    /// PEM private key matching the certificate.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertAttachRequest {
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Cert {
+    pub name: String,
+    pub owner: String,
+    pub common_name: String,
+    /// Subject alternative names.
+    pub san: Vec<String>,
+    pub starts: String,
+    pub expires: String,
+    pub issuer: String,
+    pub fingerprint: String,
+    /// Domains this certificate serves.
+    pub domains: Vec<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreateRequest {
+    /// A name for the key (its comment, e.g. `alice@laptop`, by default).
+    pub id: String,
+    /// An OpenSSH public key line: `ssh-ed25519 AAAA… comment`.
+    pub public: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Key {
+    pub id: String,
+    pub owner: String,
+    pub public: String,
+    /// `SHA256:…`, unique across the platform.
+    pub fingerprint: String,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermCreateRequest {
+    pub username: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppPerms {
+    /// Users the app is shared with (besides its owner).
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AdminPerm {
+    pub username: String,
+    pub is_superuser: bool,
+}
+
+/// The formation change of `deis scale web=3 worker=1`: process type → containers wanted.
+pub type ScaleRequest = BTreeMap<String, u32>;
