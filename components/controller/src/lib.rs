@@ -1,1 +1,141 @@
-//! The controller.
+//! The controller: the platform's HTTP API (`/v1/`, Deis v1's paths) and the only writer of its
+//! Postgres state. Changes are published to the bus through an outbox; completed builds arrive
+//! from the bus and become releases.
+
+pub mod api;
+pub mod auth;
+mod builds_consumer;
+pub mod config;
+pub mod ctx;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod outbox;
+pub mod releases;
+pub mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bus_schema::{Namespace, Sender};
+use prometheus_client::registry::Registry;
+use service_kit::{Backoff, Health, OpsServer, Registration, Shutdown};
+use tokio::net::TcpListener;
+
+pub use config::{ControllerConfig, RegistrationMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("bad NATS namespace: {0}")]
+    Namespace(#[from] bus_schema::NameError),
+}
+
+/// Runs the controller on an already bound listener until shutdown.
+pub async fn run(config: ControllerConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), ControllerError> {
+    let ns = Namespace::new(&config.nats.namespace)?;
+    let pool = db::pool(&config.database_url, config.database_pool_size)?;
+    migrate_with_retry(&pool, &shutdown).await?;
+
+    let metrics = metrics::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ctx = Arc::new(ctx::Ctx::new(pool, config.clone(), ns, metrics));
+
+    let db_ok = Arc::new(AtomicBool::new(true));
+    let nats_ok = Arc::new(AtomicBool::new(!(config.relay_enabled || config.consume_builds)));
+    shutdown.spawn(watch_database(ctx.clone(), db_ok.clone(), shutdown.clone()));
+    if config.relay_enabled || config.consume_builds {
+        shutdown.spawn(bus_tasks(ctx.clone(), nats_ok.clone(), shutdown.clone()));
+    }
+    if config.register_in_etcd {
+        shutdown.spawn(register(config.clone(), shutdown.clone()));
+    }
+
+    let ops = {
+        let (db_ok, nats_ok) = (db_ok.clone(), nats_ok.clone());
+        OpsServer::new(registry, move || {
+            let check = |ok: &AtomicBool, what: &str| if ok.load(Ordering::Relaxed) { Ok(()) } else { Err(format!("{what} unreachable")) };
+            Health::from_checks([
+                ("postgres".to_owned(), check(&db_ok, "postgres")),
+                ("nats".to_owned(), check(&nats_ok, "nats")),
+            ])
+        })
+    };
+    let openapi = Arc::new(openapi::document());
+    let routes = api::routes(ctx.clone(), ops.routes(), openapi);
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, domain = %config.platform_domain, "controller listening");
+    let stop = shutdown.clone();
+    warp::serve(routes).incoming(listener).graceful(async move { stop.cancelled().await }).run().await;
+    Ok(())
+}
+
+async fn migrate_with_retry(pool: &deadpool_postgres::Pool, shutdown: &Shutdown) -> Result<(), ControllerError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match db::migrate(pool).await {
+            Ok(()) => return Ok(()),
+            // Postgres may still be starting; a failing migration itself is fatal.
+            Err(e @ db::DbError::Migration { .. }) => return Err(e.into()),
+            Err(error) => {
+                tracing::warn!(%error, "database not ready; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.cancelled() => return Err(error.into()),
+                }
+            }
+        }
+    }
+}
+
+async fn watch_database(ctx: Arc<ctx::Ctx>, ok: Arc<AtomicBool>, shutdown: Shutdown) {
+    loop {
+        let alive = match ctx.pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        };
+        ok.store(alive, Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn bus_tasks(ctx: Arc<ctx::Ctx>, nats_ok: Arc<AtomicBool>, shutdown: Shutdown) {
+    let sender = Sender { component: bus_schema::Component::Controller, instance: ctx.config.advertise.clone() };
+    let Ok(bus) = service_kit::nats::connect_bus(&ctx.config.nats, sender, &shutdown).await else {
+        return;
+    };
+    nats_ok.store(true, Ordering::Relaxed);
+    if ctx.config.relay_enabled {
+        shutdown.spawn(outbox::relay(ctx.clone(), bus.clone(), shutdown.clone()));
+    }
+    if ctx.config.consume_builds {
+        shutdown.spawn(builds_consumer::run(ctx.clone(), bus.clone(), shutdown.clone()));
+    }
+    loop {
+        let state = bus.client().connection_state();
+        nats_ok.store(state == async_nats::connection::State::Connected, Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Keeps `<prefix>/components/controller/<advertise>` alive in etcd while this instance runs.
+async fn register(config: ControllerConfig, shutdown: Shutdown) {
+    let Ok(client) = service_kit::etcd::connect(&config.etcd, &shutdown).await else {
+        return;
+    };
+    let key = format!("{}/components/controller/{}", config.etcd.prefix, config.advertise);
+    let value = serde_json::json!({ "address": config.advertise, "version": env!("CARGO_PKG_VERSION") }).to_string();
+    let handle = Registration { key, value: value.into_bytes(), ttl: config.etcd.lease_ttl() }.spawn(client, &shutdown);
+    shutdown.cancelled().await;
+    handle.stop().await;
+}

@@ -1,0 +1,352 @@
+//! `/v1/apps/{app}/builds/`, `/releases/` and `/scale/`: what runs, and how many of it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bus_schema::messages::FormationChanged;
+use controller_api::{App, Build, BuildCreateRequest, Release, RollbackRequest, ScaleRequest};
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{Body, Paging, Query, json, parse_body, ts};
+use crate::ctx::{Access, AppRow, Ctx, app_for};
+use crate::error::ApiError;
+use crate::releases::{self, ReleaseRow};
+use crate::{outbox, validate};
+
+fn release_view(app: &str, r: &ReleaseRow) -> Release {
+    Release {
+        uuid: r.uuid,
+        owner: r.owner.clone(),
+        app: app.to_owned(),
+        version: u32::try_from(r.version).unwrap_or(0),
+        build: r.build,
+        image: r.image.clone(),
+        config: r.config,
+        summary: r.summary.clone(),
+        created: ts(r.created),
+        updated: ts(r.created),
+    }
+}
+
+fn build_view(app: &str, row: &tokio_postgres::Row) -> Build {
+    let created = ts(row.get(6));
+    Build {
+        uuid: row.get(0),
+        owner: row.get(1),
+        app: app.to_owned(),
+        image: row.get(2),
+        sha: row.get(3),
+        procfile: serde_json::from_value(row.get(4)).unwrap_or_default(),
+        kind: row.get(5),
+        created: created.clone(),
+        updated: created,
+    }
+}
+
+/// A build to record, from the API or from the builder's build-completed event.
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    pub uuid: Uuid,
+    pub owner: String,
+    pub image: String,
+    pub sha: String,
+    pub procfile: BTreeMap<String, String>,
+    pub kind: &'static str,
+}
+
+/// Records a build and releases it, in one transaction. Idempotent on the build's uuid: a
+/// build seen before (a redelivered event) changes nothing and returns `None`.
+pub async fn record_build(
+    ctx: &Ctx,
+    tx: &deadpool_postgres::Transaction<'_>,
+    app: &AppRow,
+    build: &NewBuild,
+) -> Result<Option<ReleaseRow>, ApiError> {
+    let procfile = serde_json::to_value(&build.procfile).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO builds (uuid, app_id, owner, image, sha, procfile, kind) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (uuid) DO NOTHING",
+            &[&build.uuid, &app.id, &build.owner, &build.image, &build.sha, &procfile, &build.kind],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let current = releases::latest(tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let what = if build.sha.is_empty() { build.image.clone() } else { format!("{:.8}", build.sha) };
+    let summary = format!("{} deployed {what}", build.owner);
+    // Process types the new build no longer has are scaled to zero; new ones start at zero,
+    // except `web`/`cmd` on an app's first build, which start at one (as Deis v1 did).
+    let first_build = current.build.is_none();
+    let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
+    let mut structure = super::apps::structure_of(row.get(0));
+    let types: Vec<String> = if build.procfile.is_empty() { vec!["cmd".into()] } else { build.procfile.keys().cloned().collect() };
+    structure.retain(|k, _| types.contains(k));
+    if first_build {
+        for t in ["web", "cmd"] {
+            if types.iter().any(|x| x == t) {
+                structure.entry(t.to_owned()).or_insert(1);
+            }
+        }
+    }
+    let release = releases::create(ctx, tx, app, &build.owner, Some(build.uuid), current.config, summary).await?;
+    set_structure(ctx, tx, app, &build.owner, structure).await?;
+    Ok(Some(release))
+}
+
+/// Stores a formation and announces it.
+async fn set_structure(
+    ctx: &Ctx,
+    tx: &deadpool_postgres::Transaction<'_>,
+    app: &AppRow,
+    user: &str,
+    structure: BTreeMap<String, u32>,
+) -> Result<(), ApiError> {
+    let value = serde_json::to_value(&structure).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let generation: i64 = tx
+        .query_one(
+            "UPDATE apps SET structure = $1, structure_generation = structure_generation + 1, updated = now()
+             WHERE id = $2 RETURNING structure_generation",
+            &[&value, &app.id],
+        )
+        .await?
+        .get(0);
+    let mut formation = BTreeMap::new();
+    for (ptype, n) in &structure {
+        formation.insert(validate::process_type(ptype)?, *n);
+    }
+    outbox::enqueue(
+        tx,
+        &ctx.sender,
+        FormationChanged {
+            app: validate::app_name(&app.name)?,
+            formation,
+            generation: u64::try_from(generation).unwrap_or(0),
+            changed_by: user.to_owned(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The app's builds, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/builds/", tag = "builds", params(("app" = String, Path, description = "App name"), Paging),
+    responses((status = 200, description = "Builds", body = controller_api::Page<Build>)))]
+pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let paging = Paging::from_query(&query)?;
+    let client = ctx.pool.get().await?;
+    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+    let count: i64 = client.query_one("SELECT count(*) FROM builds WHERE app_id = $1", &[&app.id]).await?.get(0);
+    let rows = client
+        .query(
+            "SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE app_id = $1
+             ORDER BY created DESC LIMIT $2 OFFSET $3",
+            &[&app.id, &paging.limit, &paging.offset],
+        )
+        .await?;
+    let builds = rows.iter().map(|r| build_view(&app.name, r)).collect();
+    Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/builds/", app.name), count, builds)))
+}
+
+/// Deploy an image that is already in the platform registry.
+#[utoipa::path(post, path = "/v1/apps/{app}/builds/", tag = "builds", request_body = BuildCreateRequest,
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 201, description = "Built and released", body = Build)))]
+pub async fn create(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let req: BuildCreateRequest = parse_body(body?)?;
+    validate::image(&req.image)?;
+    for (ptype, command) in &req.procfile {
+        validate::process_type(ptype)?;
+        if command.contains('\0') || command.len() > 4096 {
+            return Err(ApiError::Invalid(format!("the command of {ptype} is not acceptable")));
+        }
+    }
+    {
+        let client = ctx.pool.get().await?;
+        app_for(&client, &user, &app, Access::Use, false).await?;
+    }
+    let image = ensure_in_registry(&ctx, &req.image).await?;
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = app_for(&tx, &user, &app, Access::Use, true).await?;
+    let build = NewBuild {
+        uuid: Uuid::now_v7(),
+        owner: user.username.clone(),
+        image,
+        sha: String::new(),
+        procfile: req.procfile,
+        kind: "image",
+    };
+    record_build(&ctx, &tx, &row, &build).await?;
+    let out = tx
+        .query_one("SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE uuid = $1", &[&build.uuid])
+        .await?;
+    tx.commit().await?;
+    ctx.relay_wake.notify_one();
+    Ok(json(StatusCode::CREATED, &build_view(&row.name, &out)))
+}
+
+/// Checks that an image is in the platform registry (its manifest answers), and returns its
+/// full reference. A name without a registry host is looked up in the platform registry.
+async fn ensure_in_registry(ctx: &Ctx, image: &str) -> Result<String, ApiError> {
+    let registry = ctx.config.registry.trim_end_matches('/');
+    let rest = image.strip_prefix(&format!("{registry}/")).unwrap_or(image);
+    let first = rest.split('/').next().unwrap_or_default();
+    if rest.contains('/') && (first.contains('.') || first.contains(':')) {
+        return Err(ApiError::Invalid(format!(
+            "image '{image}' is in another registry; only images in the platform registry ({registry}) can be deployed"
+        )));
+    }
+    let (name, reference) = match rest.rsplit_once('@') {
+        Some((n, digest)) => (n, digest.to_owned()),
+        None => match rest.rsplit_once(':') {
+            Some((n, tag)) => (n, tag.to_owned()),
+            None => (rest, "latest".to_owned()),
+        },
+    };
+    let url = format!("http://{registry}/v2/{name}/manifests/{reference}");
+    let resp = ctx
+        .http
+        .head(&url)
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, \
+             application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json",
+        )
+        .send()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the platform registry at {registry} is unreachable: {e}")))?;
+    match resp.status().as_u16() {
+        200 => Ok(format!("{registry}/{name}:{reference}").replace(":sha256:", "@sha256:")),
+        404 => Err(ApiError::Invalid(format!(
+            "image {name}:{reference} is not in the platform registry ({registry}); push it there first"
+        ))),
+        s => Err(ApiError::Unavailable(format!("the platform registry answered {s} for {name}:{reference}"))),
+    }
+}
+
+/// The app's releases, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/releases/", tag = "releases", params(("app" = String, Path, description = "App name"), Paging),
+    responses((status = 200, description = "Releases", body = controller_api::Page<Release>)))]
+pub async fn releases(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let paging = Paging::from_query(&query)?;
+    let client = ctx.pool.get().await?;
+    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+    let (count, rows) = releases::list(&client, app.id, paging.limit, paging.offset).await?;
+    let out = rows.iter().map(|r| release_view(&app.name, r)).collect();
+    Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/releases/", app.name), count, out)))
+}
+
+fn parse_version(v: &str) -> Result<i32, ApiError> {
+    v.strip_prefix('v')
+        .unwrap_or(v)
+        .parse::<i32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::NotFound(format!("release '{v}' not found: versions look like v3")))
+}
+
+/// One release.
+#[utoipa::path(get, path = "/v1/apps/{app}/releases/{version}/", tag = "releases",
+    params(("app" = String, Path, description = "App name"), ("version" = String, Path, description = "Version, like v3")),
+    responses((status = 200, description = "The release", body = Release)))]
+pub async fn release(ctx: Arc<Ctx>, app: String, version: String, authz: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let n = parse_version(&version)?;
+    let client = ctx.pool.get().await?;
+    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+    let r = releases::by_version(&client, app.id, n).await?.ok_or_else(|| ApiError::not_found(format!("release v{n}")))?;
+    Ok(json(StatusCode::OK, &release_view(&app.name, &r)))
+}
+
+/// Roll back: a new release with the build and config of an earlier one (the previous by default).
+#[utoipa::path(post, path = "/v1/apps/{app}/releases/rollback/", tag = "releases", request_body = RollbackRequest,
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 201, description = "The new release", body = Release)))]
+pub async fn rollback(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let body = body?;
+    let req: RollbackRequest = if body.is_empty() { RollbackRequest::default() } else { parse_body(body)? };
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    let app = app_for(&tx, &user, &app, Access::Use, true).await?;
+    let current = releases::latest(&tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let target = match req.version {
+        Some(v) => i32::try_from(v).map_err(|_| ApiError::Invalid(format!("no release v{v}")))?,
+        None => current.version - 1,
+    };
+    if target < 1 {
+        return Err(ApiError::Invalid("there is no earlier release to roll back to".into()));
+    }
+    if target >= current.version {
+        return Err(ApiError::Invalid(format!(
+            "can only roll back to an earlier release than the current v{}",
+            current.version
+        )));
+    }
+    let old = releases::by_version(&tx, app.id, target).await?.ok_or_else(|| ApiError::not_found(format!("release v{target}")))?;
+    let summary = format!("{} rolled back to v{target}", user.username);
+    let new = releases::create(&ctx, &tx, &app, &user.username, old.build, old.config, summary).await?;
+    tx.commit().await?;
+    ctx.relay_wake.notify_one();
+    Ok(json(StatusCode::CREATED, &release_view(&app.name, &new)))
+}
+
+/// Change how many containers of each process type run (`{"web": 3}`).
+#[utoipa::path(post, path = "/v1/apps/{app}/scale/", tag = "apps", request_body = BTreeMap<String, u32>,
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 200, description = "The app with its new formation", body = App)))]
+pub async fn scale(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let req: ScaleRequest = parse_body(body?)?;
+    if req.is_empty() {
+        return Err(ApiError::Invalid("nothing to scale: give process types and counts, like {\"web\": 3}".into()));
+    }
+    for (ptype, n) in &req {
+        validate::process_type(ptype)?;
+        if *n > 100 {
+            return Err(ApiError::Invalid(format!("{ptype}={n}: at most 100 containers per process type")));
+        }
+    }
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    let app = app_for(&tx, &user, &app, Access::Use, true).await?;
+    let current = releases::latest(&tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let Some(build) = current.build else {
+        return Err(ApiError::Invalid(format!(
+            "{} has no build yet: deploy with `git push` or `deis builds:create` first",
+            app.name
+        )));
+    };
+    let row = tx.query_one("SELECT procfile FROM builds WHERE uuid = $1", &[&build]).await?;
+    let procfile: BTreeMap<String, String> = serde_json::from_value(row.get(0)).unwrap_or_default();
+    let known: Vec<String> = if procfile.is_empty() { vec!["cmd".into()] } else { procfile.into_keys().collect() };
+    for ptype in req.keys() {
+        if !known.contains(ptype) {
+            return Err(ApiError::Invalid(format!(
+                "{} has no process type '{ptype}'; it has: {}",
+                app.name,
+                known.join(", ")
+            )));
+        }
+    }
+    let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
+    let mut structure = super::apps::structure_of(row.get(0));
+    for (ptype, n) in &req {
+        structure.insert(ptype.clone(), *n);
+    }
+    set_structure(&ctx, &tx, &app, &user.username, structure).await?;
+    let what: Vec<String> = req.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    outbox::event(&tx, &ctx.sender, &app.name, &user.username, "scale", format!("{} scaled {}", user.username, what.join(" ")))
+        .await?;
+    let out = super::apps::load(&ctx, &tx, &app.name).await?;
+    tx.commit().await?;
+    ctx.relay_wake.notify_one();
+    Ok(json(StatusCode::OK, &out))
+}

@@ -1,0 +1,180 @@
+//! `/v1/certs/`: TLS certificates for custom domains, checked (PEM, key match, expiry) on upload.
+
+use std::sync::Arc;
+
+use controller_api::{Cert, CertAttachRequest, CertCreateRequest};
+use deadpool_postgres::GenericClient;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{Body, Paging, Query, json, no_content, parse_body, ts};
+use crate::ctx::{Access, AuthUser, Ctx, app_for};
+use crate::error::{ApiError, is_unique_violation};
+use crate::validate;
+
+const CERT_COLUMNS: &str = "c.id, c.name, u.username, c.common_name, c.san, c.starts, c.expires, c.issuer, c.fingerprint, c.created, c.owner_id";
+
+async fn cert_view<C: GenericClient>(client: &C, row: &tokio_postgres::Row) -> Result<Cert, ApiError> {
+    let id: i64 = row.get(0);
+    let domains = client
+        .query("SELECT domain FROM cert_domains WHERE cert_id = $1 ORDER BY domain", &[&id])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Cert {
+        name: row.get(1),
+        owner: row.get(2),
+        common_name: row.get(3),
+        san: serde_json::from_value(row.get(4)).unwrap_or_default(),
+        starts: ts(row.get(5)),
+        expires: ts(row.get(6)),
+        issuer: row.get(7),
+        fingerprint: row.get(8),
+        domains,
+        created: ts(row.get(9)),
+        updated: ts(row.get(9)),
+    })
+}
+
+/// Loads a certificate the user may manage (its owner or an administrator).
+async fn owned<C: GenericClient>(client: &C, user: &AuthUser, name: &str) -> Result<tokio_postgres::Row, ApiError> {
+    let row = client
+        .query_opt(&format!("SELECT {CERT_COLUMNS} FROM certs c JOIN users u ON u.id = c.owner_id WHERE c.name = $1"), &[&name])
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("certificate '{name}'")))?;
+    let owner: i64 = row.get(10);
+    if owner != user.id && !user.is_superuser {
+        return Err(ApiError::Forbidden(format!("certificate '{name}' belongs to another user")));
+    }
+    Ok(row)
+}
+
+/// Certificates (yours; every one for administrators).
+#[utoipa::path(get, path = "/v1/certs/", tag = "certs", params(Paging),
+    responses((status = 200, description = "Certificates", body = controller_api::Page<Cert>)))]
+pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let paging = Paging::from_query(&query)?;
+    let client = ctx.pool.get().await?;
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM certs c WHERE $1 OR c.owner_id = $2", &[&user.is_superuser, &user.id])
+        .await?
+        .get(0);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {CERT_COLUMNS} FROM certs c JOIN users u ON u.id = c.owner_id WHERE $1 OR c.owner_id = $2
+                 ORDER BY c.name LIMIT $3 OFFSET $4"
+            ),
+            &[&user.is_superuser, &user.id, &paging.limit, &paging.offset],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(cert_view(&client, row).await?);
+    }
+    Ok(json(StatusCode::OK, &paging.page("/v1/certs/", count, out)))
+}
+
+/// Upload a certificate and its key.
+#[utoipa::path(post, path = "/v1/certs/", tag = "certs", request_body = CertCreateRequest,
+    responses((status = 201, description = "Added", body = Cert)))]
+pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let req: CertCreateRequest = parse_body(body?)?;
+    let info = validate::certificate(&req.certificate, &req.key)?;
+    let name = req.name.clone().unwrap_or_else(|| {
+        if info.common_name.is_empty() { info.san.first().cloned().unwrap_or_default() } else { info.common_name.clone() }
+    });
+    let name = name.trim().trim_start_matches("*.").replace('*', "wildcard");
+    if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+        return Err(ApiError::Invalid(format!("certificate name '{name}' must be letters, digits and -._")));
+    }
+    let san = serde_json::to_value(&info.san).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let client = ctx.pool.get().await?;
+    let inserted = client
+        .execute(
+            "INSERT INTO certs (name, owner_id, common_name, san, certificate, key, starts, expires, issuer, fingerprint)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[&name, &user.id, &info.common_name, &san, &req.certificate, &req.key, &info.starts, &info.expires, &info.issuer, &info.fingerprint],
+        )
+        .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => return Err(ApiError::Conflict(format!("a certificate named '{name}' exists already"))),
+        Err(e) => return Err(e.into()),
+    }
+    let row = owned(&client, &user, &name).await?;
+    Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
+}
+
+/// One certificate.
+#[utoipa::path(get, path = "/v1/certs/{name}", tag = "certs", params(("name" = String, Path, description = "Certificate name")),
+    responses((status = 200, description = "The certificate", body = Cert)))]
+pub async fn info(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let client = ctx.pool.get().await?;
+    let row = owned(&client, &user, &name).await?;
+    Ok(json(StatusCode::OK, &cert_view(&client, &row).await?))
+}
+
+/// Remove a certificate; its domains go back to plain HTTP.
+#[utoipa::path(delete, path = "/v1/certs/{name}", tag = "certs", params(("name" = String, Path, description = "Certificate name")),
+    responses((status = 204, description = "Removed")))]
+pub async fn remove(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let client = ctx.pool.get().await?;
+    let row = owned(&client, &user, &name).await?;
+    let id: i64 = row.get(0);
+    client.execute("DELETE FROM certs WHERE id = $1", &[&id]).await?;
+    Ok(no_content())
+}
+
+/// Serve a domain with this certificate. The certificate must cover the domain.
+#[utoipa::path(post, path = "/v1/certs/{name}/domain/", tag = "certs", request_body = CertAttachRequest,
+    params(("name" = String, Path, description = "Certificate name")),
+    responses((status = 201, description = "Attached", body = Cert)))]
+pub async fn attach(ctx: Arc<Ctx>, name: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let req: CertAttachRequest = parse_body(body?)?;
+    let domain = req.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let client = ctx.pool.get().await?;
+    let row = owned(&client, &user, &name).await?;
+    let app: String = client
+        .query_opt("SELECT a.name FROM domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = $1", &[&domain])
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("domain {domain} (add it to an app first)")))?
+        .get(0);
+    app_for(&client, &user, &app, Access::Use, false).await?;
+    let mut names: Vec<String> = serde_json::from_value(row.get(4)).unwrap_or_default();
+    names.push(row.get::<_, String>(3).to_ascii_lowercase());
+    if !validate::cert_covers(&names, &domain) {
+        return Err(ApiError::Invalid(format!("certificate '{name}' does not cover {domain} (it covers {})", names.join(", "))));
+    }
+    let id: i64 = row.get(0);
+    let inserted = client.execute("INSERT INTO cert_domains (cert_id, domain) VALUES ($1, $2)", &[&id, &domain]).await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => return Err(ApiError::Conflict(format!("{domain} already has a certificate"))),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
+}
+
+/// Stop serving a domain with this certificate.
+#[utoipa::path(delete, path = "/v1/certs/{name}/domain/{domain}", tag = "certs",
+    params(("name" = String, Path, description = "Certificate name"), ("domain" = String, Path, description = "The domain")),
+    responses((status = 204, description = "Detached")))]
+pub async fn detach(ctx: Arc<Ctx>, name: String, domain: String, authz: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let domain = domain.to_ascii_lowercase();
+    let client = ctx.pool.get().await?;
+    let row = owned(&client, &user, &name).await?;
+    let id: i64 = row.get(0);
+    let n = client.execute("DELETE FROM cert_domains WHERE cert_id = $1 AND domain = $2", &[&id, &domain]).await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("{domain} on certificate '{name}'")));
+    }
+    Ok(no_content())
+}

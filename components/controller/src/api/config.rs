@@ -1,0 +1,190 @@
+//! `/v1/apps/{app}/config/`: environment, limits and tags. Every change makes a release.
+
+use std::sync::Arc;
+
+use controller_api::{Config, ConfigUpdate};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{Body, json, parse_body, ts};
+use crate::ctx::{Access, AppRow, Ctx, app_for};
+use crate::error::ApiError;
+use crate::releases::{self, ConfigData};
+use crate::validate;
+
+async fn config_view<C: deadpool_postgres::GenericClient>(client: &C, app: &AppRow) -> Result<Config, ApiError> {
+    let release = releases::latest(client, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let row = client
+        .query_one(r#"SELECT uuid, owner, "values", memory, cpu, tags, created FROM configs WHERE uuid = $1"#, &[&release.config])
+        .await?;
+    let data = releases::load_config(client, release.config).await?;
+    let created = ts(row.get(6));
+    Ok(Config {
+        uuid: row.get(0),
+        owner: row.get(1),
+        app: app.name.clone(),
+        values: data.values,
+        memory: data.memory,
+        cpu: data.cpu,
+        tags: data.tags,
+        created: created.clone(),
+        updated: created,
+    })
+}
+
+/// The app's current config.
+#[utoipa::path(get, path = "/v1/apps/{app}/config/", tag = "config", params(("app" = String, Path, description = "App name")),
+    responses((status = 200, description = "Config", body = Config)))]
+pub async fn get(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let client = ctx.pool.get().await?;
+    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+    Ok(json(StatusCode::OK, &config_view(&client, &app).await?))
+}
+
+/// Set or unset config values, limits or tags (`null` unsets). Makes a new release.
+#[utoipa::path(post, path = "/v1/apps/{app}/config/", tag = "config", request_body = ConfigUpdate,
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 201, description = "New config, in a new release", body = Config)))]
+pub async fn update(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let update: ConfigUpdate = parse_body(body?)?;
+    check(&update)?;
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    // The row lock orders concurrent changes to one app: each sees the one before it.
+    let app = app_for(&tx, &user, &app, Access::Use, true).await?;
+    let current = releases::latest(&tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let before = releases::load_config(&tx, current.config).await?;
+    let (after, summary) = apply(&before, &update, &user.username);
+    if after == before {
+        return Err(ApiError::Conflict(format!("{} changed nothing: the config already has those values", user.username)));
+    }
+    let config = releases::insert_config(&tx, app.id, &user.username, &after).await?;
+    releases::create(&ctx, &tx, &app, &user.username, current.build, config, summary).await?;
+    let view = config_view(&tx, &app).await?;
+    tx.commit().await?;
+    ctx.relay_wake.notify_one();
+    Ok(json(StatusCode::CREATED, &view))
+}
+
+fn check(update: &ConfigUpdate) -> Result<(), ApiError> {
+    for (key, value) in &update.values {
+        validate::config_key(key)?;
+        if let Some(v) = value {
+            validate::config_value(key, v)?;
+        }
+    }
+    for (ptype, value) in &update.memory {
+        validate::process_type(ptype)?;
+        if let Some(v) = value {
+            validate::memory_limit(ptype, v)?;
+        }
+    }
+    for (ptype, value) in &update.cpu {
+        validate::process_type(ptype)?;
+        if let Some(v) = value {
+            validate::cpu_shares(ptype, *v)?;
+        }
+    }
+    for (key, value) in &update.tags {
+        validate::tag(key, value.as_deref().unwrap_or("x"))?;
+    }
+    if update.values.is_empty() && update.memory.is_empty() && update.cpu.is_empty() && update.tags.is_empty() {
+        return Err(ApiError::Invalid("nothing to change: give values, memory, cpu or tags".into()));
+    }
+    Ok(())
+}
+
+/// Applies an update and says what changed, Deis style: "alice set FOO, BAR; unset BAZ".
+fn apply(before: &ConfigData, update: &ConfigUpdate, user: &str) -> (ConfigData, String) {
+    let mut after = before.clone();
+    let mut set = Vec::new();
+    let mut unset = Vec::new();
+    for (k, v) in &update.values {
+        match v {
+            Some(v) => {
+                if after.values.insert(k.clone(), v.clone()).as_ref() != Some(v) {
+                    set.push(k.clone());
+                }
+            }
+            None => {
+                if after.values.remove(k).is_some() {
+                    unset.push(k.clone());
+                }
+            }
+        }
+    }
+    let mut limits = Vec::new();
+    for (p, v) in &update.memory {
+        match v {
+            Some(v) => after.memory.insert(p.clone(), v.to_uppercase()),
+            None => after.memory.remove(p),
+        };
+        limits.push(format!("{p}={}", v.as_deref().unwrap_or("unlimited")));
+    }
+    for (p, v) in &update.cpu {
+        match v {
+            Some(v) => after.cpu.insert(p.clone(), *v),
+            None => after.cpu.remove(p),
+        };
+        limits.push(format!("{p} cpu={}", v.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into())));
+    }
+    let mut tags = Vec::new();
+    for (k, v) in &update.tags {
+        match v {
+            Some(v) => after.tags.insert(k.clone(), v.clone()),
+            None => after.tags.remove(k),
+        };
+        tags.push(format!("{k}={}", v.as_deref().unwrap_or("(none)")));
+    }
+    let mut parts = Vec::new();
+    if !set.is_empty() {
+        parts.push(format!("set {}", set.join(", ")));
+    }
+    if !unset.is_empty() {
+        parts.push(format!("unset {}", unset.join(", ")));
+    }
+    if !limits.is_empty() {
+        parts.push(format!("changed limits {}", limits.join(", ")));
+    }
+    if !tags.is_empty() {
+        parts.push(format!("changed tags {}", tags.join(", ")));
+    }
+    (after, format!("{user} {}", parts.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn summaries_name_what_changed() {
+        let before = ConfigData { values: BTreeMap::from([("BAZ".into(), "1".into())]), ..Default::default() };
+        let update = ConfigUpdate {
+            values: BTreeMap::from([("FOO".into(), Some("a".into())), ("BAR".into(), Some("b".into())), ("BAZ".into(), None)]),
+            ..Default::default()
+        };
+        let (after, summary) = apply(&before, &update, "alice");
+        assert_eq!(summary, "alice set BAR, FOO; unset BAZ");
+        assert_eq!(after.values.len(), 2);
+    }
+
+    #[test]
+    fn setting_the_same_value_changes_nothing() {
+        let before = ConfigData { values: BTreeMap::from([("FOO".into(), "a".into())]), ..Default::default() };
+        let update = ConfigUpdate { values: BTreeMap::from([("FOO".into(), Some("a".into()))]), ..Default::default() };
+        assert_eq!(apply(&before, &update, "a").0, before);
+    }
+
+    #[test]
+    fn bad_keys_and_limits_are_refused() {
+        let bad_key = ConfigUpdate { values: BTreeMap::from([("1X".into(), Some("a".into()))]), ..Default::default() };
+        assert!(check(&bad_key).is_err());
+        let bad_mem = ConfigUpdate { memory: BTreeMap::from([("web".into(), Some("lots".into()))]), ..Default::default() };
+        assert!(check(&bad_mem).is_err());
+        assert!(check(&ConfigUpdate::default()).is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! `/v1/keys/`: SSH public keys for `git push`, fingerprints unique across the platform.
+
+use std::sync::Arc;
+
+use controller_api::{Key, KeyCreateRequest};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{Body, Paging, Query, json, no_content, parse_body, ts};
+use crate::ctx::Ctx;
+use crate::error::{ApiError, is_unique_violation};
+use crate::validate;
+
+fn key_view(owner: &str, r: &tokio_postgres::Row) -> Key {
+    Key { id: r.get(0), owner: owner.to_owned(), public: r.get(1), fingerprint: r.get(2), created: ts(r.get(3)), updated: ts(r.get(3)) }
+}
+
+/// Your SSH keys.
+#[utoipa::path(get, path = "/v1/keys/", tag = "keys", params(Paging),
+    responses((status = 200, description = "Keys", body = controller_api::Page<Key>)))]
+pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let paging = Paging::from_query(&query)?;
+    let client = ctx.pool.get().await?;
+    let count: i64 = client.query_one("SELECT count(*) FROM keys WHERE user_id = $1", &[&user.id]).await?.get(0);
+    let rows = client
+        .query(
+            "SELECT name, public, fingerprint, created FROM keys WHERE user_id = $1 ORDER BY name LIMIT $2 OFFSET $3",
+            &[&user.id, &paging.limit, &paging.offset],
+        )
+        .await?;
+    let out = rows.iter().map(|r| key_view(&user.username, r)).collect();
+    Ok(json(StatusCode::OK, &paging.page("/v1/keys/", count, out)))
+}
+
+/// Add an SSH public key.
+#[utoipa::path(post, path = "/v1/keys/", tag = "keys", request_body = KeyCreateRequest,
+    responses((status = 201, description = "Added", body = Key)))]
+pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let req: KeyCreateRequest = parse_body(body?)?;
+    let name = req.id.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ApiError::Invalid("a key's id must be 1 to 128 printable characters without '/'".into()));
+    }
+    let (public, fingerprint) = validate::ssh_public_key(&req.public)?;
+    let client = ctx.pool.get().await?;
+    let inserted = client
+        .query_one(
+            "INSERT INTO keys (user_id, name, public, fingerprint) VALUES ($1, $2, $3, $4)
+             RETURNING name, public, fingerprint, created",
+            &[&user.id, &name, &public, &fingerprint],
+        )
+        .await;
+    match inserted {
+        Ok(row) => Ok(json(StatusCode::CREATED, &key_view(&user.username, &row))),
+        Err(e) if is_unique_violation(&e) => {
+            let detail = match e.as_db_error().and_then(|d| d.constraint()) {
+                Some(c) if c.contains("fingerprint") => format!("the key {fingerprint} is already registered"),
+                _ => format!("you already have a key named '{name}'"),
+            };
+            Err(ApiError::Conflict(detail))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remove one of your SSH keys.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Removed")))]
+pub async fn remove(ctx: Arc<Ctx>, id: String, authz: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let id = super::decode_segment(&id);
+    let client = ctx.pool.get().await?;
+    let n = client.execute("DELETE FROM keys WHERE user_id = $1 AND name = $2", &[&user.id, &id]).await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("key '{id}'")));
+    }
+    Ok(no_content())
+}

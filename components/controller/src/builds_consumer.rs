@@ -1,0 +1,139 @@
+//! Consumes build outcomes from the builder (JetStream, durable, at least once) and turns each
+//! completed build into a release. Idempotent on the build id, so a redelivery changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use bus_schema::messages::{BuildCompleted, BuildFailed, BuildKind};
+use bus_schema::streams::{ConsumerId, ensure_consumer};
+use bus_schema::{Bus, BuildOutcome};
+use futures::StreamExt;
+use service_kit::{Backoff, Shutdown};
+
+use crate::api::builds::{NewBuild, record_build};
+use crate::ctx::{AppRow, Ctx};
+use crate::error::ApiError;
+use crate::outbox;
+
+pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let spec = bus.namespace().consumer(ConsumerId::ControllerBuilds);
+    loop {
+        let consumer = match ensure_consumer(bus.jetstream(), bus.namespace(), &spec, ctx.config.nats.stream_replicas).await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%error, "cannot bind the build consumer yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull build outcomes yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        backoff.reset();
+        loop {
+            let next = tokio::select! {
+                m = messages.next() => m,
+                _ = shutdown.cancelled() => return,
+            };
+            let msg = match next {
+                Some(Ok(msg)) => msg,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "build consumer stream error; rebinding");
+                    break;
+                }
+                None => break,
+            };
+            let outcome = match BuildOutcome::decode(&msg.payload) {
+                Ok(o) => o,
+                Err(error) => {
+                    // A message nobody can decode would be redelivered forever: count it and drop it.
+                    tracing::error!(subject = %msg.subject, %error, "dropping malformed build outcome");
+                    ctx.metrics.bad_bus_messages.inc();
+                    let _ = msg.ack().await;
+                    continue;
+                }
+            };
+            let result = match outcome {
+                BuildOutcome::Completed(env) => completed(&ctx, env.body).await,
+                BuildOutcome::Failed(env) => failed(&ctx, env.body).await,
+            };
+            match result {
+                Ok(()) => {
+                    ctx.metrics.builds_consumed.inc();
+                    let _ = msg.ack().await;
+                }
+                Err(ApiError::NotFound(detail)) | Err(ApiError::Invalid(detail)) => {
+                    tracing::warn!(%detail, "build outcome refused; dropping it");
+                    let _ = msg.ack().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "handling a build outcome failed; it will be redelivered");
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                }
+            }
+        }
+    }
+}
+
+async fn lock_app(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> Result<AppRow, ApiError> {
+    let row = tx
+        .query_opt(
+            "SELECT a.id, a.name, a.owner_id, u.username FROM apps a JOIN users u ON u.id = a.owner_id
+             WHERE a.name = $1 FOR UPDATE OF a",
+            &[&name],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
+    Ok(AppRow { id: row.get(0), name: row.get(1), owner_id: row.get(2), owner: row.get(3) })
+}
+
+async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), ApiError> {
+    let span = tracing::info_span!("build_completed", app = %build.app, build_id = %build.build_id);
+    let _enter = span.enter();
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    let app = lock_app(&tx, build.app.as_str()).await?;
+    let new = NewBuild {
+        uuid: build.build_id,
+        owner: build.user.clone(),
+        image: build.image.clone(),
+        sha: build.git_sha.clone(),
+        procfile: build.procfile.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        kind: match build.kind {
+            BuildKind::Buildpack => "buildpack",
+            BuildKind::Dockerfile => "dockerfile",
+            BuildKind::Image => "image",
+        },
+    };
+    let release = record_build(ctx, &tx, &app, &new).await?;
+    tx.commit().await?;
+    ctx.relay_wake.notify_one();
+    match release {
+        Some(r) => tracing::info!(release = r.version, "build released"),
+        None => tracing::info!("build seen before; nothing to do"),
+    }
+    Ok(())
+}
+
+async fn failed(ctx: &Ctx, build: BuildFailed) -> Result<(), ApiError> {
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_app(&tx, build.app.as_str()).await?;
+    let sha = format!("{:.8}", build.git_sha);
+    outbox::event(&tx, &ctx.sender, build.app.as_str(), &build.user, "build", format!("build of {sha} by {} failed: {}", build.user, build.reason))
+        .await?;
+    tx.commit().await?;
+    ctx.relay_wake.notify_one();
+    Ok(())
+}

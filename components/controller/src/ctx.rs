@@ -1,0 +1,136 @@
+//! What every request handler shares: the pool, the config, the bus namespace, and the checks
+//! of who may do what.
+
+use std::sync::Arc;
+
+use bus_schema::{Component, Namespace, Sender};
+use deadpool_postgres::{GenericClient, Pool};
+use tokio::sync::Notify;
+
+use crate::auth;
+use crate::config::ControllerConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Shared state of one controller instance.
+#[derive(Debug)]
+pub struct Ctx {
+    pub pool: Pool,
+    pub config: ControllerConfig,
+    pub ns: Namespace,
+    /// Who the controller's events say they come from.
+    pub sender: Sender,
+    /// Woken after a commit that wrote to the outbox, so events go out at once.
+    pub relay_wake: Arc<Notify>,
+    pub metrics: Metrics,
+    /// For the registry's HTTP API.
+    pub http: reqwest::Client,
+}
+
+impl Ctx {
+    pub fn new(pool: Pool, config: ControllerConfig, ns: Namespace, metrics: Metrics) -> Self {
+        let instance = config.advertise.clone();
+        Self {
+            pool,
+            config,
+            ns,
+            sender: Sender { component: Component::Controller, instance },
+            relay_wake: Arc::new(Notify::new()),
+            metrics,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Resolves the `Authorization` header to a user.
+    pub async fn authenticate(&self, header: Option<String>) -> Result<AuthUser, ApiError> {
+        let token = auth::parse_authorization(header.as_deref())?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT u.id, u.username, u.is_superuser FROM tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.token_hash = $1",
+                &[&auth::token_hash(token)],
+            )
+            .await?;
+        let row = row.ok_or_else(|| ApiError::Unauthorized("invalid token: log in again with `deis login`".into()))?;
+        Ok(AuthUser { id: row.get(0), username: row.get(1), is_superuser: row.get(2) })
+    }
+
+    pub fn app_url(&self, app: &str) -> String {
+        format!("{app}.{}", self.config.platform_domain)
+    }
+}
+
+/// The user a request acts as.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: i64,
+    pub username: String,
+    pub is_superuser: bool,
+}
+
+impl AuthUser {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_superuser {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("only administrators may do this".into()))
+        }
+    }
+}
+
+/// An app as the handlers need it.
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub id: i64,
+    pub name: String,
+    pub owner_id: i64,
+    pub owner: String,
+}
+
+/// How much access a user needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Owner, a user the app is shared with, or an admin.
+    Use,
+    /// Owner or admin: sharing, transferring, destroying.
+    Own,
+}
+
+/// Loads an app and checks the user's access. An app the user may not see at all is reported
+/// as forbidden (it exists; names are global, so hiding it would only confuse `apps:create`).
+pub async fn app_for<C: GenericClient>(
+    client: &C,
+    user: &AuthUser,
+    name: &str,
+    access: Access,
+    lock: bool,
+) -> Result<AppRow, ApiError> {
+    let sql = if lock {
+        "SELECT a.id, a.name, a.owner_id, u.username FROM apps a JOIN users u ON u.id = a.owner_id
+         WHERE a.name = $1 FOR UPDATE OF a"
+    } else {
+        "SELECT a.id, a.name, a.owner_id, u.username FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.name = $1"
+    };
+    let row = client.query_opt(sql, &[&name]).await?.ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
+    let app = AppRow { id: row.get(0), name: row.get(1), owner_id: row.get(2), owner: row.get(3) };
+    if user.is_superuser || app.owner_id == user.id {
+        return Ok(app);
+    }
+    if access == Access::Use {
+        let shared = client
+            .query_opt("SELECT 1 FROM perms WHERE app_id = $1 AND user_id = $2", &[&app.id, &user.id])
+            .await?
+            .is_some();
+        if shared {
+            return Ok(app);
+        }
+    }
+    Err(ApiError::Forbidden(format!("you do not have permission to {} app '{name}'", match access {
+        Access::Use => "use",
+        Access::Own => "manage",
+    })))
+}

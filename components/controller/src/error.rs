@@ -1,0 +1,90 @@
+//! The API's error type: each variant knows its HTTP status, and the body is
+//! `{"detail": "…"}` with a message the user can act on.
+
+use controller_api::ErrorBody;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (bad JSON, unknown field, bad query).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with what exists (a taken name, a duplicate key).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(u64),
+    /// The request is well-formed but its content is refused (a bad app name, bad PEM …).
+    #[error("{0}")]
+    Invalid(String),
+    /// A dependency (Postgres, the registry) is unavailable; the request may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected state; details go to the log, not the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let status = self.status();
+        let body = ErrorBody { detail: self.to_string() };
+        warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        ApiError::NotFound(format!("{what} not found"))
+    }
+}
+
+use warp::Reply as _;
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.is_closed() || e.as_db_error().is_none() && e.to_string().contains("connection") {
+            return ApiError::Unavailable(format!("database unavailable: {e}"));
+        }
+        ApiError::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        ApiError::Unavailable(format!("database unavailable: {e}"))
+    }
+}
+
+impl From<bus_schema::CodecError> for ApiError {
+    fn from(e: bus_schema::CodecError) -> Self {
+        ApiError::Internal(format!("encoding an event: {e}"))
+    }
+}
+
+/// Whether a Postgres error is a unique-constraint violation (someone else took the name).
+pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}

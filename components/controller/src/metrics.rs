@@ -1,0 +1,32 @@
+//! The controller's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+/// Counters shared by the API, the relay and the build consumer.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub responses: Family<StatusLabel, Counter>,
+    pub events_published: Counter,
+    pub outbox_pending: Gauge,
+    pub builds_consumed: Counter,
+    pub bad_bus_messages: Counter,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("controller_http_responses", "API responses by status", self.responses.clone());
+        registry.register("controller_events_published", "Outbox events published", self.events_published.clone());
+        registry.register("controller_outbox_pending", "Outbox events not yet published", self.outbox_pending.clone());
+        registry.register("controller_builds_consumed", "Build outcomes handled", self.builds_consumed.clone());
+        registry.register("controller_bad_bus_messages", "Malformed messages dropped", self.bad_bus_messages.clone());
+    }
+}

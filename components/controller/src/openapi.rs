@@ -1,0 +1,88 @@
+//! The OpenAPI document of the whole API, generated from the handlers' annotations and the
+//! request/response types, served at `/v1/openapi.json`.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{RefOr, Response, ResponseBuilder, content::ContentBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::api;
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Deis controller API", version = "1", description = "The platform's API: apps, config, builds, releases, scale, domains, certs, keys, perms and users. Authenticate with `Authorization: token <key>` from `/v1/auth/login/`."),
+    paths(
+        api::auth::register, api::auth::login, api::auth::whoami, api::auth::passwd, api::auth::cancel,
+        api::auth::regenerate, api::auth::users,
+        api::apps::list, api::apps::create, api::apps::info, api::apps::destroy, api::apps::transfer,
+        api::config::get, api::config::update,
+        api::builds::list, api::builds::create, api::builds::releases, api::builds::release, api::builds::rollback,
+        api::builds::scale,
+        api::domains::list, api::domains::add, api::domains::remove,
+        api::certs::list, api::certs::add, api::certs::info, api::certs::remove, api::certs::attach, api::certs::detach,
+        api::keys::list, api::keys::add, api::keys::remove,
+        api::perms::list, api::perms::create, api::perms::delete, api::perms::admins, api::perms::admin_create,
+        api::perms::admin_delete,
+    ),
+    components(schemas(controller_api::ErrorBody)),
+    modifiers(&TokenAuth, &ErrorResponses),
+    security(("token" = [])),
+)]
+pub struct ApiDoc;
+
+struct TokenAuth;
+
+impl Modify for TokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`token <key>`, the key from /v1/auth/login/",
+            ))),
+        );
+    }
+}
+
+/// Every operation may answer with these errors, all with an `ErrorBody`.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let errors = [
+            ("400", "Malformed request: bad JSON, an unknown field, a bad query"),
+            ("401", "No valid token"),
+            ("403", "Not allowed"),
+            ("404", "No such resource"),
+            ("405", "Method not allowed"),
+            ("409", "Conflicts with what exists"),
+            ("413", "Request body too large"),
+            ("422", "Refused content: a bad name, key, certificate or value"),
+            ("503", "A dependency (database, registry) is unavailable; retry"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch].into_iter().flatten() {
+                for (code, description) in errors {
+                    op.responses.responses.entry(code.to_owned()).or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))).build(),
+            )
+            .build(),
+    )
+}
+
+/// The document as JSON.
+pub fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
+}

@@ -1,0 +1,174 @@
+//! The outbox: events are written in the transaction of the change they describe, and the relay
+//! publishes them afterwards. A crash between commit and publish only delays an event; a crash
+//! between publish and marking it published repeats it with the same message id, which
+//! JetStream's duplicate window and the consumers drop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus_schema::codec;
+use bus_schema::messages::{AppDestroyed, ControllerEvent, FormationChanged, ReleaseCreated};
+use bus_schema::{Bus, Envelope, Kind, Message, MessageId, Sender};
+use deadpool_postgres::Transaction;
+use service_kit::{Backoff, Shutdown};
+
+use crate::ctx::Ctx;
+use crate::error::ApiError;
+
+/// Writes an event into the outbox inside the caller's transaction.
+pub async fn enqueue<M: Message>(tx: &Transaction<'_>, sender: &Sender, body: M) -> Result<MessageId, ApiError> {
+    let id = MessageId::new();
+    let envelope = Envelope::new(sender.clone(), body).with_id(id);
+    let payload = codec::encode(&envelope)?;
+    tx.execute(
+        "INSERT INTO outbox (id, kind, payload) VALUES ($1, $2, $3)",
+        &[&id.0, &(M::KIND as i16), &payload],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Writes a human-readable line for the app's log stream ("alice scaled web=3").
+pub async fn event(tx: &Transaction<'_>, sender: &Sender, app: &str, actor: &str, action: &str, message: String) -> Result<(), ApiError> {
+    let app = crate::validate::app_name(app)?;
+    enqueue(tx, sender, ControllerEvent { app, actor: actor.to_owned(), action: action.to_owned(), message }).await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("publishing: {0}")]
+    Publish(#[from] bus_schema::BusError),
+    #[error("outbox row {id} holds an undecodable {kind} event: {source}")]
+    Corrupt { id: uuid::Uuid, kind: i16, source: bus_schema::CodecError },
+}
+
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RelayError::Db(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RelayError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        RelayError::Db(e.to_string())
+    }
+}
+
+/// Publishes outbox events until shutdown: at once when woken after a commit, and every second
+/// to pick up what another instance or an earlier run left.
+pub async fn relay(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut last_cleanup = std::time::Instant::now();
+    loop {
+        match publish_pending(&ctx, &bus).await {
+            Ok(n) if n > 0 => {
+                backoff.reset();
+                continue;
+            }
+            Ok(_) => backoff.reset(),
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, ?delay, "outbox relay failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+        if last_cleanup.elapsed() > Duration::from_secs(600) {
+            last_cleanup = std::time::Instant::now();
+            if let Ok(client) = ctx.pool.get().await {
+                // Published events are kept a day, for debugging; then they go.
+                let _ = client
+                    .execute("DELETE FROM outbox WHERE published < now() - interval '1 day'", &[])
+                    .await;
+            }
+        }
+        tokio::select! {
+            _ = ctx.relay_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Publishes one batch of pending events in order. Returns how many went out.
+async fn publish_pending(ctx: &Ctx, bus: &Bus) -> Result<usize, RelayError> {
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    // One relay at a time across all controllers keeps events in commit order.
+    let leader: bool = tx.query_one("SELECT pg_try_advisory_xact_lock(7415002)", &[]).await?.get(0);
+    if !leader {
+        return Ok(0);
+    }
+    let rows = tx
+        .query(
+            "SELECT id, kind, payload FROM outbox WHERE published IS NULL ORDER BY seq LIMIT 100",
+            &[],
+        )
+        .await?;
+    let mut done = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: uuid::Uuid = row.get(0);
+        let kind: i16 = row.get(1);
+        let payload: Vec<u8> = row.get(2);
+        match publish_one(bus, kind, &payload).await {
+            Ok(()) => done.push(id),
+            Err(RelayError::Corrupt { id: _, kind, source }) => {
+                // A row this build cannot decode would block the outbox forever: set it aside.
+                tracing::error!(%id, kind, %source, "dropping undecodable outbox event");
+                ctx.metrics.bad_bus_messages.inc();
+                done.push(id);
+            }
+            Err(e) => {
+                // Mark what went out so far; the rest is retried.
+                mark(&tx, &done).await?;
+                tx.commit().await?;
+                return Err(e);
+            }
+        }
+    }
+    mark(&tx, &done).await?;
+    let pending: i64 = tx.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await?.get(0);
+    tx.commit().await?;
+    ctx.metrics.events_published.inc_by(done.len() as u64);
+    ctx.metrics.outbox_pending.set(pending);
+    Ok(done.len())
+}
+
+async fn mark(tx: &Transaction<'_>, ids: &[uuid::Uuid]) -> Result<(), RelayError> {
+    if !ids.is_empty() {
+        tx.execute("UPDATE outbox SET published = now() WHERE id = ANY($1)", &[&ids]).await?;
+    }
+    Ok(())
+}
+
+async fn publish_one(bus: &Bus, kind: i16, payload: &[u8]) -> Result<(), RelayError> {
+    let ns = bus.namespace();
+    let corrupt = |source| RelayError::Corrupt { id: uuid::Uuid::nil(), kind, source };
+    match kind {
+        k if k == Kind::ReleaseCreated as i16 => {
+            let env: Envelope<ReleaseCreated> = codec::decode(payload).map_err(corrupt)?;
+            bus.publish_durable(&ns.release_created(&env.body.release.app), &env).await?;
+        }
+        k if k == Kind::FormationChanged as i16 => {
+            let env: Envelope<FormationChanged> = codec::decode(payload).map_err(corrupt)?;
+            bus.publish_durable(&ns.formation_changed(&env.body.app), &env).await?;
+        }
+        k if k == Kind::AppDestroyed as i16 => {
+            let env: Envelope<AppDestroyed> = codec::decode(payload).map_err(corrupt)?;
+            bus.publish_durable(&ns.app_destroyed(&env.body.app), &env).await?;
+        }
+        k if k == Kind::ControllerEvent as i16 => {
+            let env: Envelope<ControllerEvent> = codec::decode(payload).map_err(corrupt)?;
+            bus.publish(&ns.controller_events(&env.body.app), &env).await?;
+        }
+        other => {
+            return Err(corrupt(bus_schema::CodecError::WrongKind { expected: Kind::ControllerEvent, found: other as u16 }));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! Checks of user input that are not just JSON shape: names, keys, domains, limits, SSH keys
+//! and certificates. Each returns a message the user can act on.
+
+use bus_schema::{AppName, ProcessType};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+pub fn app_name(name: &str) -> Result<AppName, ApiError> {
+    AppName::parse(name).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+pub fn process_type(name: &str) -> Result<ProcessType, ApiError> {
+    ProcessType::parse(name).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+/// Usernames: 1–64 of letters, digits and `@.+-_` (Django's rule, which Deis v1 used).
+pub fn username(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "@.+-_".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "username '{name}' must be 1 to 64 letters, digits or @.+-_ characters"
+        )))
+    }
+}
+
+pub fn password(p: &str) -> Result<(), ApiError> {
+    if p.is_empty() {
+        return Err(ApiError::Invalid("password may not be empty".into()));
+    }
+    if p.len() > 1024 {
+        return Err(ApiError::Invalid("password is longer than 1024 characters".into()));
+    }
+    Ok(())
+}
+
+/// Config keys become environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn config_key(key: &str) -> Result<(), ApiError> {
+    let mut chars = key.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && key.len() <= 256;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!("config key '{key}' must match [A-Za-z_][A-Za-z0-9_]*")))
+    }
+}
+
+pub fn config_value(key: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::Invalid(format!("the value of {key} contains a NUL byte")));
+    }
+    if value.len() > 64 * 1024 {
+        return Err(ApiError::Invalid(format!("the value of {key} is longer than 64 KiB")));
+    }
+    Ok(())
+}
+
+/// Memory limits as Deis v1 wrote them: a whole number with a unit, `512M`, `1G`, `256m`, `1024K`.
+/// Returns megabytes.
+pub fn memory_limit(ptype: &str, value: &str) -> Result<u64, ApiError> {
+    let bad = || {
+        ApiError::Invalid(format!(
+            "memory limit '{value}' for {ptype} must be a whole number with a unit: K, M or G (e.g. 512M)"
+        ))
+    };
+    let value = value.trim();
+    let (num, unit) = value.split_at(value.len().saturating_sub(1));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mb = match unit {
+        "k" | "K" => n / 1024,
+        "m" | "M" => n,
+        "g" | "G" => n.checked_mul(1024).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if mb < 4 {
+        return Err(ApiError::Invalid(format!("memory limit '{value}' for {ptype} is below the 4M minimum")));
+    }
+    Ok(mb)
+}
+
+pub fn cpu_shares(ptype: &str, shares: u32) -> Result<(), ApiError> {
+    if (2..=262_144).contains(&shares) {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!("CPU shares for {ptype} must be between 2 and 262144, not {shares}")))
+    }
+}
+
+/// Tag keys and values are node labels: short, no spaces.
+pub fn tag(key: &str, value: &str) -> Result<(), ApiError> {
+    let ok = |s: &str| !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok(key) && ok(value) {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "tag {key}={value}: keys and values must be 1 to 63 letters, digits or -_. characters"
+        )))
+    }
+}
+
+/// A host name (RFC 1123), lowercase, with at least two labels; `*.` may lead (a wildcard).
+pub fn domain(domain: &str, platform_domain: &str) -> Result<String, ApiError> {
+    let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let bad = |why: &str| ApiError::Invalid(format!("'{domain}' is not a valid domain: {why}"));
+    if d.is_empty() || d.len() > 253 {
+        return Err(bad("it must be 1 to 253 characters"));
+    }
+    let body = d.strip_prefix("*.").unwrap_or(&d);
+    let labels: Vec<&str> = body.split('.').collect();
+    if labels.len() < 2 {
+        return Err(bad("it needs at least two labels, like example.com"));
+    }
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(bad("labels are letters, digits and inner hyphens, at most 63 characters"));
+        }
+    }
+    if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+        return Err(bad("an IP address is not a domain"));
+    }
+    let platform = platform_domain.trim_end_matches('.').to_ascii_lowercase();
+    if d == platform || d.ends_with(&format!(".{platform}")) {
+        return Err(ApiError::Invalid(format!(
+            "'{domain}' is under the platform domain {platform}, whose names belong to apps already"
+        )));
+    }
+    Ok(d)
+}
+
+/// An image reference in the platform registry: `name[:tag]` or `registry/name[:tag]`.
+pub fn image(image: &str) -> Result<(), ApiError> {
+    let ok = !image.is_empty()
+        && image.len() <= 512
+        && image.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
+        && !image.starts_with(['-', '.', '/', ':']);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!("'{image}' is not a valid image reference")))
+    }
+}
+
+/// A parsed SSH public key: its normalised text and `SHA256:` fingerprint.
+pub fn ssh_public_key(text: &str) -> Result<(String, String), ApiError> {
+    let key = ssh_key::PublicKey::from_openssh(text.trim())
+        .map_err(|e| ApiError::Invalid(format!("not an OpenSSH public key (like `ssh-ed25519 AAAA… you@host`): {e}")))?;
+    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    let normalised = key.to_openssh().map_err(|e| ApiError::Invalid(format!("unusable SSH key: {e}")))?;
+    Ok((normalised, fingerprint))
+}
+
+/// What the controller keeps of a certificate after checking it.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    pub common_name: String,
+    pub san: Vec<String>,
+    pub starts: time::OffsetDateTime,
+    pub expires: time::OffsetDateTime,
+    pub issuer: String,
+    pub fingerprint: String,
+}
+
+/// Checks a PEM certificate and its key: both parse, the key matches the certificate, and the
+/// certificate has not expired.
+pub fn certificate(cert_pem: &str, key_pem: &str) -> Result<CertInfo, ApiError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::Invalid(format!("certificate is not valid PEM: {e}")))?;
+    let leaf = certs.first().ok_or_else(|| ApiError::Invalid("no CERTIFICATE block in the certificate PEM".into()))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| ApiError::Invalid(format!("certificate is not valid X.509: {e}")))?;
+
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| ApiError::Invalid(format!("private key is not valid PEM (PKCS#8, PKCS#1 or SEC1): {e}")))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| ApiError::Invalid(format!("unsupported private key: {e}")))?;
+    let public = signing
+        .public_key()
+        .ok_or_else(|| ApiError::Invalid("the private key's public half cannot be derived".into()))?;
+    if public.as_ref() != parsed.public_key().raw {
+        return Err(ApiError::Invalid("the private key does not match the certificate".into()));
+    }
+
+    let common_name = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut san = Vec::new();
+    if let Ok(Some(ext)) = parsed.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
+                san.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if common_name.is_empty() && san.is_empty() {
+        return Err(ApiError::Invalid("the certificate names no host (no common name and no DNS SAN)".into()));
+    }
+    let starts = parsed.validity().not_before.to_datetime();
+    let expires = parsed.validity().not_after.to_datetime();
+    if expires < time::OffsetDateTime::now_utc() {
+        return Err(ApiError::Invalid(format!("the certificate expired on {expires}")));
+    }
+    let fingerprint = Sha256::digest(leaf.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    Ok(CertInfo { common_name, san, starts, expires, issuer: parsed.issuer().to_string(), fingerprint })
+}
+
+/// Whether a certificate for `names` covers `domain` (exact, or one-label wildcard).
+pub fn cert_covers(names: &[String], domain: &str) -> bool {
+    names.iter().any(|n| {
+        let n = n.to_ascii_lowercase();
+        if n == domain {
+            return true;
+        }
+        match (n.strip_prefix("*."), domain.split_once('.')) {
+            (Some(suffix), Some((_, rest))) => suffix == rest,
+            _ => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys() {
+        for ok in ["FOO", "_X", "a1_b"] {
+            config_key(ok).unwrap();
+        }
+        for bad in ["", "1A", "A-B", "A B", "Ä"] {
+            assert!(config_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_limits() {
+        assert_eq!(memory_limit("web", "512M").unwrap(), 512);
+        assert_eq!(memory_limit("web", "1G").unwrap(), 1024);
+        assert_eq!(memory_limit("web", "256m").unwrap(), 256);
+        assert_eq!(memory_limit("web", "8192K").unwrap(), 8);
+        for bad in ["", "M", "abc", "-1M", "1.5G", "512", "1T", "1M"] {
+            assert!(memory_limit("web", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(domain("WWW.Example.com.", "deis.local").unwrap(), "www.example.com");
+        assert_eq!(domain("*.example.com", "deis.local").unwrap(), "*.example.com");
+        for bad in ["", "localhost", "exa mple.com", "-a.com", "a-.com", "a..com", "1.2.3.4", "app.deis.local", "deis.local"] {
+            assert!(domain(bad, "deis.local").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_keys() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
+        let (_, fp) = ssh_public_key(key).unwrap();
+        assert!(fp.starts_with("SHA256:"), "{fp}");
+        assert!(ssh_public_key("ssh-ed25519 notbase64").is_err());
+        assert!(ssh_public_key("").is_err());
+    }
+
+    #[test]
+    fn wildcard_cover() {
+        let names = vec!["*.example.com".to_owned(), "example.com".to_owned()];
+        assert!(cert_covers(&names, "www.example.com"));
+        assert!(cert_covers(&names, "example.com"));
+        assert!(!cert_covers(&names, "a.b.example.com"));
+        assert!(!cert_covers(&names, "example.org"));
+    }
+}
