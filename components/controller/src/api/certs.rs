@@ -84,12 +84,18 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
     let user = ctx.authenticate(authz).await?;
     let req: CertCreateRequest = parse_body(body?)?;
     let info = validate::certificate(&req.certificate, &req.key)?;
-    let name = req.name.clone().unwrap_or_else(|| {
-        if info.common_name.is_empty() { info.san.first().cloned().unwrap_or_default() } else { info.common_name.clone() }
-    });
-    let name = name.trim().trim_start_matches("*.").replace('*', "wildcard");
-    if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
-        return Err(ApiError::Invalid(format!("certificate name '{name}' must be letters, digits and -._")));
+    let fits = |n: &str| !n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    let name = match req.name.clone() {
+        Some(name) => name.trim().to_owned(),
+        // By default the certificate is named after the first host it names.
+        None => std::iter::once(&info.common_name)
+            .chain(info.san.iter())
+            .map(|n| n.trim_start_matches("*.").to_ascii_lowercase())
+            .find(|n| fits(n))
+            .unwrap_or_default(),
+    };
+    if !fits(&name) {
+        return Err(ApiError::Invalid(format!("certificate name '{name}' must be 1 to 253 letters, digits and -._")));
     }
     let san = serde_json::to_value(&info.san).map_err(|e| ApiError::Internal(e.to_string()))?;
     let client = ctx.pool.get().await?;

@@ -1,0 +1,241 @@
+//! Service tests of the controller's API against real Postgres and NATS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::TestController;
+use controller_api::{ConfigUpdate, KeyCreateRequest};
+
+fn set(pairs: &[(&str, &str)]) -> ConfigUpdate {
+    ConfigUpdate {
+        values: pairs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_first_user_is_admin_and_apps_are_private_until_shared() {
+    let ctl = TestController::start("perms").await;
+    let alice = ctl.user("alice").await;
+    let bob = ctl.user("bob").await;
+    assert!(alice.whoami().await.unwrap().is_superuser, "the first user is an admin");
+    assert!(!bob.whoami().await.unwrap().is_superuser);
+
+    // Bob's app; Alice is an admin so make the second non-admin user carol the outsider.
+    let carol = ctl.user("carol").await;
+    let app = bob.app_create(Some("bobs-app")).await.unwrap();
+    assert_eq!(app.owner, "bob");
+    assert_eq!(app.url, "bobs-app.deis.local");
+    let releases = bob.releases("bobs-app").await.unwrap();
+    assert_eq!(releases.len(), 1, "creating an app makes release v1");
+    assert_eq!(releases[0].version, 1);
+
+    // Carol can neither read nor change it.
+    assert_eq!(carol.app("bobs-app").await.unwrap_err().status(), Some(403));
+    assert_eq!(carol.config("bobs-app").await.unwrap_err().status(), Some(403));
+    assert_eq!(carol.config_update("bobs-app", &set(&[("X", "1")])).await.unwrap_err().status(), Some(403));
+    assert!(carol.apps().await.unwrap().is_empty());
+    // Nor can she share it with herself.
+    assert_eq!(carol.perm_create("bobs-app", "carol").await.unwrap_err().status(), Some(403));
+    // The admin can see everything.
+    assert_eq!(alice.apps().await.unwrap().len(), 1);
+
+    bob.perm_create("bobs-app", "carol").await.unwrap();
+    assert_eq!(bob.perms("bobs-app").await.unwrap().users, vec!["carol".to_owned()]);
+    carol.config_update("bobs-app", &set(&[("X", "1")])).await.unwrap();
+    assert_eq!(carol.apps().await.unwrap().len(), 1);
+    // Sharing does not make carol an owner: she cannot destroy it or share it further.
+    assert_eq!(carol.app_destroy("bobs-app").await.unwrap_err().status(), Some(403));
+    assert_eq!(carol.perm_create("bobs-app", "alice").await.unwrap_err().status(), Some(403));
+
+    bob.perm_delete("bobs-app", "carol").await.unwrap();
+    assert_eq!(carol.app("bobs-app").await.unwrap_err().status(), Some(403));
+
+    // Users are for admins only.
+    assert_eq!(bob.users().await.unwrap_err().status(), Some(403));
+    assert_eq!(alice.users().await.unwrap().len(), 3);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_config_sets_give_gapless_unique_releases() {
+    let ctl = TestController::start("concurrent").await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("busy")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            client.config_update("busy", &set(&[(&format!("KEY_{i}"), "v")])).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let releases = alice.releases("busy").await.unwrap();
+    let versions: Vec<u32> = releases.iter().map(|r| r.version).collect();
+    let unique: BTreeSet<u32> = versions.iter().copied().collect();
+    assert_eq!(versions.len(), 21, "{versions:?}");
+    assert_eq!(unique, (1..=21).collect(), "versions must be v1..v21 with no gap or duplicate: {versions:?}");
+    // Every change is in the final config: none was lost to a race.
+    assert_eq!(alice.config("busy").await.unwrap().values.len(), 20);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_with_a_detail_never_a_5xx() {
+    let ctl = TestController::start("badinput").await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("good")).await.unwrap();
+    let token = alice.token().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, body: Vec<u8>| {
+        http.request(method, format!("{}{path}", ctl.url))
+            .header("Authorization", format!("token {token}"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(reqwest::Method, &str, Vec<u8>, u16)> = vec![
+        (reqwest::Method::POST, "/v1/apps/", b"{not json".to_vec(), 400),
+        (reqwest::Method::POST, "/v1/apps/", br#"{"id": "ok-name", "extra": 1}"#.to_vec(), 400),
+        (reqwest::Method::POST, "/v1/apps/", br#"{"id": "Bad_Name"}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/", br#"{"id": "deis"}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/", br#"{"id": 12}"#.to_vec(), 400),
+        (reqwest::Method::POST, "/v1/apps/", br#"{"id": "good"}"#.to_vec(), 409),
+        (reqwest::Method::POST, "/v1/apps/good/config/", br#"{"values": {"1BAD": "x"}}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/good/config/", br#"{"values": {"A": 5}}"#.to_vec(), 400),
+        (reqwest::Method::POST, "/v1/apps/good/config/", br#"{"memory": {"web": "lots"}}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/good/config/", br#"{}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/good/config/", vec![b'{'; 2 * 1024 * 1024], 413),
+        (reqwest::Method::POST, "/v1/apps/good/scale/", br#"{"web": -1}"#.to_vec(), 400),
+        (reqwest::Method::POST, "/v1/apps/good/scale/", br#"{"web": 1}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/good/domains/", br#"{"domain": "not a domain"}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/good/domains/", br#"{"domain": "x.deis.local"}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/keys/", br#"{"id": "k", "public": "ssh-rsa garbage"}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/certs/", br#"{"certificate": "nope", "key": "nope"}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/good/releases/rollback/", br#"{"version": 5}"#.to_vec(), 422),
+        (reqwest::Method::GET, "/v1/apps/good/releases/vX/", vec![], 404),
+        (reqwest::Method::GET, "/v1/apps/missing/", vec![], 404),
+        (reqwest::Method::GET, "/v1/apps/?limit=0", vec![], 400),
+        (reqwest::Method::GET, "/v1/nope", vec![], 404),
+        (reqwest::Method::PUT, "/v1/apps/", vec![], 405),
+        (reqwest::Method::POST, "/v1/apps/good/builds/", br#"{"image": "bad image"}"#.to_vec(), 422),
+        (reqwest::Method::POST, "/v1/apps/good/builds/", br#"{"image": "good:missing"}"#.to_vec(), 422),
+    ];
+    for (method, path, body, want) in cases {
+        let resp = send(method.clone(), path, body).await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{method} {path}: no detail in {text}");
+    }
+    // No token, and a wrong one.
+    let resp = http.get(format!("{}/v1/apps/", ctl.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http.get(format!("{}/v1/apps/", ctl.url)).header("Authorization", "token nope").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    // What was accepted before is intact.
+    assert_eq!(alice.releases("good").await.unwrap().len(), 1);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn keys_are_checked_and_fingerprints_unique_across_users() {
+    let ctl = TestController::start("keys").await;
+    let alice = ctl.user("alice").await;
+    let bob = ctl.user("bob").await;
+    let public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
+    let key = alice.key_add(&KeyCreateRequest { id: "alice@laptop".into(), public: public.into() }).await.unwrap();
+    assert!(key.fingerprint.starts_with("SHA256:"));
+    let err = bob.key_add(&KeyCreateRequest { id: "mine".into(), public: public.into() }).await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert_eq!(alice.keys().await.unwrap().len(), 1);
+    assert!(bob.keys().await.unwrap().is_empty());
+    alice.key_remove("alice@laptop").await.unwrap();
+    assert!(alice.keys().await.unwrap().is_empty());
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn domains_are_unique_and_certs_are_matched_to_them() {
+    let ctl = TestController::start("domains").await;
+    let alice = ctl.user("alice").await;
+    let bob = ctl.user("bob").await;
+    alice.app_create(Some("shop")).await.unwrap();
+    bob.app_create(Some("blog")).await.unwrap();
+    alice.domain_add("shop", "www.Example.com").await.unwrap();
+    let err = bob.domain_add("blog", "www.example.com").await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["www.example.com".to_owned(), "*.example.com".to_owned()]).unwrap();
+    let added = alice
+        .cert_add(&controller_api::CertCreateRequest { name: None, certificate: cert.pem(), key: key_pair.serialize_pem() })
+        .await
+        .unwrap();
+    assert!(added.san.contains(&"*.example.com".to_owned()), "{added:?}");
+    let attached = alice.cert_attach(&added.name, "www.example.com").await.unwrap();
+    assert_eq!(attached.domains, vec!["www.example.com".to_owned()]);
+
+    // A key from another certificate is refused.
+    let other = rcgen::generate_simple_self_signed(vec!["other.org".to_owned()]).unwrap();
+    let err = alice
+        .cert_add(&controller_api::CertCreateRequest {
+            name: Some("mismatch".into()),
+            certificate: cert.pem(),
+            key: other.key_pair.serialize_pem(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422));
+    assert!(err.to_string().contains("does not match"), "{err}");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn rollback_restores_an_earlier_config_in_a_new_release() {
+    let ctl = TestController::start("rollback").await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("roller")).await.unwrap();
+    alice.config_update("roller", &set(&[("ANSWER", "one")])).await.unwrap();
+    alice.config_update("roller", &set(&[("ANSWER", "two")])).await.unwrap();
+    let r = alice.rollback("roller", Some(2)).await.unwrap();
+    assert_eq!(r.version, 4);
+    assert!(r.summary.contains("rolled back to v2"), "{}", r.summary);
+    assert_eq!(alice.config("roller").await.unwrap().values.get("ANSWER").map(String::as_str), Some("one"));
+    // Default: the one before the current.
+    let r = alice.rollback("roller", None).await.unwrap();
+    assert_eq!(r.version, 5);
+    assert_eq!(alice.config("roller").await.unwrap().values.get("ANSWER").map(String::as_str), Some("two"));
+    assert_eq!(alice.release("roller", 5).await.unwrap().config, alice.release("roller", 3).await.unwrap().config);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn unsetting_and_limits_and_tags_make_releases_with_summaries() {
+    let ctl = TestController::start("summaries").await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("sums")).await.unwrap();
+    alice.config_update("sums", &set(&[("FOO", "1"), ("BAR", "2")])).await.unwrap();
+    let mut update = ConfigUpdate::default();
+    update.values.insert("FOO".into(), None);
+    update.memory.insert("web".into(), Some("512M".into()));
+    update.tags.insert("environ".into(), Some("prod".into()));
+    let config = alice.config_update("sums", &update).await.unwrap();
+    assert_eq!(config.values, BTreeMap::from([("BAR".to_owned(), "2".to_owned())]));
+    assert_eq!(config.memory.get("web").map(String::as_str), Some("512M"));
+    let releases = alice.releases("sums").await.unwrap();
+    assert_eq!(releases[0].summary, "alice unset FOO; changed limits web=512M; changed tags environ=prod");
+    assert_eq!(releases[1].summary, "alice set BAR, FOO");
+    // The same change again changes nothing and makes no release.
+    let err = alice.config_update("sums", &set(&[("BAR", "2")])).await.unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    assert_eq!(alice.releases("sums").await.unwrap().len(), 3);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    ctl.stop().await;
+}

@@ -1,0 +1,127 @@
+//! A real controller for tests: a fresh database on the test Postgres, its own NATS namespace,
+//! bound to a free port on loopback.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bus_schema::{Bus, Component, Namespace, Sender};
+use controller::{ControllerConfig, RegistrationMode};
+use controller_api::{Client, LoginRequest, RegisterRequest};
+use service_kit::testing::TestServices;
+use service_kit::{NatsConfig, Shutdown};
+use tokio_postgres::NoTls;
+
+pub struct TestController {
+    pub url: String,
+    pub config: ControllerConfig,
+    pub ns: Namespace,
+    pub database: String,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn fresh_database(prefix: &str) -> (String, String) {
+    let services = TestServices::get();
+    let (admin, conn) = tokio_postgres::connect(&services.postgres_url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let url = services.postgres_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap();
+    (url, name)
+}
+
+impl TestController {
+    /// A config for a test controller against the test services.
+    pub async fn config(test: &str) -> (ControllerConfig, Namespace, String) {
+        let services = TestServices::get();
+        let (database_url, database) = fresh_database("ctl").await;
+        let ns = Namespace::unique_for_test(test);
+        let config = ControllerConfig {
+            database_url,
+            database_pool_size: 8,
+            registry: services.registry.clone(),
+            registration_mode: RegistrationMode::Open,
+            register_in_etcd: false,
+            nats: NatsConfig { url: services.nats_url.clone(), namespace: ns.root().to_owned(), ..Default::default() },
+            ..Default::default()
+        };
+        (config, ns, database)
+    }
+
+    pub async fn start(test: &str) -> Self {
+        let (config, ns, database) = Self::config(test).await;
+        Self::start_with(config, ns, database).await
+    }
+
+    pub async fn start_with(config: ControllerConfig, ns: Namespace, database: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = Shutdown::new();
+        let cfg = config.clone();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            controller::run(cfg, listener, stop).await.unwrap();
+        });
+        // Ready when /healthz answers (migrations done).
+        let http = reqwest::Client::new();
+        service_kit::testing::eventually("the controller answers", Duration::from_secs(30), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move { http.get(format!("{url}/healthz")).send().await.ok().map(|_| ()) }
+        })
+        .await;
+        Self { url, config, ns, database, shutdown, task: Some(task) }
+    }
+
+    /// Stops the controller (as a crash would: nothing runs after the listener closes).
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.url, None)
+    }
+
+    /// Registers a user and returns a logged-in client.
+    pub async fn user(&self, name: &str) -> Client {
+        let anon = self.anonymous();
+        anon.register(&RegisterRequest {
+            username: name.into(),
+            password: format!("{name}-pass"),
+            email: format!("{name}@example.com"),
+            first_name: String::new(),
+            last_name: String::new(),
+        })
+        .await
+        .unwrap();
+        let token = anon.login(&LoginRequest { username: name.into(), password: format!("{name}-pass") }).await.unwrap().token;
+        Client::new(&self.url, Some(token))
+    }
+
+    /// A bus client in this controller's namespace.
+    pub async fn bus(&self) -> Bus {
+        service_kit::nats::connect_bus(
+            &self.config.nats,
+            Sender { component: Component::Test, instance: "test".into() },
+            &Shutdown::new(),
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.config.database_url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
