@@ -1,2 +1,4 @@
-//! The `deis` command line client.
-fn main() {}
+//! The `deis` binary; everything lives in the `deis_cli` library so it can be tested.
+fn main() -> std::process::ExitCode {
+    deis_cli::main()
+}

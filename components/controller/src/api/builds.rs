@@ -85,12 +85,9 @@ pub async fn record_build(
     let mut structure = super::apps::structure_of(row.get(0));
     let types: Vec<String> = if build.procfile.is_empty() { vec!["cmd".into()] } else { build.procfile.keys().cloned().collect() };
     structure.retain(|k, _| types.contains(k));
-    if first_build {
-        for t in ["web", "cmd"] {
-            if types.iter().any(|x| x == t) {
-                structure.entry(t.to_owned()).or_insert(1);
-            }
-        }
+    for t in &types {
+        let start = u32::from(first_build && (t == "web" || t == "cmd"));
+        structure.entry(t.clone()).or_insert(start);
     }
     let release = releases::create(ctx, tx, app, &build.owner, Some(build.uuid), current.config, summary).await?;
     set_structure(ctx, tx, app, &build.owner, structure).await?;

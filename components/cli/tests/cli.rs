@@ -1,0 +1,290 @@
+//! End-to-end tests of the `deis` binary against an in-memory controller on loopback: what a
+//! user types, what is saved in ~/.deis, what git remote is added, what is printed and the exit
+//! status. Each test has its own controller, home directory and work tree.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fake_controller;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// One user's machine: a home directory and a work directory.
+struct Machine {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    work: PathBuf,
+}
+
+impl Machine {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let work = dir.path().join("work");
+        fs::create_dir_all(&home).unwrap();
+        fs::create_dir_all(&work).unwrap();
+        Self { _dir: dir, home, work }
+    }
+
+    /// Runs `deis args…` with no terminal on stdin, as a script would.
+    fn deis(&self, args: &[&str]) -> Run {
+        self.deis_with(args, &[])
+    }
+
+    fn deis_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_deis"));
+        command.args(args).current_dir(&self.work).env("HOME", &self.home).env_remove("DEIS_PROFILE");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command.stdin(Stdio::null()).output().unwrap();
+        Run::from(args, output)
+    }
+
+    /// Registers alice (as the first user) and leaves her logged in.
+    fn register(&self, controller: &str) {
+        self.deis(&["register", controller, "--username=alice", "--password=pw", "--email=a@example.com"])
+            .ok();
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git").args(args).current_dir(&self.work).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+struct Run {
+    what: String,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(args: &[&str], output: Output) -> Self {
+        Self {
+            what: format!("deis {}", args.join(" ")),
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    /// Asserts success; returns stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{} failed:\n{}{}", self.what, self.stdout, self.stderr);
+        &self.stdout
+    }
+
+    /// Asserts failure with status 1; returns stderr.
+    fn fails(&self) -> &str {
+        assert_eq!(self.code, Some(1), "{} should fail:\n{}{}", self.what, self.stdout, self.stderr);
+        assert!(self.stderr.starts_with("Error: ") || self.stderr.starts_with("error: "), "{}", self.stderr);
+        &self.stderr
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}):\n{}", self.what, self.stdout))
+    }
+}
+
+fn has_git() -> bool {
+    let found = Command::new("git").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("git is not installed: skipping the git part of this test");
+    }
+    found
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn commands_need_a_login() {
+    let m = Machine::new();
+    let err = m.deis(&["apps"]).fails().to_owned();
+    assert_eq!(err, "Error: not logged in: run `deis login <url>`\n");
+    m.deis(&["config:list", "-a", "foo"]).fails();
+}
+
+#[test]
+fn register_login_whoami_logout() {
+    let controller = fake_controller::start();
+    let m = Machine::new();
+    let out = m
+        .deis(&["register", &controller, "--username=alice", "--password=pw", "--email=a@example.com"])
+        .ok()
+        .to_owned();
+    assert!(out.contains("Registered alice") && out.contains("Logged in as alice"), "{out}");
+
+    let file = m.home.join(".deis/client.json");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&m.home.join(".deis")), 0o700);
+    let saved: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved["controller"], controller.as_str());
+    assert_eq!(saved["username"], "alice");
+    assert!(saved["token"].as_str().unwrap().starts_with("token-"));
+
+    assert_eq!(m.deis(&["whoami"]).ok(), format!("You are alice at {controller}\n"));
+    assert_eq!(m.deis(&["whoami", "--json"]).json()["username"], "alice");
+
+    // No terminal: a missing flag is an error naming it, never a hung prompt.
+    let err = m.deis(&["login", &controller, "--username=alice"]).fails().to_owned();
+    assert!(err.contains("--password"), "{err}");
+    // The controller's own words reach the user.
+    assert_eq!(
+        m.deis(&["login", &controller, "--username=alice", "--password=nope"]).fails(),
+        "Error: bad credentials\n"
+    );
+
+    // Profiles are separate files.
+    m.deis_with(&["login", &controller, "--username=alice", "--password=pw"], &[("DEIS_PROFILE", "staging")])
+        .ok();
+    assert_eq!(mode(&m.home.join(".deis/staging.json")), 0o600);
+
+    assert_eq!(m.deis(&["logout"]).ok(), "Logged out\n");
+    assert!(!file.exists());
+    m.deis(&["whoami"]).fails();
+    m.deis_with(&["whoami"], &[("DEIS_PROFILE", "staging")]).ok();
+}
+
+#[test]
+fn app_lifecycle_in_a_git_repository() {
+    let controller = fake_controller::start();
+    let m = Machine::new();
+    m.register(&controller);
+    if !has_git() {
+        return;
+    }
+    m.git(&["init", "-q"]);
+
+    let out = m.deis(&["create", "foo"]).ok().to_owned();
+    assert!(out.contains("created foo"), "{out}");
+    let port_less_host = controller.trim_start_matches("http://").split(':').next().unwrap().to_owned();
+    let remote = format!("ssh://git@{port_less_host}:2222/foo.git");
+    assert_eq!(m.git(&["remote", "get-url", "deis"]), remote);
+    assert!(out.contains("Git remote deis added"), "{out}");
+
+    // From here on the app comes from the git remote.
+    let info = m.deis(&["info"]).ok().to_owned();
+    assert!(info.starts_with("=== foo Application\n"), "{info}");
+    assert!(m.deis(&["apps"]).ok().contains("foo\n"));
+    assert!(m.deis(&["git:remote"]).ok().contains("already points at"));
+
+    // Config: `=` in values, spaces, unset with null.
+    let out = m.deis(&["config:set", "URL=postgres://h/db?a=b", "GREETING=hello world"]).ok().to_owned();
+    assert!(out.starts_with("Creating config... done\n"), "{out}");
+    assert!(out.contains("URL       postgres://h/db?a=b\n"), "{out}");
+    let config = m.deis(&["config", "--json"]).json();
+    assert_eq!(config["values"]["GREETING"], "hello world");
+    assert_eq!(m.deis(&["config", "--oneline"]).ok(), "GREETING='hello world' URL=postgres://h/db?a=b\n");
+    m.deis(&["config:unset", "GREETING"]).ok();
+    assert!(m.deis(&["config", "--json"]).json()["values"].get("GREETING").is_none());
+    let err = m.deis(&["config:set", "BAD-KEY=1"]).fails().to_owned();
+    assert!(err.contains("invalid config key 'BAD-KEY'"), "{err}");
+
+    // .env round trip through the controller.
+    fs::write(m.work.join("in.env"), "# comment\nexport A='x y'\nB=\"q\\\"uote\"\n\nC=1=2\n").unwrap();
+    m.deis(&["config:push", "-p", "in.env"]).ok();
+    m.deis(&["config:pull", "-o", "out.env"]).ok();
+    let pulled = fs::read_to_string(m.work.join("out.env")).unwrap();
+    assert_eq!(pulled, "A='x y'\nB='q\"uote'\nC=1=2\nURL=postgres://h/db?a=b\n");
+    assert_eq!(mode(&m.work.join("out.env")), 0o600);
+    // Without --overwrite, local values win; with it, the app's do.
+    fs::write(m.work.join("out.env"), "A=local\n").unwrap();
+    m.deis(&["config:pull", "-o", "out.env"]).ok();
+    assert!(fs::read_to_string(m.work.join("out.env")).unwrap().starts_with("A=local\n"));
+    m.deis(&["config:pull", "-o", "out.env", "--overwrite"]).ok();
+    assert!(fs::read_to_string(m.work.join("out.env")).unwrap().starts_with("A='x y'\n"));
+
+    // Limits and tags live in the same config.
+    let out = m.deis(&["limits:set", "web=256m"]).ok().to_owned();
+    assert!(out.contains("--- Memory\nweb  256M\n"), "{out}");
+    m.deis(&["limits:set", "--cpu", "web=512"]).ok();
+    assert_eq!(m.deis(&["limits", "--json"]).json()["cpu"]["web"], 512);
+    m.deis(&["limits:set", "web=abc"]).fails();
+    m.deis(&["tags:set", "environ=prod"]).ok();
+    assert_eq!(m.deis(&["tags"]).ok(), "=== foo Tags\nenviron  prod\n");
+
+    // Scale shows the new formation.
+    let out = m.deis(&["scale", "web=3", "worker=1"]).ok().to_owned();
+    assert!(out.ends_with("=== foo Processes\nweb: 3\nworker: 1\n"), "{out}");
+    m.deis(&["scale", "web=-1"]).fails();
+
+    // Releases, newest first; rollback; info.
+    let releases = m.deis(&["releases"]).ok().to_owned();
+    assert!(releases.starts_with("=== foo Releases\nv"), "{releases}");
+    assert!(releases.ends_with("v1  2026-11-27T10:00:00Z  alice created initial release\n"), "{releases}");
+    let out = m.deis(&["rollback", "v1"]).ok().to_owned();
+    assert!(out.starts_with("Rolling back to v1... done, v"), "{out}");
+    assert!(m.deis(&["releases:info", "1"]).ok().starts_with("=== foo Release v1\n"));
+    assert_eq!(m.deis(&["releases:info", "v99"]).fails(), "Error: release v99 not found\n");
+
+    // Destroying asks for confirmation, which a script must give with --confirm.
+    let err = m.deis(&["destroy"]).fails().to_owned();
+    assert!(err.contains("--confirm=foo"), "{err}");
+    m.deis(&["destroy", "--confirm=bar"]).fails();
+    assert!(m.deis(&["destroy", "--confirm=foo"]).ok().contains("Git remote deis removed"));
+    assert_eq!(m.git(&["remote"]), "");
+    let err = m.deis(&["info"]).fails().to_owned();
+    assert!(err.contains("no app given"), "{err}");
+}
+
+#[test]
+fn controller_errors_and_bad_input() {
+    let controller = fake_controller::start();
+    let m = Machine::new();
+    m.register(&controller);
+    assert_eq!(m.deis(&["info", "-a", "missing"]).fails(), "Error: app missing not found\n");
+    // Caught locally, before any request: nothing odd reaches a URL path.
+    m.deis(&["info", "-a", "../admin"]).fails();
+    m.deis(&["domains:add", "a/b", "-a", "x"]).fails();
+    m.deis(&["rollback", "vx", "-a", "x"]).fails();
+    m.deis(&["create", "foo", "--no-remote"]).ok();
+    assert!(m.deis(&["create", "foo"]).fails().contains("app foo already exists"));
+    // --json output is JSON and nothing else.
+    let app = m.deis(&["apps:info", "-a", "foo", "--json"]).json();
+    assert_eq!(app["id"], "foo");
+    let domain = m.deis(&["domains:add", "www.foo.com", "-a", "foo", "--json"]).json();
+    assert_eq!(domain["domain"], "www.foo.com");
+    assert_eq!(m.deis(&["domains", "-a", "foo"]).ok(), "=== foo Domains\nwww.foo.com\n");
+}
+
+#[test]
+fn keys_add_finds_the_default_key() {
+    let controller = fake_controller::start();
+    let m = Machine::new();
+    m.register(&controller);
+    let err = m.deis(&["keys:add"]).fails().to_owned();
+    assert!(err.contains("no SSH public key found"), "{err}");
+    let ssh = m.home.join(".ssh");
+    fs::create_dir_all(&ssh).unwrap();
+    fs::write(ssh.join("id_rsa.pub"), "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 rsa@box\n").unwrap();
+    fs::write(
+        ssh.join("id_ed25519.pub"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop\n",
+    )
+    .unwrap();
+    let key = m.deis(&["keys:add", "--json"]).json();
+    assert_eq!(key["id"], "alice@laptop");
+    assert!(key["public"].as_str().unwrap().starts_with("ssh-ed25519 "));
+    let listed = m.deis(&["keys"]).ok().to_owned();
+    assert_eq!(listed, "=== alice Keys\nalice@laptop  ssh-ed25519 AAAAC3NzaC...0dh2l9GKJl\n");
+    fs::write(m.work.join("id"), "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    assert!(m.deis(&["keys:add", "id"]).fails().contains("private key"));
+}
+
+#[test]
+fn completions_and_help() {
+    let m = Machine::new();
+    assert!(m.deis(&["completions", "bash"]).ok().contains("apps:create"));
+    assert!(m.deis(&["help"]).ok().contains("config:set"));
+    let usage = m.deis(&["scale"]);
+    assert_eq!(usage.code, Some(1));
+    assert!(usage.stderr.contains("TYPE=COUNT"), "{}", usage.stderr);
+}
