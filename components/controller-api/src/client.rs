@@ -35,6 +35,21 @@ impl ApiError {
     }
 }
 
+/// An error and its causes, so "error sending request" says why ("connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A typed client of the controller's API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -95,7 +110,7 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: e.to_string() };
+        let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(transport)?.to_vec();
@@ -112,7 +127,11 @@ impl Client {
         self.call::<(), T>(Method::GET, path, None, true).await
     }
 
-    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
         self.call(Method::POST, path, Some(body), true).await
     }
 
@@ -231,7 +250,8 @@ impl Client {
     }
 
     pub async fn domain_add(&self, app: &str, domain: &str) -> Result<Domain, ApiError> {
-        self.post(&format!("/v1/apps/{app}/domains/"), &DomainCreateRequest { domain: domain.to_owned() }).await
+        self.post(&format!("/v1/apps/{app}/domains/"), &DomainCreateRequest { domain: domain.to_owned() })
+            .await
     }
 
     pub async fn domain_remove(&self, app: &str, domain: &str) -> Result<(), ApiError> {
@@ -253,7 +273,8 @@ impl Client {
     }
 
     pub async fn cert_attach(&self, name: &str, domain: &str) -> Result<Cert, ApiError> {
-        self.post(&format!("/v1/certs/{name}/domain/"), &CertAttachRequest { domain: domain.to_owned() }).await
+        self.post(&format!("/v1/certs/{name}/domain/"), &CertAttachRequest { domain: domain.to_owned() })
+            .await
     }
 
     pub async fn cert_detach(&self, name: &str, domain: &str) -> Result<(), ApiError> {

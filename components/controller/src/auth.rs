@@ -1,8 +1,8 @@
 //! Passwords (argon2id) and API tokens (random, stored as SHA-256 hashes).
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -24,7 +24,8 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 /// Checks a password against a stored hash.
 pub async fn verify_password(password: String, stored: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        PasswordHash::new(&stored)
+            .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
     })
     .await
     .unwrap_or(false)
@@ -44,13 +45,17 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 /// Extracts the token from `Authorization: token <key>` (Deis v1), also accepting `Bearer`.
 pub fn parse_authorization(header: Option<&str>) -> Result<&str, ApiError> {
     let header = header.ok_or_else(|| {
-        ApiError::Unauthorized("authentication required: send `Authorization: token <key>` (see `deis login`)".into())
+        ApiError::Unauthorized(
+            "authentication required: send `Authorization: token <key>` (see `deis login`)".into(),
+        )
     })?;
     let (scheme, token) = header.trim().split_once(' ').ok_or_else(|| {
         ApiError::Unauthorized("malformed Authorization header: expected `token <key>`".into())
     })?;
     if !(scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")) {
-        return Err(ApiError::Unauthorized(format!("unsupported authorization scheme '{scheme}': expected `token`")));
+        return Err(ApiError::Unauthorized(format!(
+            "unsupported authorization scheme '{scheme}': expected `token`"
+        )));
     }
     let token = token.trim();
     if token.is_empty() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use bus_schema::messages::{BuildCompleted, BuildFailed, BuildKind};
 use bus_schema::streams::{ConsumerId, ensure_consumer};
-use bus_schema::{Bus, BuildOutcome};
+use bus_schema::{BuildOutcome, Bus};
 use futures::StreamExt;
 use service_kit::{Backoff, Shutdown};
 
@@ -20,16 +20,19 @@ pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let spec = bus.namespace().consumer(ConsumerId::ControllerBuilds);
     loop {
-        let consumer = match ensure_consumer(bus.jetstream(), bus.namespace(), &spec, ctx.config.nats.stream_replicas).await {
-            Ok(c) => c,
-            Err(error) => {
-                tracing::warn!(%error, "cannot bind the build consumer yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                    _ = shutdown.cancelled() => return,
+        let consumer =
+            match ensure_consumer(bus.jetstream(), bus.namespace(), &spec, ctx.config.nats.stream_replicas)
+                .await
+            {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot bind the build consumer yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
-            }
-        };
+            };
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(error) => {
@@ -131,8 +134,15 @@ async fn failed(ctx: &Ctx, build: BuildFailed) -> Result<(), ApiError> {
     let tx = client.transaction().await?;
     lock_app(&tx, build.app.as_str()).await?;
     let sha = format!("{:.8}", build.git_sha);
-    outbox::event(&tx, &ctx.sender, build.app.as_str(), &build.user, "build", format!("build of {sha} by {} failed: {}", build.user, build.reason))
-        .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        build.app.as_str(),
+        &build.user,
+        "build",
+        format!("build of {sha} by {} failed: {}", build.user, build.reason),
+    )
+    .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
     Ok(())

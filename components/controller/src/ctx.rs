@@ -55,7 +55,8 @@ impl Ctx {
                 &[&auth::token_hash(token)],
             )
             .await?;
-        let row = row.ok_or_else(|| ApiError::Unauthorized("invalid token: log in again with `deis login`".into()))?;
+        let row = row
+            .ok_or_else(|| ApiError::Unauthorized("invalid token: log in again with `deis login`".into()))?;
         Ok(AuthUser { id: row.get(0), username: row.get(1), is_superuser: row.get(2) })
     }
 
@@ -115,7 +116,8 @@ pub async fn app_for<C: GenericClient>(
     } else {
         "SELECT a.id, a.name, a.owner_id, u.username FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.name = $1"
     };
-    let row = client.query_opt(sql, &[&name]).await?.ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
+    let row =
+        client.query_opt(sql, &[&name]).await?.ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
     let app = AppRow { id: row.get(0), name: row.get(1), owner_id: row.get(2), owner: row.get(3) };
     if user.is_superuser || app.owner_id == user.id {
         return Ok(app);
@@ -129,8 +131,11 @@ pub async fn app_for<C: GenericClient>(
             return Ok(app);
         }
     }
-    Err(ApiError::Forbidden(format!("you do not have permission to {} app '{name}'", match access {
-        Access::Use => "use",
-        Access::Own => "manage",
-    })))
+    Err(ApiError::Forbidden(format!(
+        "you do not have permission to {} app '{name}'",
+        match access {
+            Access::Use => "use",
+            Access::Own => "manage",
+        }
+    )))
 }

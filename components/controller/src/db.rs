@@ -24,7 +24,8 @@ pub enum DbError {
 }
 
 pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
-    let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| DbError::Url(e.to_string()))?;
+    let pg: tokio_postgres::Config =
+        url.parse().map_err(|e: tokio_postgres::Error| DbError::Url(e.to_string()))?;
     let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager).max_size(size.max(2)).build().map_err(|e| DbError::Pool(e.to_string()))
 }
@@ -41,12 +42,17 @@ pub async fn migrate(pool: &Pool) -> Result<(), DbError> {
     )
     .await?;
     for (version, name, sql) in MIGRATIONS {
-        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_some();
+        let done =
+            tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_some();
         if done {
             continue;
         }
         tracing::info!(version, name, "applying migration");
-        tx.batch_execute(sql).await.map_err(|source| DbError::Migration { version: *version, name, source })?;
+        tx.batch_execute(sql).await.map_err(|source| DbError::Migration {
+            version: *version,
+            name,
+            source,
+        })?;
         tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
     }
     tx.commit().await?;

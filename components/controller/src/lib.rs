@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod releases;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;
 
 use std::sync::Arc;
@@ -35,7 +37,11 @@ pub enum ControllerError {
 }
 
 /// Runs the controller on an already bound listener until shutdown.
-pub async fn run(config: ControllerConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), ControllerError> {
+pub async fn run(
+    config: ControllerConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ControllerError> {
     let ns = Namespace::new(&config.nats.namespace)?;
     let pool = db::pool(&config.database_url, config.database_pool_size)?;
     migrate_with_retry(&pool, &shutdown).await?;
@@ -58,7 +64,9 @@ pub async fn run(config: ControllerConfig, listener: TcpListener, shutdown: Shut
     let ops = {
         let (db_ok, nats_ok) = (db_ok.clone(), nats_ok.clone());
         OpsServer::new(registry, move || {
-            let check = |ok: &AtomicBool, what: &str| if ok.load(Ordering::Relaxed) { Ok(()) } else { Err(format!("{what} unreachable")) };
+            let check = |ok: &AtomicBool, what: &str| {
+                if ok.load(Ordering::Relaxed) { Ok(()) } else { Err(format!("{what} unreachable")) }
+            };
             Health::from_checks([
                 ("postgres".to_owned(), check(&db_ok, "postgres")),
                 ("nats".to_owned(), check(&nats_ok, "nats")),
@@ -74,7 +82,10 @@ pub async fn run(config: ControllerConfig, listener: TcpListener, shutdown: Shut
     Ok(())
 }
 
-async fn migrate_with_retry(pool: &deadpool_postgres::Pool, shutdown: &Shutdown) -> Result<(), ControllerError> {
+async fn migrate_with_retry(
+    pool: &deadpool_postgres::Pool,
+    shutdown: &Shutdown,
+) -> Result<(), ControllerError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match db::migrate(pool).await {
@@ -107,7 +118,8 @@ async fn watch_database(ctx: Arc<ctx::Ctx>, ok: Arc<AtomicBool>, shutdown: Shutd
 }
 
 async fn bus_tasks(ctx: Arc<ctx::Ctx>, nats_ok: Arc<AtomicBool>, shutdown: Shutdown) {
-    let sender = Sender { component: bus_schema::Component::Controller, instance: ctx.config.advertise.clone() };
+    let sender =
+        Sender { component: bus_schema::Component::Controller, instance: ctx.config.advertise.clone() };
     let Ok(bus) = service_kit::nats::connect_bus(&ctx.config.nats, sender, &shutdown).await else {
         return;
     };
@@ -134,8 +146,10 @@ async fn register(config: ControllerConfig, shutdown: Shutdown) {
         return;
     };
     let key = format!("{}/components/controller/{}", config.etcd.prefix, config.advertise);
-    let value = serde_json::json!({ "address": config.advertise, "version": env!("CARGO_PKG_VERSION") }).to_string();
-    let handle = Registration { key, value: value.into_bytes(), ttl: config.etcd.lease_ttl() }.spawn(client, &shutdown);
+    let value =
+        serde_json::json!({ "address": config.advertise, "version": env!("CARGO_PKG_VERSION") }).to_string();
+    let handle = Registration { key, value: value.into_bytes(), ttl: config.etcd.lease_ttl() }
+        .spawn(client, &shutdown);
     shutdown.cancelled().await;
     handle.stop().await;
 }

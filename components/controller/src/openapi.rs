@@ -61,9 +61,15 @@ impl Modify for ErrorResponses {
             ("503", "A dependency (database, registry) is unavailable; retry"),
         ];
         for item in openapi.paths.paths.values_mut() {
-            for op in [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch].into_iter().flatten() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch]
+                .into_iter()
+                .flatten()
+            {
                 for (code, description) in errors {
-                    op.responses.responses.entry(code.to_owned()).or_insert_with(|| error_response(description));
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error_response(description));
                 }
             }
         }
@@ -76,7 +82,9 @@ fn error_response(description: &str) -> RefOr<Response> {
             .description(description)
             .content(
                 "application/json",
-                ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))).build(),
+                ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
             )
             .build(),
     )

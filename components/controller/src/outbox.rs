@@ -16,7 +16,11 @@ use crate::ctx::Ctx;
 use crate::error::ApiError;
 
 /// Writes an event into the outbox inside the caller's transaction.
-pub async fn enqueue<M: Message>(tx: &Transaction<'_>, sender: &Sender, body: M) -> Result<MessageId, ApiError> {
+pub async fn enqueue<M: Message>(
+    tx: &Transaction<'_>,
+    sender: &Sender,
+    body: M,
+) -> Result<MessageId, ApiError> {
     let id = MessageId::new();
     let envelope = Envelope::new(sender.clone(), body).with_id(id);
     let payload = codec::encode(&envelope)?;
@@ -29,9 +33,17 @@ pub async fn enqueue<M: Message>(tx: &Transaction<'_>, sender: &Sender, body: M)
 }
 
 /// Writes a human-readable line for the app's log stream ("alice scaled web=3").
-pub async fn event(tx: &Transaction<'_>, sender: &Sender, app: &str, actor: &str, action: &str, message: String) -> Result<(), ApiError> {
+pub async fn event(
+    tx: &Transaction<'_>,
+    sender: &Sender,
+    app: &str,
+    actor: &str,
+    action: &str,
+    message: String,
+) -> Result<(), ApiError> {
     let app = crate::validate::app_name(app)?;
-    enqueue(tx, sender, ControllerEvent { app, actor: actor.to_owned(), action: action.to_owned(), message }).await?;
+    enqueue(tx, sender, ControllerEvent { app, actor: actor.to_owned(), action: action.to_owned(), message })
+        .await?;
     Ok(())
 }
 
@@ -105,10 +117,7 @@ async fn publish_pending(ctx: &Ctx, bus: &Bus) -> Result<usize, RelayError> {
         return Ok(0);
     }
     let rows = tx
-        .query(
-            "SELECT id, kind, payload FROM outbox WHERE published IS NULL ORDER BY seq LIMIT 100",
-            &[],
-        )
+        .query("SELECT id, kind, payload FROM outbox WHERE published IS NULL ORDER BY seq LIMIT 100", &[])
         .await?;
     let mut done = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -167,7 +176,10 @@ async fn publish_one(bus: &Bus, kind: i16, payload: &[u8]) -> Result<(), RelayEr
             bus.publish(&ns.controller_events(&env.body.app), &env).await?;
         }
         other => {
-            return Err(corrupt(bus_schema::CodecError::WrongKind { expected: Kind::ControllerEvent, found: other as u16 }));
+            return Err(corrupt(bus_schema::CodecError::WrongKind {
+                expected: Kind::ControllerEvent,
+                found: other as u16,
+            }));
         }
     }
     Ok(())

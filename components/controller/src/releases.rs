@@ -35,7 +35,8 @@ pub struct ReleaseRow {
     pub created: time::OffsetDateTime,
 }
 
-const RELEASE_COLUMNS: &str = "r.uuid, r.version, r.owner, r.build_uuid, COALESCE(b.image, ''), r.config_uuid, r.summary, r.created";
+const RELEASE_COLUMNS: &str =
+    "r.uuid, r.version, r.owner, r.build_uuid, COALESCE(b.image, ''), r.config_uuid, r.summary, r.created";
 
 fn release_row(row: &tokio_postgres::Row) -> ReleaseRow {
     ReleaseRow {
@@ -50,7 +51,10 @@ fn release_row(row: &tokio_postgres::Row) -> ReleaseRow {
     }
 }
 
-pub async fn latest<C: deadpool_postgres::GenericClient>(client: &C, app_id: i64) -> Result<Option<ReleaseRow>, ApiError> {
+pub async fn latest<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    app_id: i64,
+) -> Result<Option<ReleaseRow>, ApiError> {
     let sql = format!(
         "SELECT {RELEASE_COLUMNS} FROM releases r LEFT JOIN builds b ON b.uuid = r.build_uuid
          WHERE r.app_id = $1 ORDER BY r.version DESC LIMIT 1"
@@ -76,7 +80,8 @@ pub async fn list<C: deadpool_postgres::GenericClient>(
     limit: i64,
     offset: i64,
 ) -> Result<(i64, Vec<ReleaseRow>), ApiError> {
-    let count: i64 = client.query_one("SELECT count(*) FROM releases WHERE app_id = $1", &[&app_id]).await?.get(0);
+    let count: i64 =
+        client.query_one("SELECT count(*) FROM releases WHERE app_id = $1", &[&app_id]).await?.get(0);
     let sql = format!(
         "SELECT {RELEASE_COLUMNS} FROM releases r LEFT JOIN builds b ON b.uuid = r.build_uuid
          WHERE r.app_id = $1 ORDER BY r.version DESC LIMIT $2 OFFSET $3"
@@ -85,19 +90,34 @@ pub async fn list<C: deadpool_postgres::GenericClient>(
     Ok((count, rows.iter().map(release_row).collect()))
 }
 
-pub async fn load_config<C: deadpool_postgres::GenericClient>(client: &C, uuid: Uuid) -> Result<ConfigData, ApiError> {
+pub async fn load_config<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    uuid: Uuid,
+) -> Result<ConfigData, ApiError> {
     let row = client
         .query_one(r#"SELECT "values", memory, cpu, tags FROM configs WHERE uuid = $1"#, &[&uuid])
         .await?;
     fn parse<T: serde::de::DeserializeOwned>(row: &tokio_postgres::Row, i: usize) -> Result<T, ApiError> {
         serde_json::from_value(row.get(i)).map_err(|e| ApiError::Internal(format!("stored config: {e}")))
     }
-    Ok(ConfigData { values: parse(&row, 0)?, memory: parse(&row, 1)?, cpu: parse(&row, 2)?, tags: parse(&row, 3)? })
+    Ok(ConfigData {
+        values: parse(&row, 0)?,
+        memory: parse(&row, 1)?,
+        cpu: parse(&row, 2)?,
+        tags: parse(&row, 3)?,
+    })
 }
 
-pub async fn insert_config(tx: &Transaction<'_>, app_id: i64, owner: &str, config: &ConfigData) -> Result<Uuid, ApiError> {
+pub async fn insert_config(
+    tx: &Transaction<'_>,
+    app_id: i64,
+    owner: &str,
+    config: &ConfigData,
+) -> Result<Uuid, ApiError> {
     let uuid = Uuid::now_v7();
-    let j = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| ApiError::Internal(format!("config to JSON: {e}")));
+    let j = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| ApiError::Internal(format!("config to JSON: {e}")))
+    };
     tx.execute(
         r#"INSERT INTO configs (uuid, app_id, owner, "values", memory, cpu, tags) VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
         &[
@@ -141,10 +161,21 @@ pub async fn create(
         .ok_or_else(|| ApiError::Internal("release vanished inside its own transaction".into()))?;
 
     let spec = spec_of(tx, app, &release).await?;
-    outbox::enqueue(tx, &ctx.sender, ReleaseCreated { release: spec, summary: summary.clone(), created_by: owner.to_owned() })
-        .await?;
-    outbox::event(tx, &ctx.sender, &app.name, owner, "release", format!("release v{version} created by {owner}: {summary}"))
-        .await?;
+    outbox::enqueue(
+        tx,
+        &ctx.sender,
+        ReleaseCreated { release: spec, summary: summary.clone(), created_by: owner.to_owned() },
+    )
+    .await?;
+    outbox::event(
+        tx,
+        &ctx.sender,
+        &app.name,
+        owner,
+        "release",
+        format!("release v{version} created by {owner}: {summary}"),
+    )
+    .await?;
     Ok(release)
 }
 

@@ -94,7 +94,9 @@ pub fn cpu_shares(ptype: &str, shares: u32) -> Result<(), ApiError> {
 
 /// Tag keys and values are node labels: short, no spaces.
 pub fn tag(key: &str, value: &str) -> Result<(), ApiError> {
-    let ok = |s: &str| !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = |s: &str| {
+        !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
     if ok(key) && ok(value) {
         Ok(())
     } else {
@@ -144,17 +146,14 @@ pub fn image(image: &str) -> Result<(), ApiError> {
         && image.len() <= 512
         && image.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
         && !image.starts_with(['-', '.', '/', ':']);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(format!("'{image}' is not a valid image reference")))
-    }
+    if ok { Ok(()) } else { Err(ApiError::Invalid(format!("'{image}' is not a valid image reference"))) }
 }
 
 /// A parsed SSH public key: its normalised text and `SHA256:` fingerprint.
 pub fn ssh_public_key(text: &str) -> Result<(String, String), ApiError> {
-    let key = ssh_key::PublicKey::from_openssh(text.trim())
-        .map_err(|e| ApiError::Invalid(format!("not an OpenSSH public key (like `ssh-ed25519 AAAA… you@host`): {e}")))?;
+    let key = ssh_key::PublicKey::from_openssh(text.trim()).map_err(|e| {
+        ApiError::Invalid(format!("not an OpenSSH public key (like `ssh-ed25519 AAAA… you@host`): {e}"))
+    })?;
     let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
     let normalised = key.to_openssh().map_err(|e| ApiError::Invalid(format!("unusable SSH key: {e}")))?;
     Ok((normalised, fingerprint))
@@ -180,12 +179,15 @@ pub fn certificate(cert_pem: &str, key_pem: &str) -> Result<CertInfo, ApiError> 
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| ApiError::Invalid(format!("certificate is not valid PEM: {e}")))?;
-    let leaf = certs.first().ok_or_else(|| ApiError::Invalid("no CERTIFICATE block in the certificate PEM".into()))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| ApiError::Invalid("no CERTIFICATE block in the certificate PEM".into()))?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| ApiError::Invalid(format!("certificate is not valid X.509: {e}")))?;
 
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| ApiError::Invalid(format!("private key is not valid PEM (PKCS#8, PKCS#1 or SEC1): {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
+        ApiError::Invalid(format!("private key is not valid PEM (PKCS#8, PKCS#1 or SEC1): {e}"))
+    })?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| ApiError::Invalid(format!("unsupported private key: {e}")))?;
     let public = signing
@@ -211,18 +213,17 @@ pub fn certificate(cert_pem: &str, key_pem: &str) -> Result<CertInfo, ApiError> 
         }
     }
     if common_name.is_empty() && san.is_empty() {
-        return Err(ApiError::Invalid("the certificate names no host (no common name and no DNS SAN)".into()));
+        return Err(ApiError::Invalid(
+            "the certificate names no host (no common name and no DNS SAN)".into(),
+        ));
     }
     let starts = parsed.validity().not_before.to_datetime();
     let expires = parsed.validity().not_after.to_datetime();
     if expires < time::OffsetDateTime::now_utc() {
         return Err(ApiError::Invalid(format!("the certificate expired on {expires}")));
     }
-    let fingerprint = Sha256::digest(leaf.as_ref())
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let fingerprint =
+        Sha256::digest(leaf.as_ref()).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
     Ok(CertInfo { common_name, san, starts, expires, issuer: parsed.issuer().to_string(), fingerprint })
 }
 
@@ -269,14 +270,25 @@ mod tests {
     fn domains() {
         assert_eq!(domain("WWW.Example.com.", "deis.local").unwrap(), "www.example.com");
         assert_eq!(domain("*.example.com", "deis.local").unwrap(), "*.example.com");
-        for bad in ["", "localhost", "exa mple.com", "-a.com", "a-.com", "a..com", "1.2.3.4", "app.deis.local", "deis.local"] {
+        for bad in [
+            "",
+            "localhost",
+            "exa mple.com",
+            "-a.com",
+            "a-.com",
+            "a..com",
+            "1.2.3.4",
+            "app.deis.local",
+            "deis.local",
+        ] {
             assert!(domain(bad, "deis.local").is_err(), "{bad}");
         }
     }
 
     #[test]
     fn ssh_keys() {
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
         let (_, fp) = ssh_public_key(key).unwrap();
         assert!(fp.starts_with("SHA256:"), "{fp}");
         assert!(ssh_public_key("ssh-ed25519 notbase64").is_err());

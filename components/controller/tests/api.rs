@@ -1,12 +1,10 @@
 //! Service tests of the controller's API against real Postgres and NATS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::TestController;
+use controller::testing::TestController;
 use controller_api::{ConfigUpdate, KeyCreateRequest};
 
 fn set(pairs: &[(&str, &str)]) -> ConfigUpdate {
@@ -131,13 +129,18 @@ async fn bad_input_gets_a_4xx_with_a_detail_never_a_5xx() {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         assert_eq!(status, want, "{method} {path}: {text}");
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
-        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{method} {path}: no detail in {text}");
+        let body: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{method} {path}: no detail in {text}"
+        );
     }
     // No token, and a wrong one.
     let resp = http.get(format!("{}/v1/apps/", ctl.url)).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = http.get(format!("{}/v1/apps/", ctl.url)).header("Authorization", "token nope").send().await.unwrap();
+    let resp =
+        http.get(format!("{}/v1/apps/", ctl.url)).header("Authorization", "token nope").send().await.unwrap();
     assert_eq!(resp.status(), 401);
     // What was accepted before is intact.
     assert_eq!(alice.releases("good").await.unwrap().len(), 1);
@@ -149,8 +152,10 @@ async fn keys_are_checked_and_fingerprints_unique_across_users() {
     let ctl = TestController::start("keys").await;
     let alice = ctl.user("alice").await;
     let bob = ctl.user("bob").await;
-    let public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
-    let key = alice.key_add(&KeyCreateRequest { id: "alice@laptop".into(), public: public.into() }).await.unwrap();
+    let public =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
+    let key =
+        alice.key_add(&KeyCreateRequest { id: "alice@laptop".into(), public: public.into() }).await.unwrap();
     assert!(key.fingerprint.starts_with("SHA256:"));
     let err = bob.key_add(&KeyCreateRequest { id: "mine".into(), public: public.into() }).await.unwrap_err();
     assert_eq!(err.status(), Some(409), "{err}");
@@ -173,9 +178,14 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
     assert_eq!(err.status(), Some(409), "{err}");
 
     let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["www.example.com".to_owned(), "*.example.com".to_owned()]).unwrap();
+        rcgen::generate_simple_self_signed(vec!["www.example.com".to_owned(), "*.example.com".to_owned()])
+            .unwrap();
     let added = alice
-        .cert_add(&controller_api::CertCreateRequest { name: None, certificate: cert.pem(), key: key_pair.serialize_pem() })
+        .cert_add(&controller_api::CertCreateRequest {
+            name: None,
+            certificate: cert.pem(),
+            key: key_pair.serialize_pem(),
+        })
         .await
         .unwrap();
     assert!(added.san.contains(&"*.example.com".to_owned()), "{added:?}");
@@ -212,7 +222,10 @@ async fn rollback_restores_an_earlier_config_in_a_new_release() {
     let r = alice.rollback("roller", None).await.unwrap();
     assert_eq!(r.version, 5);
     assert_eq!(alice.config("roller").await.unwrap().values.get("ANSWER").map(String::as_str), Some("two"));
-    assert_eq!(alice.release("roller", 5).await.unwrap().config, alice.release("roller", 3).await.unwrap().config);
+    assert_eq!(
+        alice.release("roller", 5).await.unwrap().config,
+        alice.release("roller", 3).await.unwrap().config
+    );
     ctl.stop().await;
 }
 

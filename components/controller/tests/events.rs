@@ -2,19 +2,16 @@
 //! outcomes become releases exactly once, and scale/config/destroy reach the desired-state stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bus_schema::messages::{BuildCompleted, BuildFailed, BuildKind, ControllerEvent};
 use bus_schema::streams::{ConsumerId, ensure_consumer};
 use bus_schema::{AppName, DesiredChange, ProcessType};
-use common::TestController;
+use controller::testing::TestController;
 use controller_api::{BuildCreateRequest, ConfigUpdate};
 use futures::StreamExt;
 use service_kit::testing::{TestServices, eventually};
-use sha2::{Digest, Sha256};
 
 fn set(k: &str, v: &str) -> ConfigUpdate {
     ConfigUpdate { values: BTreeMap::from([(k.to_owned(), Some(v.to_owned()))]), ..Default::default() }
@@ -23,7 +20,8 @@ fn set(k: &str, v: &str) -> ConfigUpdate {
 /// Everything the desired-state consumer has, acked.
 async fn drain(consumer: &async_nats::jetstream::consumer::PullConsumer) -> Vec<DesiredChange> {
     let mut out = Vec::new();
-    let mut batch = consumer.fetch().max_messages(100).expires(Duration::from_millis(800)).messages().await.unwrap();
+    let mut batch =
+        consumer.fetch().max_messages(100).expires(Duration::from_millis(800)).messages().await.unwrap();
     while let Some(msg) = batch.next().await {
         let msg = msg.unwrap();
         out.push(DesiredChange::decode(&msg.payload).unwrap());
@@ -53,12 +51,14 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
     alice.config_update("durable", &set("A", "1")).await.unwrap();
     let db = a.db().await;
     a.stop().await;
-    let pending: i64 = db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.unwrap().get(0);
+    let pending: i64 =
+        db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.unwrap().get(0);
     assert!(pending >= 2, "the changes' events wait in the outbox ({pending})");
 
     let bus = TestController::start_with(config.clone(), ns.clone(), database.clone()).await;
     let scheduler = bus.bus().await;
-    let consumer = ensure_consumer(scheduler.jetstream(), &ns, &ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
+    let consumer =
+        ensure_consumer(scheduler.jetstream(), &ns, &ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
     bus.stop().await;
 
     // Instance B starts with the relay on and publishes what A left.
@@ -67,7 +67,8 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
     eventually("the outbox empties", Duration::from_secs(10), || {
         let db = &db;
         async move {
-            let n: i64 = db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
+            let n: i64 =
+                db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
             (n == 0).then_some(())
         }
     })
@@ -81,7 +82,8 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
     eventually("the outbox is republished", Duration::from_secs(10), || {
         let db = &db;
         async move {
-            let n: i64 = db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
+            let n: i64 =
+                db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
             (n == 0).then_some(())
         }
     })
@@ -100,7 +102,8 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
     let ns = ctl.ns.clone();
     let app = AppName::parse("pushed").unwrap();
     let mut events = bus.subscribe(&ns.all_controller_events()).await.unwrap();
-    let desired = ensure_consumer(bus.jetstream(), &ns, &ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
+    let desired =
+        ensure_consumer(bus.jetstream(), &ns, &ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
     drain(&desired).await;
 
     let build_id = uuid::Uuid::now_v7();
@@ -111,7 +114,10 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
         user: "alice".into(),
         kind: BuildKind::Buildpack,
         image: format!("{}/pushed:git-01234567", TestServices::get().registry),
-        procfile: BTreeMap::from([(ProcessType::web(), "python3 app.py".into()), (ProcessType::parse("worker").unwrap(), "python3 w.py".into())]),
+        procfile: BTreeMap::from([
+            (ProcessType::web(), "python3 app.py".into()),
+            (ProcessType::parse("worker").unwrap(), "python3 w.py".into()),
+        ]),
     };
     bus.publish_durable(&ns.build_completed(&app), &bus.envelope(done.clone())).await.unwrap();
     let release = eventually("the build is released", Duration::from_secs(10), || {
@@ -127,7 +133,13 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
     // The same build delivered again (a new message id, as after a builder retry) changes nothing.
     bus.publish_durable(&ns.build_completed(&app), &bus.envelope(done.clone())).await.unwrap();
     // A failed build becomes a line in the app's log stream.
-    let failed = BuildFailed { app: app.clone(), build_id: uuid::Uuid::now_v7(), git_sha: "feedface".into(), user: "alice".into(), reason: "bin/compile exited 1".into() };
+    let failed = BuildFailed {
+        app: app.clone(),
+        build_id: uuid::Uuid::now_v7(),
+        git_sha: "feedface".into(),
+        user: "alice".into(),
+        reason: "bin/compile exited 1".into(),
+    };
     bus.publish_durable(&ns.build_failed(&app), &bus.envelope(failed)).await.unwrap();
     let line: ControllerEvent = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -145,9 +157,21 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
 
     let changes = drain(&desired).await;
     assert_eq!(releases_of(&changes), vec![2]);
-    let spec = changes.iter().find_map(|c| match c { DesiredChange::Release(e) => Some(e.body.release.clone()), _ => None }).unwrap();
+    let spec = changes
+        .iter()
+        .find_map(|c| match c {
+            DesiredChange::Release(e) => Some(e.body.release.clone()),
+            _ => None,
+        })
+        .unwrap();
     assert_eq!(spec.processes.get(&ProcessType::web()).map(String::as_str), Some("python3 app.py"));
-    let formation = changes.iter().find_map(|c| match c { DesiredChange::Formation(e) => Some(e.body.clone()), _ => None }).unwrap();
+    let formation = changes
+        .iter()
+        .find_map(|c| match c {
+            DesiredChange::Formation(e) => Some(e.body.clone()),
+            _ => None,
+        })
+        .unwrap();
     assert_eq!(formation.formation.get(&ProcessType::web()), Some(&1));
 
     // Scaling reaches the stream with a higher generation; destroying does too.
@@ -178,34 +202,6 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
     ctl.stop().await;
 }
 
-/// Puts a tiny image straight into the registry through its HTTP API.
-async fn push_image(registry: &str, name: &str, tag: &str) {
-    let http = reqwest::Client::new();
-    let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["true"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(config)));
-    let start = http.post(format!("http://{registry}/v2/{name}/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(start.status(), 202);
-    let location = start.headers()["location"].to_str().unwrap().to_owned();
-    let location = if location.starts_with("http") { location } else { format!("http://{registry}{location}") };
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let put = http.put(format!("{location}{sep}digest={digest}")).body(config.to_vec()).send().await.unwrap();
-    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": digest},
-        "layers": []
-    });
-    let put = http
-        .put(format!("http://{registry}/v2/{name}/manifests/{tag}"))
-        .header("content-type", "application/vnd.docker.distribution.manifest.v2+json")
-        .body(manifest.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
-}
-
 #[tokio::test]
 async fn builds_create_deploys_an_image_that_is_in_the_registry() {
     let ctl = TestController::start("imagebuild").await;
@@ -213,10 +209,13 @@ async fn builds_create_deploys_an_image_that_is_in_the_registry() {
     alice.app_create(Some("imaged")).await.unwrap();
     let registry = TestServices::get().registry;
     let repo = format!("imaged-{}", uuid::Uuid::new_v4().simple());
-    push_image(&registry, &repo, "v1").await;
+    service_kit::testing::push_tiny_image(&registry, &repo, "v1").await;
 
     let build = alice
-        .build_create("imaged", &BuildCreateRequest { image: format!("{repo}:v1"), procfile: BTreeMap::new() })
+        .build_create(
+            "imaged",
+            &BuildCreateRequest { image: format!("{repo}:v1"), procfile: BTreeMap::new() },
+        )
         .await
         .unwrap();
     assert_eq!(build.image, format!("{registry}/{repo}:v1"));
@@ -229,13 +228,19 @@ async fn builds_create_deploys_an_image_that_is_in_the_registry() {
     alice.scale("imaged", &BTreeMap::from([("cmd".to_owned(), 2)])).await.unwrap();
 
     let missing = alice
-        .build_create("imaged", &BuildCreateRequest { image: format!("{repo}:nope"), procfile: BTreeMap::new() })
+        .build_create(
+            "imaged",
+            &BuildCreateRequest { image: format!("{repo}:nope"), procfile: BTreeMap::new() },
+        )
         .await
         .unwrap_err();
     assert_eq!(missing.status(), Some(422));
     assert!(missing.to_string().contains("not in the platform registry"), "{missing}");
     let elsewhere = alice
-        .build_create("imaged", &BuildCreateRequest { image: "docker.io/library/nginx:latest".into(), procfile: BTreeMap::new() })
+        .build_create(
+            "imaged",
+            &BuildCreateRequest { image: "docker.io/library/nginx:latest".into(), procfile: BTreeMap::new() },
+        )
         .await
         .unwrap_err();
     assert_eq!(elsewhere.status(), Some(422));

@@ -1,5 +1,6 @@
 //! Test helpers shared by every crate's tests (feature `testing`): where the real test services
-//! are, and `eventually` instead of sleeps.
+//! are, and `eventually` instead of sleeps. Test helpers panic with a message on failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -71,4 +72,44 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port on loopback: {e}"))
+}
+
+/// Puts a tiny image (a config and no layers) straight into a registry through its HTTP API,
+/// for tests that need an image "already in the platform registry" without a Docker push.
+pub async fn push_tiny_image(registry: &str, name: &str, tag: &str) {
+    use sha2::Digest;
+    let http = reqwest::Client::new();
+    let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["true"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(config)));
+    let start = http
+        .post(format!("http://{registry}/v2/{name}/blobs/uploads/"))
+        .send()
+        .await
+        .expect("registry reachable");
+    assert_eq!(start.status(), 202, "starting a blob upload");
+    let location = start.headers()["location"].to_str().expect("ASCII location").to_owned();
+    let location =
+        if location.starts_with("http") { location } else { format!("http://{registry}{location}") };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http
+        .put(format!("{location}{sep}digest={digest}"))
+        .body(config.to_vec())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(put.status(), 201, "uploading the config blob");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": digest},
+        "layers": []
+    });
+    let put = http
+        .put(format!("http://{registry}/v2/{name}/manifests/{tag}"))
+        .header("content-type", "application/vnd.docker.distribution.manifest.v2+json")
+        .body(manifest.to_string())
+        .send()
+        .await
+        .expect("manifest upload");
+    assert_eq!(put.status(), 201, "uploading the manifest");
 }

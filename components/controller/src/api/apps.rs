@@ -30,9 +30,16 @@ fn app_row(ctx: &Ctx, row: &tokio_postgres::Row) -> App {
     }
 }
 
-pub async fn load(ctx: &Ctx, client: &impl deadpool_postgres::GenericClient, name: &str) -> Result<App, ApiError> {
+pub async fn load(
+    ctx: &Ctx,
+    client: &impl deadpool_postgres::GenericClient,
+    name: &str,
+) -> Result<App, ApiError> {
     let row = client
-        .query_one(&format!("SELECT {APP_COLUMNS} FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.name = $1"), &[&name])
+        .query_one(
+            &format!("SELECT {APP_COLUMNS} FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.name = $1"),
+            &[&name],
+        )
         .await?;
     Ok(app_row(ctx, &row))
 }
@@ -44,7 +51,8 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
     let user = ctx.authenticate(authz).await?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
-    let visible = "($1 OR a.owner_id = $2 OR EXISTS (SELECT 1 FROM perms p WHERE p.app_id = a.id AND p.user_id = $2))";
+    let visible =
+        "($1 OR a.owner_id = $2 OR EXISTS (SELECT 1 FROM perms p WHERE p.app_id = a.id AND p.user_id = $2))";
     let count: i64 = client
         .query_one(&format!("SELECT count(*) FROM apps a WHERE {visible}"), &[&user.is_superuser, &user.id])
         .await?
@@ -90,8 +98,16 @@ pub async fn create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
     };
     let app = app_for(&tx, &user, name.as_str(), Access::Own, true).await?;
     let config = releases::insert_config(&tx, app_id, &user.username, &ConfigData::default()).await?;
-    releases::create(&ctx, &tx, &app, &user.username, None, config, format!("{} created initial release", user.username))
-        .await?;
+    releases::create(
+        &ctx,
+        &tx,
+        &app,
+        &user.username,
+        None,
+        config,
+        format!("{} created initial release", user.username),
+    )
+    .await?;
     let out = load(&ctx, &tx, name.as_str()).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
@@ -119,9 +135,17 @@ pub async fn destroy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Resul
     let row = app_for(&tx, &user, &app, Access::Own, true).await?;
     tx.execute("DELETE FROM apps WHERE id = $1", &[&row.id]).await?;
     let name = validate::app_name(&row.name)?;
-    outbox::enqueue(&tx, &ctx.sender, AppDestroyed { app: name, destroyed_by: user.username.clone() }).await?;
-    outbox::event(&tx, &ctx.sender, &row.name, &user.username, "destroy", format!("{} destroyed {}", user.username, row.name))
+    outbox::enqueue(&tx, &ctx.sender, AppDestroyed { app: name, destroyed_by: user.username.clone() })
         .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        &row.name,
+        &user.username,
+        "destroy",
+        format!("{} destroyed {}", user.username, row.name),
+    )
+    .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
     tracing::info!(app = %row.name, user = %user.username, "app destroyed");
@@ -132,18 +156,31 @@ pub async fn destroy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Resul
 #[utoipa::path(post, path = "/v1/apps/{app}/", tag = "apps", request_body = AppTransferRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Transferred", body = App)))]
-pub async fn transfer(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn transfer(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let req: AppTransferRequest = parse_body(body?)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let row = app_for(&tx, &user, &app, Access::Own, true).await?;
     let new_owner = super::auth::user_id(&tx, &req.owner).await?;
-    tx.execute("UPDATE apps SET owner_id = $1, updated = now() WHERE id = $2", &[&new_owner, &row.id]).await?;
+    tx.execute("UPDATE apps SET owner_id = $1, updated = now() WHERE id = $2", &[&new_owner, &row.id])
+        .await?;
     // The new owner needs no separate permission.
     tx.execute("DELETE FROM perms WHERE app_id = $1 AND user_id = $2", &[&row.id, &new_owner]).await?;
-    outbox::event(&tx, &ctx.sender, &row.name, &user.username, "transfer", format!("{} transferred {} to {}", user.username, row.name, req.owner))
-        .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        &row.name,
+        &user.username,
+        "transfer",
+        format!("{} transferred {} to {}", user.username, row.name, req.owner),
+    )
+    .await?;
     let out = load(&ctx, &tx, &row.name).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
@@ -152,12 +189,16 @@ pub async fn transfer(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: B
 
 /// Heroku-style names: `adjective-noun-1234`.
 fn generate_name() -> String {
-    const ADJECTIVES: &[&str] = &["amber", "brave", "calm", "dapper", "eager", "fancy", "gentle", "hidden", "icy", "jolly",
-        "keen", "lively", "mellow", "nimble", "orange", "proud", "quiet", "rapid", "sunny", "tidy", "upbeat", "vivid",
-        "wise", "young", "zesty"];
-    const NOUNS: &[&str] = &["anchor", "badger", "canyon", "dolphin", "ember", "falcon", "glacier", "harbor", "island",
-        "jungle", "kettle", "lagoon", "meadow", "nebula", "orchard", "pebble", "quartz", "river", "summit", "tundra",
-        "unicorn", "valley", "walrus", "yeti", "zephyr"];
+    const ADJECTIVES: &[&str] = &[
+        "amber", "brave", "calm", "dapper", "eager", "fancy", "gentle", "hidden", "icy", "jolly", "keen",
+        "lively", "mellow", "nimble", "orange", "proud", "quiet", "rapid", "sunny", "tidy", "upbeat",
+        "vivid", "wise", "young", "zesty",
+    ];
+    const NOUNS: &[&str] = &[
+        "anchor", "badger", "canyon", "dolphin", "ember", "falcon", "glacier", "harbor", "island", "jungle",
+        "kettle", "lagoon", "meadow", "nebula", "orchard", "pebble", "quartz", "river", "summit", "tundra",
+        "unicorn", "valley", "walrus", "yeti", "zephyr",
+    ];
     let mut rng = rand::rng();
     let adjective = ADJECTIVES.choose(&mut rng).copied().unwrap_or("calm");
     let noun = NOUNS.choose(&mut rng).copied().unwrap_or("river");

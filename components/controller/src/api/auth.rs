@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use controller_api::{CancelRequest, LoginRequest, PasswdRequest, RegenerateTokenRequest, RegisterRequest, TokenResponse, User};
+use controller_api::{
+    CancelRequest, LoginRequest, PasswdRequest, RegenerateTokenRequest, RegisterRequest, TokenResponse, User,
+};
 use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -85,7 +87,8 @@ pub async fn register(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Resul
 pub async fn login(ctx: Arc<Ctx>, body: Body) -> Result<Response, ApiError> {
     let req: LoginRequest = parse_body(body?)?;
     let client = ctx.pool.get().await?;
-    let row = client.query_opt("SELECT id, password_hash FROM users WHERE username = $1", &[&req.username]).await?;
+    let row =
+        client.query_opt("SELECT id, password_hash FROM users WHERE username = $1", &[&req.username]).await?;
     let bad = || ApiError::Unauthorized("wrong username or password".into());
     let row = row.ok_or_else(bad)?;
     let (id, hash): (i64, String) = (row.get(0), row.get(1));
@@ -93,7 +96,12 @@ pub async fn login(ctx: Arc<Ctx>, body: Body) -> Result<Response, ApiError> {
         return Err(bad());
     }
     let token = auth::new_token();
-    client.execute("INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)", &[&auth::token_hash(&token), &id]).await?;
+    client
+        .execute(
+            "INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)",
+            &[&auth::token_hash(&token), &id],
+        )
+        .await?;
     Ok(json(StatusCode::OK, &TokenResponse { token }))
 }
 
@@ -102,7 +110,8 @@ pub async fn login(ctx: Arc<Ctx>, body: Body) -> Result<Response, ApiError> {
 pub async fn whoami(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let client = ctx.pool.get().await?;
-    let row = client.query_one(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&user.id]).await?;
+    let row =
+        client.query_one(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&user.id]).await?;
     Ok(json(StatusCode::OK, &user_row(&row)))
 }
 
@@ -124,7 +133,10 @@ pub async fn passwd(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
                 .get::<_, i64>(0)
         }
         _ => {
-            let current = req.password.clone().ok_or_else(|| ApiError::Invalid("the current password is required".into()))?;
+            let current = req
+                .password
+                .clone()
+                .ok_or_else(|| ApiError::Invalid("the current password is required".into()))?;
             let hash: String =
                 client.query_one("SELECT password_hash FROM users WHERE id = $1", &[&user.id]).await?.get(0);
             if !auth::verify_password(current, hash).await {
@@ -174,7 +186,8 @@ pub async fn cancel(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
 pub async fn regenerate(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let body = body?;
-    let req: RegenerateTokenRequest = if body.is_empty() { RegenerateTokenRequest::default() } else { parse_body(body)? };
+    let req: RegenerateTokenRequest =
+        if body.is_empty() { RegenerateTokenRequest::default() } else { parse_body(body)? };
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let target = if req.all {
@@ -196,7 +209,11 @@ pub async fn regenerate(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Res
         target
     };
     let token = auth::new_token();
-    tx.execute("INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)", &[&auth::token_hash(&token), &target]).await?;
+    tx.execute(
+        "INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)",
+        &[&auth::token_hash(&token), &target],
+    )
+    .await?;
     tx.commit().await?;
     Ok(json(StatusCode::OK, &TokenResponse { token }))
 }

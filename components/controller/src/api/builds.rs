@@ -75,7 +75,8 @@ pub async fn record_build(
     if inserted == 0 {
         return Ok(None);
     }
-    let current = releases::latest(tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let current =
+        releases::latest(tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
     let what = if build.sha.is_empty() { build.image.clone() } else { format!("{:.8}", build.sha) };
     let summary = format!("{} deployed {what}", build.owner);
     // Process types the new build no longer has are scaled to zero; new ones start at zero,
@@ -83,13 +84,15 @@ pub async fn record_build(
     let first_build = current.build.is_none();
     let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
     let mut structure = super::apps::structure_of(row.get(0));
-    let types: Vec<String> = if build.procfile.is_empty() { vec!["cmd".into()] } else { build.procfile.keys().cloned().collect() };
+    let types: Vec<String> =
+        if build.procfile.is_empty() { vec!["cmd".into()] } else { build.procfile.keys().cloned().collect() };
     structure.retain(|k, _| types.contains(k));
     for t in &types {
         let start = u32::from(first_build && (t == "web" || t == "cmd"));
         structure.entry(t.clone()).or_insert(start);
     }
-    let release = releases::create(ctx, tx, app, &build.owner, Some(build.uuid), current.config, summary).await?;
+    let release =
+        releases::create(ctx, tx, app, &build.owner, Some(build.uuid), current.config, summary).await?;
     set_structure(ctx, tx, app, &build.owner, structure).await?;
     Ok(Some(release))
 }
@@ -132,12 +135,18 @@ async fn set_structure(
 /// The app's builds, newest first.
 #[utoipa::path(get, path = "/v1/apps/{app}/builds/", tag = "builds", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Builds", body = controller_api::Page<Build>)))]
-pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
+pub async fn list(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
     let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 = client.query_one("SELECT count(*) FROM builds WHERE app_id = $1", &[&app.id]).await?.get(0);
+    let count: i64 =
+        client.query_one("SELECT count(*) FROM builds WHERE app_id = $1", &[&app.id]).await?.get(0);
     let rows = client
         .query(
             "SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE app_id = $1
@@ -153,7 +162,12 @@ pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Quer
 #[utoipa::path(post, path = "/v1/apps/{app}/builds/", tag = "builds", request_body = BuildCreateRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Built and released", body = Build)))]
-pub async fn create(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn create(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let req: BuildCreateRequest = parse_body(body?)?;
     validate::image(&req.image)?;
@@ -181,7 +195,10 @@ pub async fn create(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Bod
     };
     record_build(&ctx, &tx, &row, &build).await?;
     let out = tx
-        .query_one("SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE uuid = $1", &[&build.uuid])
+        .query_one(
+            "SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE uuid = $1",
+            &[&build.uuid],
+        )
         .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
@@ -230,7 +247,12 @@ async fn ensure_in_registry(ctx: &Ctx, image: &str) -> Result<String, ApiError> 
 /// The app's releases, newest first.
 #[utoipa::path(get, path = "/v1/apps/{app}/releases/", tag = "releases", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Releases", body = controller_api::Page<Release>)))]
-pub async fn releases(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
+pub async fn releases(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
@@ -253,12 +275,19 @@ fn parse_version(v: &str) -> Result<i32, ApiError> {
 #[utoipa::path(get, path = "/v1/apps/{app}/releases/{version}/", tag = "releases",
     params(("app" = String, Path, description = "App name"), ("version" = String, Path, description = "Version, like v3")),
     responses((status = 200, description = "The release", body = Release)))]
-pub async fn release(ctx: Arc<Ctx>, app: String, version: String, authz: Option<String>) -> Result<Response, ApiError> {
+pub async fn release(
+    ctx: Arc<Ctx>,
+    app: String,
+    version: String,
+    authz: Option<String>,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let n = parse_version(&version)?;
     let client = ctx.pool.get().await?;
     let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let r = releases::by_version(&client, app.id, n).await?.ok_or_else(|| ApiError::not_found(format!("release v{n}")))?;
+    let r = releases::by_version(&client, app.id, n)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("release v{n}")))?;
     Ok(json(StatusCode::OK, &release_view(&app.name, &r)))
 }
 
@@ -266,14 +295,21 @@ pub async fn release(ctx: Arc<Ctx>, app: String, version: String, authz: Option<
 #[utoipa::path(post, path = "/v1/apps/{app}/releases/rollback/", tag = "releases", request_body = RollbackRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "The new release", body = Release)))]
-pub async fn rollback(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn rollback(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let body = body?;
     let req: RollbackRequest = if body.is_empty() { RollbackRequest::default() } else { parse_body(body)? };
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Use, true).await?;
-    let current = releases::latest(&tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let current = releases::latest(&tx, app.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("app has no release".into()))?;
     let target = match req.version {
         Some(v) => i32::try_from(v).map_err(|_| ApiError::Invalid(format!("no release v{v}")))?,
         None => current.version - 1,
@@ -287,7 +323,9 @@ pub async fn rollback(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: B
             current.version
         )));
     }
-    let old = releases::by_version(&tx, app.id, target).await?.ok_or_else(|| ApiError::not_found(format!("release v{target}")))?;
+    let old = releases::by_version(&tx, app.id, target)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("release v{target}")))?;
     let summary = format!("{} rolled back to v{target}", user.username);
     let new = releases::create(&ctx, &tx, &app, &user.username, old.build, old.config, summary).await?;
     tx.commit().await?;
@@ -299,11 +337,18 @@ pub async fn rollback(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: B
 #[utoipa::path(post, path = "/v1/apps/{app}/scale/", tag = "apps", request_body = BTreeMap<String, u32>,
     params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "The app with its new formation", body = App)))]
-pub async fn scale(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn scale(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let req: ScaleRequest = parse_body(body?)?;
     if req.is_empty() {
-        return Err(ApiError::Invalid("nothing to scale: give process types and counts, like {\"web\": 3}".into()));
+        return Err(ApiError::Invalid(
+            "nothing to scale: give process types and counts, like {\"web\": 3}".into(),
+        ));
     }
     for (ptype, n) in &req {
         validate::process_type(ptype)?;
@@ -314,7 +359,9 @@ pub async fn scale(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Use, true).await?;
-    let current = releases::latest(&tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let current = releases::latest(&tx, app.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("app has no release".into()))?;
     let Some(build) = current.build else {
         return Err(ApiError::Invalid(format!(
             "{} has no build yet: deploy with `git push` or `deis builds:create` first",
@@ -323,7 +370,8 @@ pub async fn scale(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body
     };
     let row = tx.query_one("SELECT procfile FROM builds WHERE uuid = $1", &[&build]).await?;
     let procfile: BTreeMap<String, String> = serde_json::from_value(row.get(0)).unwrap_or_default();
-    let known: Vec<String> = if procfile.is_empty() { vec!["cmd".into()] } else { procfile.into_keys().collect() };
+    let known: Vec<String> =
+        if procfile.is_empty() { vec!["cmd".into()] } else { procfile.into_keys().collect() };
     for ptype in req.keys() {
         if !known.contains(ptype) {
             return Err(ApiError::Invalid(format!(
@@ -340,8 +388,15 @@ pub async fn scale(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body
     }
     set_structure(&ctx, &tx, &app, &user.username, structure).await?;
     let what: Vec<String> = req.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    outbox::event(&tx, &ctx.sender, &app.name, &user.username, "scale", format!("{} scaled {}", user.username, what.join(" ")))
-        .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        &app.name,
+        &user.username,
+        "scale",
+        format!("{} scaled {}", user.username, what.join(" ")),
+    )
+    .await?;
     let out = super::apps::load(&ctx, &tx, &app.name).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();

@@ -38,9 +38,18 @@ async fn cert_view<C: GenericClient>(client: &C, row: &tokio_postgres::Row) -> R
 }
 
 /// Loads a certificate the user may manage (its owner or an administrator).
-async fn owned<C: GenericClient>(client: &C, user: &AuthUser, name: &str) -> Result<tokio_postgres::Row, ApiError> {
+async fn owned<C: GenericClient>(
+    client: &C,
+    user: &AuthUser,
+    name: &str,
+) -> Result<tokio_postgres::Row, ApiError> {
     let row = client
-        .query_opt(&format!("SELECT {CERT_COLUMNS} FROM certs c JOIN users u ON u.id = c.owner_id WHERE c.name = $1"), &[&name])
+        .query_opt(
+            &format!(
+                "SELECT {CERT_COLUMNS} FROM certs c JOIN users u ON u.id = c.owner_id WHERE c.name = $1"
+            ),
+            &[&name],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("certificate '{name}'")))?;
     let owner: i64 = row.get(10);
@@ -58,7 +67,10 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
     let count: i64 = client
-        .query_one("SELECT count(*) FROM certs c WHERE $1 OR c.owner_id = $2", &[&user.is_superuser, &user.id])
+        .query_one(
+            "SELECT count(*) FROM certs c WHERE $1 OR c.owner_id = $2",
+            &[&user.is_superuser, &user.id],
+        )
         .await?
         .get(0);
     let rows = client
@@ -84,7 +96,9 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
     let user = ctx.authenticate(authz).await?;
     let req: CertCreateRequest = parse_body(body?)?;
     let info = validate::certificate(&req.certificate, &req.key)?;
-    let fits = |n: &str| !n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    let fits = |n: &str| {
+        !n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    };
     let name = match req.name.clone() {
         Some(name) => name.trim().to_owned(),
         // By default the certificate is named after the first host it names.
@@ -95,7 +109,9 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
             .unwrap_or_default(),
     };
     if !fits(&name) {
-        return Err(ApiError::Invalid(format!("certificate name '{name}' must be 1 to 253 letters, digits and -._")));
+        return Err(ApiError::Invalid(format!(
+            "certificate name '{name}' must be 1 to 253 letters, digits and -._"
+        )));
     }
     let san = serde_json::to_value(&info.san).map_err(|e| ApiError::Internal(e.to_string()))?;
     let client = ctx.pool.get().await?;
@@ -108,7 +124,9 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         .await;
     match inserted {
         Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => return Err(ApiError::Conflict(format!("a certificate named '{name}' exists already"))),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!("a certificate named '{name}' exists already")));
+        }
         Err(e) => return Err(e.into()),
     }
     let row = owned(&client, &user, &name).await?;
@@ -141,14 +159,22 @@ pub async fn remove(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Resul
 #[utoipa::path(post, path = "/v1/certs/{name}/domain/", tag = "certs", request_body = CertAttachRequest,
     params(("name" = String, Path, description = "Certificate name")),
     responses((status = 201, description = "Attached", body = Cert)))]
-pub async fn attach(ctx: Arc<Ctx>, name: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn attach(
+    ctx: Arc<Ctx>,
+    name: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let req: CertAttachRequest = parse_body(body?)?;
     let domain = req.domain.trim().trim_end_matches('.').to_ascii_lowercase();
     let client = ctx.pool.get().await?;
     let row = owned(&client, &user, &name).await?;
     let app: String = client
-        .query_opt("SELECT a.name FROM domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = $1", &[&domain])
+        .query_opt(
+            "SELECT a.name FROM domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = $1",
+            &[&domain],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("domain {domain} (add it to an app first)")))?
         .get(0);
@@ -156,13 +182,19 @@ pub async fn attach(ctx: Arc<Ctx>, name: String, authz: Option<String>, body: Bo
     let mut names: Vec<String> = serde_json::from_value(row.get(4)).unwrap_or_default();
     names.push(row.get::<_, String>(3).to_ascii_lowercase());
     if !validate::cert_covers(&names, &domain) {
-        return Err(ApiError::Invalid(format!("certificate '{name}' does not cover {domain} (it covers {})", names.join(", "))));
+        return Err(ApiError::Invalid(format!(
+            "certificate '{name}' does not cover {domain} (it covers {})",
+            names.join(", ")
+        )));
     }
     let id: i64 = row.get(0);
-    let inserted = client.execute("INSERT INTO cert_domains (cert_id, domain) VALUES ($1, $2)", &[&id, &domain]).await;
+    let inserted =
+        client.execute("INSERT INTO cert_domains (cert_id, domain) VALUES ($1, $2)", &[&id, &domain]).await;
     match inserted {
         Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => return Err(ApiError::Conflict(format!("{domain} already has a certificate"))),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!("{domain} already has a certificate")));
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
@@ -172,13 +204,20 @@ pub async fn attach(ctx: Arc<Ctx>, name: String, authz: Option<String>, body: Bo
 #[utoipa::path(delete, path = "/v1/certs/{name}/domain/{domain}", tag = "certs",
     params(("name" = String, Path, description = "Certificate name"), ("domain" = String, Path, description = "The domain")),
     responses((status = 204, description = "Detached")))]
-pub async fn detach(ctx: Arc<Ctx>, name: String, domain: String, authz: Option<String>) -> Result<Response, ApiError> {
+pub async fn detach(
+    ctx: Arc<Ctx>,
+    name: String,
+    domain: String,
+    authz: Option<String>,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let domain = domain.to_ascii_lowercase();
     let client = ctx.pool.get().await?;
     let row = owned(&client, &user, &name).await?;
     let id: i64 = row.get(0);
-    let n = client.execute("DELETE FROM cert_domains WHERE cert_id = $1 AND domain = $2", &[&id, &domain]).await?;
+    let n = client
+        .execute("DELETE FROM cert_domains WHERE cert_id = $1 AND domain = $2", &[&id, &domain])
+        .await?;
     if n == 0 {
         return Err(ApiError::not_found(format!("{domain} on certificate '{name}'")));
     }

@@ -12,10 +12,18 @@ use crate::error::ApiError;
 use crate::releases::{self, ConfigData};
 use crate::validate;
 
-async fn config_view<C: deadpool_postgres::GenericClient>(client: &C, app: &AppRow) -> Result<Config, ApiError> {
-    let release = releases::latest(client, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+async fn config_view<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    app: &AppRow,
+) -> Result<Config, ApiError> {
+    let release = releases::latest(client, app.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("app has no release".into()))?;
     let row = client
-        .query_one(r#"SELECT uuid, owner, "values", memory, cpu, tags, created FROM configs WHERE uuid = $1"#, &[&release.config])
+        .query_one(
+            r#"SELECT uuid, owner, "values", memory, cpu, tags, created FROM configs WHERE uuid = $1"#,
+            &[&release.config],
+        )
         .await?;
     let data = releases::load_config(client, release.config).await?;
     let created = ts(row.get(6));
@@ -46,7 +54,12 @@ pub async fn get(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Re
 #[utoipa::path(post, path = "/v1/apps/{app}/config/", tag = "config", request_body = ConfigUpdate,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "New config, in a new release", body = Config)))]
-pub async fn update(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn update(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let update: ConfigUpdate = parse_body(body?)?;
     check(&update)?;
@@ -54,11 +67,16 @@ pub async fn update(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Bod
     let tx = client.transaction().await?;
     // The row lock orders concurrent changes to one app: each sees the one before it.
     let app = app_for(&tx, &user, &app, Access::Use, true).await?;
-    let current = releases::latest(&tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
+    let current = releases::latest(&tx, app.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("app has no release".into()))?;
     let before = releases::load_config(&tx, current.config).await?;
     let (after, summary) = apply(&before, &update, &user.username);
     if after == before {
-        return Err(ApiError::Conflict(format!("{} changed nothing: the config already has those values", user.username)));
+        return Err(ApiError::Conflict(format!(
+            "{} changed nothing: the config already has those values",
+            user.username
+        )));
     }
     let config = releases::insert_config(&tx, app.id, &user.username, &after).await?;
     releases::create(&ctx, &tx, &app, &user.username, current.build, config, summary).await?;
@@ -90,7 +108,8 @@ fn check(update: &ConfigUpdate) -> Result<(), ApiError> {
     for (key, value) in &update.tags {
         validate::tag(key, value.as_deref().unwrap_or("x"))?;
     }
-    if update.values.is_empty() && update.memory.is_empty() && update.cpu.is_empty() && update.tags.is_empty() {
+    if update.values.is_empty() && update.memory.is_empty() && update.cpu.is_empty() && update.tags.is_empty()
+    {
         return Err(ApiError::Invalid("nothing to change: give values, memory, cpu or tags".into()));
     }
     Ok(())
@@ -162,9 +181,14 @@ mod tests {
 
     #[test]
     fn summaries_name_what_changed() {
-        let before = ConfigData { values: BTreeMap::from([("BAZ".into(), "1".into())]), ..Default::default() };
+        let before =
+            ConfigData { values: BTreeMap::from([("BAZ".into(), "1".into())]), ..Default::default() };
         let update = ConfigUpdate {
-            values: BTreeMap::from([("FOO".into(), Some("a".into())), ("BAR".into(), Some("b".into())), ("BAZ".into(), None)]),
+            values: BTreeMap::from([
+                ("FOO".into(), Some("a".into())),
+                ("BAR".into(), Some("b".into())),
+                ("BAZ".into(), None),
+            ]),
             ..Default::default()
         };
         let (after, summary) = apply(&before, &update, "alice");
@@ -174,16 +198,22 @@ mod tests {
 
     #[test]
     fn setting_the_same_value_changes_nothing() {
-        let before = ConfigData { values: BTreeMap::from([("FOO".into(), "a".into())]), ..Default::default() };
-        let update = ConfigUpdate { values: BTreeMap::from([("FOO".into(), Some("a".into()))]), ..Default::default() };
+        let before =
+            ConfigData { values: BTreeMap::from([("FOO".into(), "a".into())]), ..Default::default() };
+        let update =
+            ConfigUpdate { values: BTreeMap::from([("FOO".into(), Some("a".into()))]), ..Default::default() };
         assert_eq!(apply(&before, &update, "a").0, before);
     }
 
     #[test]
     fn bad_keys_and_limits_are_refused() {
-        let bad_key = ConfigUpdate { values: BTreeMap::from([("1X".into(), Some("a".into()))]), ..Default::default() };
+        let bad_key =
+            ConfigUpdate { values: BTreeMap::from([("1X".into(), Some("a".into()))]), ..Default::default() };
         assert!(check(&bad_key).is_err());
-        let bad_mem = ConfigUpdate { memory: BTreeMap::from([("web".into(), Some("lots".into()))]), ..Default::default() };
+        let bad_mem = ConfigUpdate {
+            memory: BTreeMap::from([("web".into(), Some("lots".into()))]),
+            ..Default::default()
+        };
         assert!(check(&bad_mem).is_err());
         assert!(check(&ConfigUpdate::default()).is_err());
     }

@@ -14,12 +14,18 @@ use crate::{outbox, validate};
 /// The app's custom domains.
 #[utoipa::path(get, path = "/v1/apps/{app}/domains/", tag = "domains", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Domains", body = controller_api::Page<Domain>)))]
-pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
+pub async fn list(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
     let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 = client.query_one("SELECT count(*) FROM domains WHERE app_id = $1", &[&app.id]).await?.get(0);
+    let count: i64 =
+        client.query_one("SELECT count(*) FROM domains WHERE app_id = $1", &[&app.id]).await?.get(0);
     let rows = client
         .query(
             "SELECT owner, domain, created FROM domains WHERE app_id = $1 ORDER BY domain LIMIT $2 OFFSET $3",
@@ -28,7 +34,13 @@ pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Quer
         .await?;
     let out = rows
         .iter()
-        .map(|r| Domain { owner: r.get(0), app: app.name.clone(), domain: r.get(1), created: ts(r.get(2)), updated: ts(r.get(2)) })
+        .map(|r| Domain {
+            owner: r.get(0),
+            app: app.name.clone(),
+            domain: r.get(1),
+            created: ts(r.get(2)),
+            updated: ts(r.get(2)),
+        })
         .collect();
     Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/domains/", app.name), count, out)))
 }
@@ -37,7 +49,12 @@ pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>, query: Quer
 #[utoipa::path(post, path = "/v1/apps/{app}/domains/", tag = "domains", request_body = DomainCreateRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Added", body = Domain)))]
-pub async fn add(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn add(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let req: DomainCreateRequest = parse_body(body?)?;
     let domain = validate::domain(&req.domain, &ctx.config.platform_domain)?;
@@ -52,14 +69,24 @@ pub async fn add(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) 
         .await;
     let created = match inserted {
         Ok(row) => ts(row.get(0)),
-        Err(e) if is_unique_violation(&e) => return Err(ApiError::Conflict(format!("domain {domain} is already in use"))),
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!("domain {domain} is already in use")));
+        }
         Err(e) => return Err(e.into()),
     };
-    outbox::event(&tx, &ctx.sender, &app.name, &user.username, "domain", format!("{} added domain {domain}", user.username))
-        .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        &app.name,
+        &user.username,
+        "domain",
+        format!("{} added domain {domain}", user.username),
+    )
+    .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
-    let out = Domain { owner: user.username, app: app.name, domain, created: created.clone(), updated: created };
+    let out =
+        Domain { owner: user.username, app: app.name, domain, created: created.clone(), updated: created };
     Ok(json(StatusCode::CREATED, &out))
 }
 
@@ -67,7 +94,12 @@ pub async fn add(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) 
 #[utoipa::path(delete, path = "/v1/apps/{app}/domains/{domain}", tag = "domains",
     params(("app" = String, Path, description = "App name"), ("domain" = String, Path, description = "The domain")),
     responses((status = 204, description = "Removed")))]
-pub async fn remove(ctx: Arc<Ctx>, app: String, domain: String, authz: Option<String>) -> Result<Response, ApiError> {
+pub async fn remove(
+    ctx: Arc<Ctx>,
+    app: String,
+    domain: String,
+    authz: Option<String>,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let domain = domain.to_ascii_lowercase();
     let mut client = ctx.pool.get().await?;
@@ -77,8 +109,15 @@ pub async fn remove(ctx: Arc<Ctx>, app: String, domain: String, authz: Option<St
     if n == 0 {
         return Err(ApiError::not_found(format!("domain {domain} of {}", app.name)));
     }
-    outbox::event(&tx, &ctx.sender, &app.name, &user.username, "domain", format!("{} removed domain {domain}", user.username))
-        .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        &app.name,
+        &user.username,
+        "domain",
+        format!("{} removed domain {domain}", user.username),
+    )
+    .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
     Ok(no_content())

@@ -12,7 +12,14 @@ use crate::error::{ApiError, is_unique_violation};
 use crate::validate;
 
 fn key_view(owner: &str, r: &tokio_postgres::Row) -> Key {
-    Key { id: r.get(0), owner: owner.to_owned(), public: r.get(1), fingerprint: r.get(2), created: ts(r.get(3)), updated: ts(r.get(3)) }
+    Key {
+        id: r.get(0),
+        owner: owner.to_owned(),
+        public: r.get(1),
+        fingerprint: r.get(2),
+        created: ts(r.get(3)),
+        updated: ts(r.get(3)),
+    }
 }
 
 /// Your SSH keys.
@@ -22,7 +29,8 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
     let user = ctx.authenticate(authz).await?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
-    let count: i64 = client.query_one("SELECT count(*) FROM keys WHERE user_id = $1", &[&user.id]).await?.get(0);
+    let count: i64 =
+        client.query_one("SELECT count(*) FROM keys WHERE user_id = $1", &[&user.id]).await?.get(0);
     let rows = client
         .query(
             "SELECT name, public, fingerprint, created FROM keys WHERE user_id = $1 ORDER BY name LIMIT $2 OFFSET $3",
@@ -56,7 +64,9 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         Ok(row) => Ok(json(StatusCode::CREATED, &key_view(&user.username, &row))),
         Err(e) if is_unique_violation(&e) => {
             let detail = match e.as_db_error().and_then(|d| d.constraint()) {
-                Some(c) if c.contains("fingerprint") => format!("the key {fingerprint} is already registered"),
+                Some(c) if c.contains("fingerprint") => {
+                    format!("the key {fingerprint} is already registered")
+                }
                 _ => format!("you already have a key named '{name}'"),
             };
             Err(ApiError::Conflict(detail))

@@ -31,7 +31,12 @@ pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<R
 #[utoipa::path(post, path = "/v1/apps/{app}/perms/", tag = "perms", request_body = PermCreateRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Shared")))]
-pub async fn create(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn create(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let req: PermCreateRequest = parse_body(body?)?;
     let mut client = ctx.pool.get().await?;
@@ -42,13 +47,23 @@ pub async fn create(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Bod
         return Err(ApiError::Conflict(format!("{} owns {} already", req.username, app.name)));
     }
     let n = tx
-        .execute("INSERT INTO perms (app_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[&app.id, &target])
+        .execute(
+            "INSERT INTO perms (app_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&app.id, &target],
+        )
         .await?;
     if n == 0 {
         return Err(ApiError::Conflict(format!("{} is shared with {} already", app.name, req.username)));
     }
-    outbox::event(&tx, &ctx.sender, &app.name, &user.username, "perms", format!("{} shared {} with {}", user.username, app.name, req.username))
-        .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        &app.name,
+        &user.username,
+        "perms",
+        format!("{} shared {} with {}", user.username, app.name, req.username),
+    )
+    .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
     Ok(json(StatusCode::CREATED, &serde_json::json!({})))
@@ -58,7 +73,12 @@ pub async fn create(ctx: Arc<Ctx>, app: String, authz: Option<String>, body: Bod
 #[utoipa::path(delete, path = "/v1/apps/{app}/perms/{username}", tag = "perms",
     params(("app" = String, Path, description = "App name"), ("username" = String, Path, description = "User")),
     responses((status = 204, description = "No longer shared")))]
-pub async fn delete(ctx: Arc<Ctx>, app: String, username: String, authz: Option<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    ctx: Arc<Ctx>,
+    app: String,
+    username: String,
+    authz: Option<String>,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let username = super::decode_segment(&username);
     let mut client = ctx.pool.get().await?;
@@ -69,8 +89,15 @@ pub async fn delete(ctx: Arc<Ctx>, app: String, username: String, authz: Option<
     if n == 0 {
         return Err(ApiError::not_found(format!("{username}'s permission on {}", app.name)));
     }
-    outbox::event(&tx, &ctx.sender, &app.name, &user.username, "perms", format!("{} unshared {} with {username}", user.username, app.name))
-        .await?;
+    outbox::event(
+        &tx,
+        &ctx.sender,
+        &app.name,
+        &user.username,
+        "perms",
+        format!("{} unshared {} with {username}", user.username, app.name),
+    )
+    .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
     Ok(no_content())
@@ -103,7 +130,8 @@ pub async fn admin_create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> R
     user.require_admin()?;
     let req: PermCreateRequest = parse_body(body?)?;
     let client = ctx.pool.get().await?;
-    let n = client.execute("UPDATE users SET is_superuser = TRUE WHERE username = $1", &[&req.username]).await?;
+    let n =
+        client.execute("UPDATE users SET is_superuser = TRUE WHERE username = $1", &[&req.username]).await?;
     if n == 0 {
         return Err(ApiError::not_found(format!("user '{}'", req.username)));
     }
@@ -114,7 +142,11 @@ pub async fn admin_create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> R
 #[utoipa::path(delete, path = "/v1/admin/perms/{username}", tag = "perms",
     params(("username" = String, Path, description = "User")),
     responses((status = 204, description = "Revoked")))]
-pub async fn admin_delete(ctx: Arc<Ctx>, username: String, authz: Option<String>) -> Result<Response, ApiError> {
+pub async fn admin_delete(
+    ctx: Arc<Ctx>,
+    username: String,
+    authz: Option<String>,
+) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     user.require_admin()?;
     let username = super::decode_segment(&username);

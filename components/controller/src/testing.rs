@@ -1,16 +1,18 @@
-//! A real controller for tests: a fresh database on the test Postgres, its own NATS namespace,
-//! bound to a free port on loopback.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! A real controller for tests (feature `testing`): a fresh database on the test Postgres, its
+//! own NATS namespace, bound to a free port on loopback. Used by this crate's tests and by the
+//! tests of crates that talk to the controller (the CLI, the builder).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::time::Duration;
 
+use crate::{ControllerConfig, RegistrationMode};
 use bus_schema::{Bus, Component, Namespace, Sender};
-use controller::{ControllerConfig, RegistrationMode};
 use controller_api::{Client, LoginRequest, RegisterRequest};
 use service_kit::testing::TestServices;
 use service_kit::{NatsConfig, Shutdown};
 use tokio_postgres::NoTls;
 
+#[derive(Debug)]
 pub struct TestController {
     pub url: String,
     pub config: ControllerConfig,
@@ -43,7 +45,11 @@ impl TestController {
             registry: services.registry.clone(),
             registration_mode: RegistrationMode::Open,
             register_in_etcd: false,
-            nats: NatsConfig { url: services.nats_url.clone(), namespace: ns.root().to_owned(), ..Default::default() },
+            nats: NatsConfig {
+                url: services.nats_url.clone(),
+                namespace: ns.root().to_owned(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         (config, ns, database)
@@ -61,7 +67,7 @@ impl TestController {
         let cfg = config.clone();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            controller::run(cfg, listener, stop).await.unwrap();
+            crate::run(cfg, listener, stop).await.unwrap();
         });
         // Ready when /healthz answers (migrations done).
         let http = reqwest::Client::new();
@@ -98,7 +104,11 @@ impl TestController {
         })
         .await
         .unwrap();
-        let token = anon.login(&LoginRequest { username: name.into(), password: format!("{name}-pass") }).await.unwrap().token;
+        let token = anon
+            .login(&LoginRequest { username: name.into(), password: format!("{name}-pass") })
+            .await
+            .unwrap()
+            .token;
         Client::new(&self.url, Some(token))
     }
 
