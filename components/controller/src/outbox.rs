@@ -74,7 +74,13 @@ impl From<deadpool_postgres::PoolError> for RelayError {
 pub async fn relay(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut last_cleanup = std::time::Instant::now();
+    let mut streams_ready = false;
     loop {
+        // Durable events need their stream; the relay declares it rather than wait for a
+        // consumer to (the scheduler may start later than the controller).
+        if !streams_ready {
+            streams_ready = ensure_streams(&ctx, &bus).await;
+        }
         match publish_pending(&ctx, &bus).await {
             Ok(n) if n > 0 => {
                 backoff.reset();
@@ -84,6 +90,7 @@ pub async fn relay(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
             Err(error) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, ?delay, "outbox relay failed; retrying");
+                streams_ready = false;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = shutdown.cancelled() => return,
@@ -105,6 +112,20 @@ pub async fn relay(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+async fn ensure_streams(ctx: &Ctx, bus: &Bus) -> bool {
+    let mut ok = true;
+    for id in bus_schema::streams::StreamId::ALL {
+        let spec = bus.namespace().stream(id);
+        if let Err(error) =
+            bus_schema::streams::ensure_stream(bus.jetstream(), &spec, ctx.config.nats.stream_replicas).await
+        {
+            tracing::warn!(%error, "cannot declare a stream yet");
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// Publishes one batch of pending events in order. Returns how many went out.

@@ -247,3 +247,26 @@ async fn builds_create_deploys_an_image_that_is_in_the_registry() {
     assert_eq!(alice.builds("imaged").await.unwrap().len(), 1);
     ctl.stop().await;
 }
+
+#[tokio::test]
+async fn the_relay_declares_its_streams_when_no_consumer_has_yet() {
+    let ctl = TestController::start("nostream").await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("early")).await.unwrap();
+    let db = ctl.db().await;
+    eventually("the outbox empties with no consumer around", Duration::from_secs(10), || {
+        let db = &db;
+        async move {
+            let n: i64 =
+                db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
+            (n == 0).then_some(())
+        }
+    })
+    .await;
+    // A scheduler arriving later finds everything.
+    let bus = ctl.bus().await;
+    let consumer =
+        ensure_consumer(bus.jetstream(), &ctl.ns, &ctl.ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
+    assert_eq!(releases_of(&drain(&consumer).await), vec![1]);
+    ctl.stop().await;
+}
