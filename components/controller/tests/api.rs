@@ -103,6 +103,13 @@ async fn bad_input_gets_a_4xx_with_a_detail_never_a_5xx() {
         (reqwest::Method::POST, "/v1/apps/", br#"{"id": "Bad_Name"}"#.to_vec(), 422),
         (reqwest::Method::POST, "/v1/apps/", br#"{"id": "deis"}"#.to_vec(), 422),
         (reqwest::Method::POST, "/v1/apps/", br#"{"id": 12}"#.to_vec(), 400),
+        (
+            reqwest::Method::POST,
+            "/v1/auth/login/",
+            br#"{"username": "\u0000", "password": "x"}"#.to_vec(),
+            422,
+        ),
+        (reqwest::Method::DELETE, "/v1/keys/a%00b", vec![], 422),
         (reqwest::Method::POST, "/v1/apps/", br#"{"id": "good"}"#.to_vec(), 409),
         (reqwest::Method::POST, "/v1/apps/good/config/", br#"{"values": {"1BAD": "x"}}"#.to_vec(), 422),
         (reqwest::Method::POST, "/v1/apps/good/config/", br#"{"values": {"A": 5}}"#.to_vec(), 400),

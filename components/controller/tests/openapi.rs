@@ -69,7 +69,7 @@ async fn schemathesis_finds_no_5xx_and_no_response_breaking_the_document() {
             .args(["--url", &ctl.url])
             .args(["-H", &format!("Authorization: token {token}")])
             .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
-            .args(["--max-examples", examples, "--seed", "1", "--workers", "2", "--no-color", "--request-timeout", "20"])
+            .args(["--max-examples", examples, "--seed", "1", "--workers", "1", "--no-color", "--request-timeout", "20"])
             .args(["--phases", "examples,coverage,fuzzing"])
             .args(["--report-dir"])
             .arg(report.path())

@@ -80,7 +80,7 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
     responses((status = 204, description = "Removed")))]
 pub async fn remove(ctx: Arc<Ctx>, id: String, authz: Option<String>) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let id = super::decode_segment(&id);
+    let id = super::decode_segment(&id)?;
     let client = ctx.pool.get().await?;
     let n = client.execute("DELETE FROM keys WHERE user_id = $1 AND name = $2", &[&user.id, &id]).await?;
     if n == 0 {

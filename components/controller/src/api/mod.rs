@@ -46,7 +46,23 @@ pub fn parse_body<T: DeserializeOwned>(body: Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("the request needs a JSON body".into()));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    // Postgres text cannot hold NUL, and no name, key or value of ours needs one: refuse it here,
+    // once, instead of failing deep inside a query.
+    if has_nul(&value) {
+        return Err(ApiError::Invalid("text in the request may not contain NUL (\\u0000) characters".into()));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// RFC 3339 in UTC, as every timestamp of the API.
@@ -57,7 +73,16 @@ pub fn ts(t: time::OffsetDateTime) -> String {
 }
 
 /// Undoes percent-encoding in a path segment (key ids and usernames may hold `@` or spaces).
-pub fn decode_segment(s: &str) -> String {
+/// A segment that decodes to a NUL is refused, like NUL in a body.
+pub fn decode_segment(s: &str) -> Result<String, ApiError> {
+    let decoded = percent_decode(s);
+    if decoded.contains('\0') {
+        return Err(ApiError::Invalid("a path segment may not contain NUL (%00)".into()));
+    }
+    Ok(decoded)
+}
+
+fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -484,8 +509,22 @@ mod tests {
 
     #[test]
     fn segments_are_percent_decoded() {
-        assert_eq!(decode_segment("alice%40laptop"), "alice@laptop");
-        assert_eq!(decode_segment("a%2"), "a%2");
-        assert_eq!(decode_segment("%zz"), "%zz");
+        assert_eq!(decode_segment("alice%40laptop").unwrap(), "alice@laptop");
+        assert_eq!(decode_segment("a%2").unwrap(), "a%2");
+        assert_eq!(decode_segment("%zz").unwrap(), "%zz");
+        assert!(decode_segment("a%00b").is_err());
+    }
+
+    #[test]
+    fn nul_anywhere_in_a_body_is_refused() {
+        assert!(matches!(
+            parse_body::<serde_json::Value>(Bytes::from_static(br#"{"a": ["x\u0000"]}"#)),
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_body::<serde_json::Value>(Bytes::from_static(br#"{"\u0000": 1}"#)),
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(parse_body::<serde_json::Value>(Bytes::from_static(br#"{"a": "\\u0000"}"#)).is_ok());
     }
 }

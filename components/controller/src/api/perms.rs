@@ -80,7 +80,7 @@ pub async fn delete(
     authz: Option<String>,
 ) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let username = super::decode_segment(&username);
+    let username = super::decode_segment(&username)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Own, false).await?;
@@ -149,7 +149,7 @@ pub async fn admin_delete(
 ) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     user.require_admin()?;
-    let username = super::decode_segment(&username);
+    let username = super::decode_segment(&username)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
