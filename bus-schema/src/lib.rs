@@ -11,6 +11,7 @@
 
 pub mod bus;
 pub mod codec;
+pub mod discovery;
 pub mod envelope;
 pub mod messages;
 pub mod names;

@@ -14,6 +14,8 @@
 //! | `<root>.releases.created.<app>`           | ReleaseCreated       | JetStream (DESIRED)|
 //! | `<root>.formations.changed.<app>`         | FormationChanged     | JetStream (DESIRED)|
 //! | `<root>.apps.destroyed.<app>`             | AppDestroyed         | JetStream (DESIRED)|
+//! | `<root>.controller.desired-state`         | DesiredStateRequest ⇄ snapshot | core request |
+//! | `<root>.scheduler.app-status`             | AppStatusRequest ⇄ AppStatus   | core request |
 //! | `<root>.agent.<node>.start`               | StartContainer ⇄ reply | core request   |
 //! | `<root>.agent.<node>.stop`                | StopContainer ⇄ reply  | core request   |
 //! | `<root>.containers.<node>.<app>.<event>`  | ContainerEvent       | core               |
@@ -29,9 +31,9 @@ use std::marker::PhantomData;
 use uuid::Uuid;
 
 use crate::messages::{
-    AppDestroyed, BuildCompleted, BuildFailed, BuildLogLine, BuildRequested, ContainerEvent,
-    ContainerEventKind, ControllerEvent, DrainRecord, FormationChanged, LogLine, NodeHeartbeat,
-    NodeInventory, ReleaseCreated, StartContainer, StopContainer,
+    AppDestroyed, AppStatusRequest, BuildCompleted, BuildFailed, BuildLogLine, BuildRequested,
+    ContainerEvent, ContainerEventKind, ControllerEvent, DesiredStateRequest, DrainRecord, FormationChanged,
+    LogLine, NodeHeartbeat, NodeInventory, ReleaseCreated, StartContainer, StopContainer,
 };
 use crate::names::{AppName, NameError, NodeId};
 
@@ -204,6 +206,16 @@ impl Namespace {
     }
     pub fn all_apps_destroyed(&self) -> Filter<AppDestroyed> {
         self.f("apps.destroyed.*")
+    }
+
+    /// Where the controller answers the scheduler's snapshot requests.
+    pub fn desired_state(&self) -> Subject<DesiredStateRequest> {
+        self.s(format_args!("controller.desired-state"))
+    }
+
+    /// Where the scheduler leader answers `deis ps`.
+    pub fn app_status(&self) -> Subject<AppStatusRequest> {
+        self.s(format_args!("scheduler.app-status"))
     }
 
     // --- agents ---------------------------------------------------------------------------

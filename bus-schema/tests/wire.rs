@@ -107,6 +107,29 @@ macro_rules! for_each_sample {
             changed_by: "alice".into(),
         }));
         kinds.push($check(AppDestroyed { app: app(), destroyed_by: "alice".into() }));
+        kinds.push($check(DesiredStateRequest {}));
+        kinds.push($check(DesiredStateSnapshot {
+            apps: vec![AppDesired {
+                release: release(),
+                formation: BTreeMap::from([(web(), 2)]),
+                generation: 3,
+            }],
+        }));
+        kinds.push($check(AppStatusRequest { app: app() }));
+        kinds.push($check(AppStatus {
+            app: app(),
+            containers: vec![ContainerView {
+                key: key(),
+                node: node(),
+                state: "up".into(),
+                since: Timestamp(1_795_780_000_000_000_000),
+            }],
+            deploy: Some(DeployState::Failed {
+                version: 8,
+                serving: Some(7),
+                reason: "web.1 never passed its health check".into(),
+            }),
+        }));
         kinds.push($check(StartContainer {
             key: key(),
             image: "127.0.0.1:5000/go-example:git-1a2b3c4d".into(),
@@ -324,6 +347,10 @@ macro_rules! decode_all {
         random_bytes_never_panic::<ReleaseCreated>(b);
         random_bytes_never_panic::<FormationChanged>(b);
         random_bytes_never_panic::<AppDestroyed>(b);
+        random_bytes_never_panic::<DesiredStateRequest>(b);
+        random_bytes_never_panic::<DesiredStateSnapshot>(b);
+        random_bytes_never_panic::<AppStatusRequest>(b);
+        random_bytes_never_panic::<AppStatus>(b);
         random_bytes_never_panic::<StartContainer>(b);
         random_bytes_never_panic::<StartContainerReply>(b);
         random_bytes_never_panic::<StopContainer>(b);

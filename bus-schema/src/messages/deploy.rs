@@ -68,3 +68,81 @@ pub struct AppDestroyed {
 impl Message for AppDestroyed {
     const KIND: Kind = Kind::AppDestroyed;
 }
+
+/// Scheduler → controller: everything that should run, so a new scheduler leader can start from
+/// the truth in Postgres rather than from whatever events it happens to replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStateRequest {}
+
+impl Message for DesiredStateRequest {
+    const KIND: Kind = Kind::DesiredStateRequest;
+}
+
+impl crate::envelope::Request for DesiredStateRequest {
+    type Reply = DesiredStateSnapshot;
+}
+
+/// One app's desired state: its current release and formation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppDesired {
+    pub release: ReleaseSpec,
+    pub formation: BTreeMap<ProcessType, u32>,
+    pub generation: u64,
+}
+
+/// Controller → scheduler: every app's desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStateSnapshot {
+    pub apps: Vec<AppDesired>,
+}
+
+impl Message for DesiredStateSnapshot {
+    const KIND: Kind = Kind::DesiredStateSnapshot;
+}
+
+/// Controller → scheduler: what runs of an app now (`deis ps`, `deis releases:info`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatusRequest {
+    pub app: AppName,
+}
+
+impl Message for AppStatusRequest {
+    const KIND: Kind = Kind::AppStatusRequest;
+}
+
+impl crate::envelope::Request for AppStatusRequest {
+    type Reply = AppStatus;
+}
+
+/// How a release's rollout went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeployState {
+    /// New containers are starting; the previous release still serves.
+    Deploying { version: u32 },
+    /// Every process type of this release runs as asked.
+    Deployed { version: u32 },
+    /// The release never became healthy within the deploy timeout; `serving` still runs.
+    Failed { version: u32, serving: Option<u32>, reason: String },
+}
+
+/// One container as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerView {
+    pub key: crate::messages::ContainerKey,
+    pub node: crate::names::NodeId,
+    /// `starting`, `up`, `unhealthy`, `crashed`.
+    pub state: String,
+    pub since: crate::envelope::Timestamp,
+}
+
+/// Scheduler → controller: an app's containers and its latest rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub app: AppName,
+    pub containers: Vec<ContainerView>,
+    pub deploy: Option<DeployState>,
+}
+
+impl Message for AppStatus {
+    const KIND: Kind = Kind::AppStatus;
+}

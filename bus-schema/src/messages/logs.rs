@@ -20,6 +20,8 @@ pub enum LogSource {
     Controller,
     /// Build output.
     Builder,
+    /// The scheduler's words about a rollout ("release v3 failed: health check timed out").
+    Scheduler,
 }
 
 impl LogSource {
@@ -31,6 +33,7 @@ impl LogSource {
             LogSource::Router => "router",
             LogSource::Controller => "controller",
             LogSource::Builder => "builder",
+            LogSource::Scheduler => "scheduler",
         }
     }
 }
@@ -44,6 +47,7 @@ impl fmt::Display for LogSource {
             LogSource::Router => f.write_str("deis-router"),
             LogSource::Controller => f.write_str("deis-controller"),
             LogSource::Builder => f.write_str("deis-builder"),
+            LogSource::Scheduler => f.write_str("deis-scheduler"),
         }
     }
 }

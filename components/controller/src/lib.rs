@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod releases;
+mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
@@ -130,6 +131,7 @@ async fn bus_tasks(ctx: Arc<ctx::Ctx>, nats_ok: Arc<AtomicBool>, shutdown: Shutd
     if ctx.config.consume_builds {
         shutdown.spawn(builds_consumer::run(ctx.clone(), bus.clone(), shutdown.clone()));
     }
+    shutdown.spawn(snapshot::serve(ctx.clone(), bus.clone(), shutdown.clone()));
     loop {
         let state = bus.client().connection_state();
         nats_ok.store(state == async_nats::connection::State::Connected, Ordering::Relaxed);

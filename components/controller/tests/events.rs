@@ -270,3 +270,32 @@ async fn the_relay_declares_its_streams_when_no_consumer_has_yet() {
     assert_eq!(releases_of(&drain(&consumer).await), vec![1]);
     ctl.stop().await;
 }
+
+#[tokio::test]
+async fn the_controller_answers_desired_state_requests() {
+    let ctl = TestController::start("snapshot").await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("one")).await.unwrap();
+    alice.app_create(Some("two")).await.unwrap();
+    alice.config_update("two", &set("X", "1")).await.unwrap();
+    let bus = ctl.bus().await;
+    let reply = eventually("the controller answers", Duration::from_secs(10), || {
+        let bus = bus.clone();
+        let ns = ctl.ns.clone();
+        async move {
+            bus.request(
+                &ns.desired_state(),
+                &bus.envelope(bus_schema::messages::DesiredStateRequest {}),
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
+        }
+    })
+    .await;
+    let apps: Vec<(String, u32)> =
+        reply.body.apps.iter().map(|a| (a.release.app.to_string(), a.release.version)).collect();
+    assert_eq!(apps, vec![("one".to_owned(), 1), ("two".to_owned(), 2)]);
+    assert_eq!(reply.body.apps[1].release.config.get("X").map(String::as_str), Some("1"));
+    ctl.stop().await;
+}

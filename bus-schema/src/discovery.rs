@@ -1,0 +1,132 @@
+//! The etcd side of the contract: every key the platform writes in etcd, and the JSON values
+//! under them. Like subjects, keys are only ever built here. Values are JSON so operators can
+//! read them with `etcdctl`; they are parsed (and refused when malformed) at the edge.
+//!
+//! | key                                        | value         | lease            |
+//! |--------------------------------------------|---------------|------------------|
+//! | `<prefix>/nodes/<node>`                    | `NodeRecord`  | the node's agent |
+//! | `<prefix>/routes/<app>/<container>`        | `RouteRecord` | the node's agent |
+//! | `<prefix>/components/<component>/<id>`     | JSON          | the component    |
+//! | `<prefix>/scheduler/leader`                | instance id   | the leader       |
+//! | `<prefix>/settings/<name>`                 | text          | none (deisctl)   |
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{AppName, NodeId};
+
+/// The key layout under one prefix (`/deis` in a cluster; tests use their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.trim_end_matches('/').to_owned() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.prefix)
+    }
+    pub fn node(&self, node: &NodeId) -> String {
+        format!("{}/nodes/{node}", self.prefix)
+    }
+    pub fn routes(&self) -> String {
+        format!("{}/routes/", self.prefix)
+    }
+    pub fn app_routes(&self, app: &AppName) -> String {
+        format!("{}/routes/{app}/", self.prefix)
+    }
+    /// A route of one container; `container` is the container's name (unique per engine).
+    pub fn route(&self, app: &AppName, container: &str) -> String {
+        format!("{}/routes/{app}/{container}", self.prefix)
+    }
+    pub fn components(&self) -> String {
+        format!("{}/components/", self.prefix)
+    }
+    pub fn component(&self, component: &str, instance: &str) -> String {
+        format!("{}/components/{component}/{instance}", self.prefix)
+    }
+    pub fn scheduler_leader(&self) -> String {
+        format!("{}/scheduler/leader", self.prefix)
+    }
+    pub fn settings(&self) -> String {
+        format!("{}/settings/", self.prefix)
+    }
+
+    /// The node id at the end of a node key.
+    pub fn node_of(&self, key: &str) -> Option<NodeId> {
+        NodeId::parse(key.strip_prefix(&self.nodes())?).ok()
+    }
+
+    /// The app and container of a route key.
+    pub fn route_of(&self, key: &str) -> Option<(AppName, String)> {
+        let rest = key.strip_prefix(&self.routes())?;
+        let (app, container) = rest.split_once('/')?;
+        if container.is_empty() || container.contains('/') {
+            return None;
+        }
+        Some((AppName::parse(app).ok()?, container.to_owned()))
+    }
+}
+
+/// A live node, written by its agent under the node's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    /// The address routers use to reach this node's published ports.
+    pub address: String,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A healthy web container of an app, written by its node's agent under the node's lease: the
+/// route vanishes when the container fails its health check, stops, or the node dies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRecord {
+    /// `host:port` to send the app's traffic to.
+    pub address: String,
+    pub node: NodeId,
+    pub version: u32,
+}
+
+/// Parses a JSON value read from etcd, with the key in the error.
+pub fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(value).map_err(|e| format!("malformed value at {key}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let keys = Keys::new("/deis/");
+        let node = NodeId::parse("node1").unwrap();
+        assert_eq!(keys.node(&node), "/deis/nodes/node1");
+        assert_eq!(keys.node_of(&keys.node(&node)), Some(node));
+        let app = AppName::parse("shop").unwrap();
+        let key = keys.route(&app, "c1");
+        assert_eq!(key, "/deis/routes/shop/c1");
+        assert_eq!(keys.route_of(&key), Some((app, "c1".to_owned())));
+        assert_eq!(keys.route_of("/deis/routes/Bad/c1"), None);
+        assert_eq!(keys.route_of("/deis/routes/shop/"), None);
+        assert_eq!(keys.node_of("/deis/nodes/a/b"), None);
+    }
+
+    #[test]
+    fn malformed_values_are_errors() {
+        assert!(parse::<RouteRecord>("/k", b"{").is_err());
+        assert!(parse::<RouteRecord>("/k", br#"{"address":"a","node":"n1","version":1,"x":1}"#).is_err());
+        assert!(parse::<RouteRecord>("/k", br#"{"address":"a","node":"n1","version":1}"#).is_ok());
+    }
+}
