@@ -1,0 +1,344 @@
+//! The Docker engine as the agent uses it: containers named and labelled by their identity, so
+//! starting one is idempotent and a restarted agent can find its containers again.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bus_schema::messages::{ContainerKey, HealthCheck, StartContainer};
+use bus_schema::{AppName, NodeId, ProcessType};
+use futures::StreamExt;
+
+pub const LABEL_MANAGED: &str = "deis.managed";
+pub const LABEL_NODE: &str = "deis.node";
+pub const LABEL_APP: &str = "deis.app";
+pub const LABEL_VERSION: &str = "deis.version";
+pub const LABEL_TYPE: &str = "deis.type";
+pub const LABEL_INDEX: &str = "deis.index";
+/// The container's HTTP health check (JSON), so an agent that adopts it checks it the same way.
+pub const LABEL_HEALTH: &str = "deis.health";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("image {image} is not on this node and could not be pulled: {reason}")]
+    Pull { image: String, reason: String },
+    #[error("the engine refused {what}: {reason}")]
+    Docker { what: String, reason: String },
+}
+
+fn docker_err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+    let what = what.into();
+    move |e| EngineError::Docker { what, reason: e.to_string() }
+}
+
+/// A container of ours as found on the engine.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub key: ContainerKey,
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub host_port: Option<u16>,
+    /// The container's own address on the engine's network. Health checks go here, not to the
+    /// published port: the engine's port proxy accepts connections even when the app does not
+    /// listen yet.
+    pub ip: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub docker: Docker,
+    pub node: NodeId,
+    pub prefix: String,
+    pub app_port: u16,
+}
+
+impl Engine {
+    /// The container's name: unique per engine and per node id, readable in `docker ps`.
+    pub fn name(&self, key: &ContainerKey) -> String {
+        format!(
+            "{}{}.{}.v{}.{}.{}",
+            self.prefix, self.node, key.app, key.version, key.process_type, key.index
+        )
+    }
+
+    fn labels(&self, key: &ContainerKey) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_NODE.to_owned(), self.node.to_string()),
+            (LABEL_APP.to_owned(), key.app.to_string()),
+            (LABEL_VERSION.to_owned(), key.version.to_string()),
+            (LABEL_TYPE.to_owned(), key.process_type.to_string()),
+            (LABEL_INDEX.to_owned(), key.index.to_string()),
+        ])
+    }
+
+    /// Reads a container's identity back from its labels; `None` for anything malformed.
+    pub fn key_from_labels(labels: &HashMap<String, String>) -> Option<ContainerKey> {
+        Some(ContainerKey {
+            app: AppName::parse(labels.get(LABEL_APP)?.as_str()).ok()?,
+            version: labels.get(LABEL_VERSION)?.parse().ok()?,
+            process_type: ProcessType::parse(labels.get(LABEL_TYPE)?.as_str()).ok()?,
+            index: labels.get(LABEL_INDEX)?.parse().ok()?,
+        })
+    }
+
+    /// Every container this node's agent created, running or not.
+    pub async fn list(&self) -> Result<Vec<Found>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_NODE}={}", self.node)],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(docker_err("listing containers"))?;
+        let mut out = Vec::new();
+        for c in list {
+            let Some(labels) = c.labels.as_ref() else { continue };
+            let Some(key) = Self::key_from_labels(labels) else { continue };
+            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_owned());
+            // Only ours: the prefix keeps tests and other platforms on the same engine apart.
+            let Some(name) = name.filter(|n| n.starts_with(&self.prefix)) else { continue };
+            let running = matches!(c.state, Some(bollard::models::ContainerSummaryStateEnum::RUNNING));
+            let host_port = c.ports.as_ref().and_then(|ports| {
+                ports.iter().find(|p| p.private_port == self.app_port).and_then(|p| p.public_port)
+            });
+            let ip = c
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .and_then(|n| n.values().find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty())));
+            out.push(Found {
+                key,
+                id: c.id.unwrap_or_default(),
+                name,
+                running,
+                host_port,
+                ip,
+                created: c.created.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The container of a key, if it exists.
+    pub async fn find(&self, key: &ContainerKey) -> Result<Option<Found>, EngineError> {
+        let name = self.name(key);
+        match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
+            Ok(info) => {
+                let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                let host_port = info
+                    .network_settings
+                    .as_ref()
+                    .and_then(|n| n.ports.as_ref())
+                    .and_then(|p| p.get(&format!("{}/tcp", self.app_port)).cloned().flatten())
+                    .and_then(|b| b.first().and_then(|b| b.host_port.as_ref()).and_then(|p| p.parse().ok()));
+                let ip =
+                    info.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|n| {
+                        n.values().find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty()))
+                    });
+                Ok(Some(Found {
+                    key: key.clone(),
+                    id: info.id.unwrap_or_default(),
+                    name,
+                    running,
+                    host_port,
+                    ip,
+                    created: 0,
+                }))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(docker_err(format!("inspecting {name}"))(e)),
+        }
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), EngineError> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let (repo, tag) = split_image(image);
+        tracing::info!(%image, "pulling image");
+        let mut pull = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(repo.to_owned()),
+                tag: Some(tag.to_owned()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(step) = pull.next().await {
+            step.map_err(|e| EngineError::Pull { image: image.to_owned(), reason: e.to_string() })?;
+        }
+        Ok(())
+    }
+
+    /// Creates and starts the container for a start command. Idempotent: a running container of
+    /// the same key is returned as it is; a stopped one is replaced.
+    pub async fn start(
+        &self,
+        cmd: &StartContainer,
+        extra_env: &BTreeMap<String, String>,
+        health: Option<&HealthCheck>,
+    ) -> Result<Found, EngineError> {
+        if let Some(found) = self.find(&cmd.key).await? {
+            if found.running {
+                return Ok(found);
+            }
+            self.remove(&found.name).await?;
+        }
+        self.ensure_image(&cmd.image).await?;
+        let name = self.name(&cmd.key);
+        let mut env: Vec<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(extra_env.iter().map(|(k, v)| format!("{k}={v}")));
+        env.push(format!("PORT={}", self.app_port));
+        let port = format!("{}/tcp", self.app_port);
+        let body = ContainerCreateBody {
+            image: Some(cmd.image.clone()),
+            // A Procfile command is a shell line, run by the app's own shell inside its container.
+            cmd: (!cmd.command.is_empty())
+                .then(|| vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.command.clone()]),
+            env: Some(env),
+            labels: Some({
+                let mut labels = self.labels(&cmd.key);
+                if let Some(h) = health {
+                    labels.insert(LABEL_HEALTH.to_owned(), serde_json::to_string(h).unwrap_or_default());
+                }
+                labels
+            }),
+            exposed_ports: Some(vec![port.clone()]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(
+                    port,
+                    Some(vec![PortBinding {
+                        host_ip: Some("0.0.0.0".to_owned()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])),
+                memory: cmd
+                    .limits
+                    .memory_mb
+                    .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+                cpu_shares: cmd.limits.cpu_shares.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+                privileged: Some(false),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                cap_drop: Some(vec![
+                    "NET_RAW".to_owned(),
+                    "SYS_CHROOT".to_owned(),
+                    "MKNOD".to_owned(),
+                    "AUDIT_WRITE".to_owned(),
+                ]),
+                // The scheduler restarts crashed containers, with backoff; the engine must not.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }),
+                body,
+            )
+            .await
+            .map_err(docker_err(format!("creating {name}")))?;
+        self.docker.start_container(&name, None).await.map_err(docker_err(format!("starting {name}")))?;
+        self.find(&cmd.key).await?.ok_or_else(|| EngineError::Docker {
+            what: format!("starting {name}"),
+            reason: "it vanished".into(),
+        })
+    }
+
+    /// The HTTP health check a container was started with, from its label.
+    pub async fn health_of(&self, name: &str) -> Option<HealthCheck> {
+        let info = self.docker.inspect_container(name, None::<InspectContainerOptions>).await.ok()?;
+        let label = info.config?.labels?.get(LABEL_HEALTH)?.clone();
+        serde_json::from_str(&label).ok()
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after the grace period) and removes a container.
+    pub async fn stop(&self, name: &str, grace_secs: u32) -> Result<(), EngineError> {
+        let t = i32::try_from(grace_secs).unwrap_or(30);
+        match self.docker.stop_container(name, Some(StopContainerOptions { t: Some(t), signal: None })).await
+        {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+            Err(e) => return Err(docker_err(format!("stopping {name}"))(e)),
+        }
+        self.remove(name).await
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_container(name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
+            Err(e) => Err(docker_err(format!("removing {name}"))(e)),
+        }
+    }
+}
+
+/// Splits `registry:5000/name:tag` into repository and tag (`latest` when absent).
+pub fn split_image(image: &str) -> (&str, &str) {
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_split_at_the_tag_not_the_registry_port() {
+        assert_eq!(split_image("127.0.0.1:5000/app:git-1234"), ("127.0.0.1:5000/app", "git-1234"));
+        assert_eq!(split_image("127.0.0.1:5000/app"), ("127.0.0.1:5000/app", "latest"));
+        assert_eq!(split_image("deis/stack"), ("deis/stack", "latest"));
+        assert_eq!(split_image("stack:v1"), ("stack", "v1"));
+    }
+
+    #[test]
+    fn labels_round_trip_and_bad_ones_are_ignored() {
+        let key = ContainerKey {
+            app: AppName::parse("shop").unwrap(),
+            version: 3,
+            process_type: ProcessType::web(),
+            index: 2,
+        };
+        let engine_labels = HashMap::from([
+            (LABEL_APP.to_owned(), "shop".to_owned()),
+            (LABEL_VERSION.to_owned(), "3".to_owned()),
+            (LABEL_TYPE.to_owned(), "web".to_owned()),
+            (LABEL_INDEX.to_owned(), "2".to_owned()),
+        ]);
+        assert_eq!(Engine::key_from_labels(&engine_labels), Some(key));
+        let mut bad = engine_labels.clone();
+        bad.insert(LABEL_APP.to_owned(), "Bad App".to_owned());
+        assert_eq!(Engine::key_from_labels(&bad), None);
+        let mut bad = engine_labels;
+        bad.insert(LABEL_VERSION.to_owned(), "x".to_owned());
+        assert_eq!(Engine::key_from_labels(&bad), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! The agent on every Docker host (Deis v1's publisher and logspout in one): it runs the
+//! containers the scheduler asks for, checks their health, publishes a route for each healthy web
+//! container under the node's etcd lease, follows their output onto the bus, and reports what
+//! runs. A restarted agent adopts the containers it finds, without restarting them.
+
+pub mod config;
+pub mod engine;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus_schema::discovery::{Keys, NodeRecord, RouteRecord};
+use bus_schema::messages::{
+    ContainerEvent, ContainerEventKind, ContainerKey, ContainerStatus, HealthCheck, NodeInventory,
+    StartContainer, StartContainerReply, StopContainer, StopContainerReply,
+};
+use bus_schema::{AppName, Bus, Component, NodeId, Sender, Timestamp};
+use futures::StreamExt;
+use service_kit::etcd::RegistrationState;
+use service_kit::{Registration, Shutdown};
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+use engine::{Engine, Found};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("bad node id: {0}")]
+    NodeId(#[from] bus_schema::NameError),
+    #[error(transparent)]
+    Docker(#[from] service_kit::docker::DockerError),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error(transparent)]
+    Nats(#[from] service_kit::nats::NatsError),
+    #[error(transparent)]
+    Etcd(#[from] service_kit::etcd::EtcdError),
+    #[error(transparent)]
+    Bus(#[from] bus_schema::BusError),
+}
+
+/// A container this agent runs, with the tasks that watch it.
+#[derive(Debug)]
+struct Tracked {
+    name: String,
+    id: String,
+    host_port: Option<u16>,
+    ip: Option<String>,
+    healthy: bool,
+    health: Option<HealthCheck>,
+    started_at: Timestamp,
+    /// Cancels the health and log followers of this container.
+    watchers: CancellationToken,
+}
+
+pub(crate) struct Inner {
+    config: AgentConfig,
+    node: NodeId,
+    engine: Engine,
+    bus: Bus,
+    etcd: etcd_client::Client,
+    keys: Keys,
+    lease: tokio::sync::watch::Receiver<RegistrationState>,
+    tracked: Mutex<HashMap<ContainerKey, Tracked>>,
+    /// Serialises commands per container, so a duplicated start cannot create it twice.
+    key_locks: Mutex<HashMap<ContainerKey, Arc<tokio::sync::Mutex<()>>>>,
+    http: reqwest::Client,
+    shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+/// Runs the agent until shutdown. Containers keep running after the agent stops; the node's
+/// lease is left to expire rather than revoked, so a quick restart does not move anything.
+pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+    let node = NodeId::parse(&config.node_id)?;
+    let docker = service_kit::docker::connect().await?;
+    let (memory_mb, cpus) = capacity(&docker, &config).await;
+    let engine = Engine {
+        docker,
+        node: node.clone(),
+        prefix: config.container_prefix.clone(),
+        app_port: config.app_port,
+    };
+    let sender = Sender { component: Component::Agent, instance: node.to_string() };
+    let bus = service_kit::nats::connect_bus(&config.nats, sender, &shutdown).await?;
+    let etcd = service_kit::etcd::connect(&config.etcd, &shutdown).await?;
+    let keys = Keys::new(&config.etcd.prefix);
+
+    let record = NodeRecord {
+        id: node.clone(),
+        address: config.address.clone(),
+        memory_mb,
+        cpus,
+        labels: config.labels.clone(),
+    };
+    let registration = Registration {
+        key: keys.node(&node),
+        value: serde_json::to_vec(&record).unwrap_or_default(),
+        ttl: Duration::from_secs(config.lease_ttl_secs.max(1).unsigned_abs()),
+    }
+    .spawn(etcd.clone(), &Shutdown::new());
+    let inner = Arc::new(Inner {
+        config,
+        node: node.clone(),
+        engine,
+        bus,
+        etcd,
+        keys,
+        lease: registration.watch(),
+        tracked: Mutex::new(HashMap::new()),
+        key_locks: Mutex::new(HashMap::new()),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
+        shutdown: shutdown.clone(),
+    });
+    tracing::info!(%node, memory_mb, cpus, "agent starting");
+
+    adopt(&inner).await?;
+    let mut starts = inner.bus.subscribe_subject(&inner.bus.namespace().agent_start(&node)).await?;
+    let mut stops = inner.bus.subscribe_subject(&inner.bus.namespace().agent_stop(&node)).await?;
+    shutdown.spawn(watch::docker_events(inner.clone()));
+    shutdown.spawn(watch::inventory(inner.clone()));
+    shutdown.spawn(watch::routes_follow_lease(inner.clone()));
+
+    loop {
+        tokio::select! {
+            Some(msg) = starts.next() => match msg {
+                Ok(cmd) => {
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        let reply = inner.start(cmd.envelope.body.clone()).await;
+                        if let Err(error) = inner.bus.reply(&cmd, reply).await {
+                            tracing::warn!(%error, "replying to a start");
+                        }
+                    });
+                }
+                Err((subject, error)) => tracing::warn!(%subject, %error, "malformed start command dropped"),
+            },
+            Some(msg) = stops.next() => match msg {
+                Ok(cmd) => {
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        let reply = inner.stop(cmd.envelope.body.clone()).await;
+                        if let Err(error) = inner.bus.reply(&cmd, reply).await {
+                            tracing::warn!(%error, "replying to a stop");
+                        }
+                    });
+                }
+                Err((subject, error)) => tracing::warn!(%subject, %error, "malformed stop command dropped"),
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    // Stop every watcher; containers keep running for the next agent to adopt.
+    for t in inner
+        .tracked
+        .lock()
+        .map(|t| t.values().map(|t| t.watchers.clone()).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        t.cancel();
+    }
+    registration.abandon().await;
+    tracing::info!(%node, "agent stopped; containers left running");
+    Ok(())
+}
+
+async fn capacity(docker: &bollard::Docker, config: &AgentConfig) -> (u64, u32) {
+    let info = docker.info().await.ok();
+    let memory = if config.memory_mb > 0 {
+        config.memory_mb
+    } else {
+        info.as_ref()
+            .and_then(|i| i.mem_total)
+            .map_or(1024, |b| u64::try_from(b / (1024 * 1024)).unwrap_or(1024))
+    };
+    let cpus = if config.cpus > 0 {
+        config.cpus
+    } else {
+        info.as_ref().and_then(|i| i.ncpu).map_or(1, |n| u32::try_from(n).unwrap_or(1))
+    };
+    (memory, cpus)
+}
+
+/// Takes over the running containers a previous agent of this node left.
+async fn adopt(inner: &Arc<Inner>) -> Result<(), AgentError> {
+    for found in inner.engine.list().await? {
+        if !found.running {
+            continue;
+        }
+        let health = inner.engine.health_of(&found.name).await;
+        tracing::info!(container = %found.name, "adopting running container");
+        inner.track(found, health, false);
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn key_lock(&self, key: &ContainerKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.key_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    async fn start(self: &Arc<Self>, cmd: StartContainer) -> StartContainerReply {
+        let span = tracing::info_span!("start", app = %cmd.key.app, release = cmd.key.version, ptype = %cmd.key.process_type, index = cmd.key.index);
+        let _enter = span.enter();
+        let lock = self.key_lock(&cmd.key);
+        let _guard = lock.lock().await;
+        if let Some(t) = self.tracked.lock().unwrap_or_else(|p| p.into_inner()).get(&cmd.key) {
+            return StartContainerReply::Started { container_id: t.id.clone(), host_port: t.host_port };
+        }
+        let extra = BTreeMap::from([
+            ("DEIS_APP".to_owned(), cmd.key.app.to_string()),
+            ("DEIS_RELEASE".to_owned(), format!("v{}", cmd.key.version)),
+            ("DYNO".to_owned(), format!("{}.{}", cmd.key.process_type, cmd.key.index)),
+        ]);
+        match self.engine.start(&cmd, &extra, cmd.health.as_ref()).await {
+            Ok(found) => {
+                let reply = StartContainerReply::Started {
+                    container_id: found.id.clone(),
+                    host_port: found.host_port,
+                };
+                self.event(&found.key, ContainerEventKind::Created, &found.id, None, String::new()).await;
+                self.track(found, cmd.health.clone(), true);
+                reply
+            }
+            Err(error) => {
+                tracing::warn!(%error, "start failed");
+                StartContainerReply::Failed { reason: error.to_string() }
+            }
+        }
+    }
+
+    async fn stop(self: &Arc<Self>, cmd: StopContainer) -> StopContainerReply {
+        let lock = self.key_lock(&cmd.key);
+        let _guard = lock.lock().await;
+        let name = self.engine.name(&cmd.key);
+        if let Some(t) = self.untrack(&cmd.key) {
+            t.watchers.cancel();
+        }
+        self.delete_route(&cmd.key.app, &name).await;
+        match self.engine.stop(&name, cmd.grace_secs).await {
+            Ok(()) => {
+                tracing::info!(container = %name, "stopped");
+                StopContainerReply::Stopped
+            }
+            Err(error) => StopContainerReply::Failed { reason: error.to_string() },
+        }
+    }
+
+    fn track(self: &Arc<Self>, found: Found, health: Option<HealthCheck>, new: bool) {
+        let watchers = self.shutdown.token().child_token();
+        let tracked = Tracked {
+            name: found.name.clone(),
+            id: found.id.clone(),
+            host_port: found.host_port,
+            ip: found.ip.clone(),
+            healthy: false,
+            health,
+            started_at: Timestamp::now(),
+            watchers: watchers.clone(),
+        };
+        let old = self.tracked.lock().unwrap_or_else(|p| p.into_inner()).insert(found.key.clone(), tracked);
+        if let Some(old) = old {
+            old.watchers.cancel();
+        }
+        tokio::spawn(watch::health(self.clone(), found.key.clone(), watchers.clone()));
+        tokio::spawn(watch::logs(self.clone(), found.key, found.name, new, watchers));
+    }
+
+    fn untrack(&self, key: &ContainerKey) -> Option<Tracked> {
+        self.tracked.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+    }
+
+    fn current_lease(&self) -> Option<i64> {
+        match *self.lease.borrow() {
+            RegistrationState::Registered { lease } => Some(lease),
+            _ => None,
+        }
+    }
+
+    async fn put_route(&self, key: &ContainerKey, name: &str, host_port: u16) {
+        let Some(lease) = self.current_lease() else {
+            // Routes go in when the node's lease is back (see routes_follow_lease).
+            return;
+        };
+        let record = RouteRecord {
+            address: format!("{}:{host_port}", self.config.address),
+            node: self.node.clone(),
+            version: key.version,
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let mut etcd = self.etcd.clone();
+        let put = etcd
+            .put(
+                self.keys.route(&key.app, name),
+                value,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await;
+        if let Err(error) = put {
+            tracing::warn!(%error, container = %name, "could not publish route");
+        }
+    }
+
+    async fn delete_route(&self, app: &AppName, name: &str) {
+        let mut etcd = self.etcd.clone();
+        if let Err(error) = etcd.delete(self.keys.route(app, name), None).await {
+            tracing::warn!(%error, container = %name, "could not delete route");
+        }
+    }
+
+    async fn event(
+        &self,
+        key: &ContainerKey,
+        kind: ContainerEventKind,
+        id: &str,
+        exit_code: Option<i64>,
+        detail: String,
+    ) {
+        let ns = self.bus.namespace();
+        let event = ContainerEvent {
+            node: self.node.clone(),
+            key: key.clone(),
+            kind,
+            container_id: id.to_owned(),
+            exit_code,
+            detail,
+        };
+        if let Err(error) =
+            self.bus.publish(&ns.container_event(&self.node, &key.app, kind), &self.bus.envelope(event)).await
+        {
+            tracing::warn!(%error, "publishing a container event");
+        }
+    }
+
+    /// What this node runs, for the scheduler.
+    async fn inventory(&self) -> Result<NodeInventory, AgentError> {
+        let found = self.engine.list().await?;
+        let tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+        let containers = found
+            .into_iter()
+            .map(|f| {
+                let t = tracked.get(&f.key);
+                ContainerStatus {
+                    healthy: f.running && t.is_some_and(|t| t.healthy),
+                    running: f.running,
+                    host_port: f.host_port,
+                    started_at: t
+                        .map_or(Timestamp(f.created.saturating_mul(1_000_000_000)), |t| t.started_at),
+                    container_id: f.id,
+                    key: f.key,
+                }
+            })
+            .collect();
+        Ok(NodeInventory { node: self.node.clone(), containers })
+    }
+}

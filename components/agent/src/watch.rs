@@ -1,0 +1,296 @@
+//! The agent's background loops: health checks, log followers, the engine's event stream, the
+//! inventory, and keeping routes under the node's current lease.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::query_parameters::{EventsOptions, LogsOptions};
+use bus_schema::Timestamp;
+use bus_schema::messages::{ContainerEventKind, ContainerKey, LogLine, LogSource, Stream};
+use futures::StreamExt;
+use service_kit::Backoff;
+use service_kit::etcd::RegistrationState;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::Inner;
+use crate::engine::{Engine, LABEL_NODE};
+
+/// Longest line shipped; longer ones are cut with a marker so one app cannot flood the bus.
+const MAX_LINE: usize = 10 * 1024;
+
+/// Checks one container until it goes: TCP connect to its port (and the HTTP check when the app
+/// set one). Healthy web containers get a route; a container failing its checks loses it.
+pub async fn health(inner: Arc<Inner>, key: ContainerKey, stop: CancellationToken) {
+    let is_web = key.process_type.is_web();
+    let (name, port, ip, health) = {
+        let tracked = inner.tracked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = tracked.get(&key) else { return };
+        (t.name.clone(), t.host_port, t.ip.clone(), t.health.clone())
+    };
+    // Check the app itself where the engine lets us reach it; the published port otherwise.
+    let target = match (&ip, port) {
+        (Some(ip), _) => Some(format!("{ip}:{}", inner.config.app_port)),
+        (None, Some(port)) => Some(format!("{}:{port}", inner.config.health_host)),
+        (None, None) => None,
+    };
+    if let Some(h) = &health {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(u64::from(h.initial_delay_ms))) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+    let interval = Duration::from_millis(inner.config.health_interval_ms.max(100));
+    let mut failures = 0u32;
+    let mut healthy = false;
+    loop {
+        let ok = if is_web {
+            match &target {
+                Some(target) => check(&inner, target, health.as_ref()).await,
+                None => false,
+            }
+        } else {
+            // Other process types have no port: running is healthy (exits come as events).
+            true
+        };
+        if ok {
+            failures = 0;
+            if !healthy {
+                healthy = true;
+                set_healthy(&inner, &key, true);
+                if let (true, Some(port)) = (is_web, port) {
+                    inner.put_route(&key, &name, port).await;
+                }
+                let id = container_id(&inner, &key);
+                inner.event(&key, ContainerEventKind::Healthy, &id, None, String::new()).await;
+                tracing::info!(container = %name, "healthy");
+            }
+        } else {
+            failures += 1;
+            if healthy && failures >= inner.config.health_failures.max(1) {
+                healthy = false;
+                set_healthy(&inner, &key, false);
+                inner.delete_route(&key.app, &name).await;
+                let id = container_id(&inner, &key);
+                let detail = format!("failed {failures} health checks in a row");
+                inner.event(&key, ContainerEventKind::Unhealthy, &id, None, detail).await;
+                tracing::warn!(container = %name, failures, "unhealthy; route removed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+fn set_healthy(inner: &Inner, key: &ContainerKey, healthy: bool) {
+    if let Some(t) = inner.tracked.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
+        t.healthy = healthy;
+    }
+}
+
+fn container_id(inner: &Inner, key: &ContainerKey) -> String {
+    inner.tracked.lock().unwrap_or_else(|p| p.into_inner()).get(key).map(|t| t.id.clone()).unwrap_or_default()
+}
+
+async fn check(inner: &Inner, addr: &str, health: Option<&bus_schema::messages::HealthCheck>) -> bool {
+    let connect = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
+    match connect {
+        Ok(Ok(mut stream)) => {
+            let _ = stream.shutdown().await;
+        }
+        _ => return false,
+    }
+    let Some(h) = health else { return true };
+    let url = format!("http://{addr}{}", h.path);
+    let timeout = Duration::from_millis(u64::from(h.timeout_ms.max(100)));
+    match inner.http.get(&url).timeout(timeout).send().await {
+        Ok(resp) => resp.status().is_success() || resp.status().is_redirection(),
+        Err(_) => false,
+    }
+}
+
+/// Follows a container's output and publishes each line on the app's log subject.
+pub async fn logs(
+    inner: Arc<Inner>,
+    key: ContainerKey,
+    name: String,
+    from_start: bool,
+    stop: CancellationToken,
+) {
+    let since = if from_start {
+        0
+    } else {
+        // An adopted container's old lines were shipped by the previous agent.
+        i32::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        )
+        .unwrap_or(0)
+    };
+    let options = LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
+    let mut output = inner.engine.docker.logs(&name, Some(options));
+    let subject = inner.bus.namespace().log_lines(&key.app);
+    let source = LogSource::App { process_type: key.process_type.clone(), index: key.index };
+    let mut seq = 0u64;
+    let mut partial: HashMap<bool, Vec<u8>> = HashMap::new();
+    loop {
+        let chunk = tokio::select! {
+            c = output.next() => c,
+            _ = stop.cancelled() => return,
+        };
+        let Some(Ok(chunk)) = chunk else { return };
+        let (stream, bytes) = match chunk {
+            LogOutput::StdErr { message } => (Stream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => (Stream::Stdout, message),
+            LogOutput::StdIn { .. } => continue,
+        };
+        let buf = partial.entry(stream == Stream::Stderr).or_default();
+        buf.extend_from_slice(&bytes);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_owned();
+            seq += 1;
+            let message = cut(text);
+            let line = LogLine {
+                app: key.app.clone(),
+                time: Timestamp::now(),
+                source: source.clone(),
+                stream,
+                node: Some(inner.node.clone()),
+                seq,
+                message,
+            };
+            if let Err(error) = inner.bus.publish(&subject, &inner.bus.envelope(line)).await {
+                tracing::debug!(%error, "publishing a log line");
+            }
+        }
+        if buf.len() > MAX_LINE {
+            // A line with no end in sight: ship what we have.
+            let text = String::from_utf8_lossy(&std::mem::take(buf)).into_owned();
+            seq += 1;
+            let line = LogLine {
+                app: key.app.clone(),
+                time: Timestamp::now(),
+                source: source.clone(),
+                stream,
+                node: Some(inner.node.clone()),
+                seq,
+                message: cut(text),
+            };
+            let _ = inner.bus.publish(&subject, &inner.bus.envelope(line)).await;
+        }
+    }
+}
+
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_LINE {
+        let mut end = MAX_LINE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" [line truncated by deis]");
+    }
+    text
+}
+
+/// Follows the engine's events for this node's containers: an exit takes the route away at once
+/// and is reported, so the scheduler can restart or replace it.
+pub async fn docker_events(inner: Arc<Inner>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["die".to_owned()]),
+            ("label".to_owned(), vec![format!("{LABEL_NODE}={}", inner.node)]),
+        ]);
+        let mut events =
+            inner.engine.docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
+        loop {
+            let next = tokio::select! {
+                e = events.next() => e,
+                _ = inner.shutdown.cancelled() => return,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    backoff.reset();
+                    let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                    let Some(key) = Engine::key_from_labels(&attributes) else { continue };
+                    let name = attributes.get("name").cloned().unwrap_or_default();
+                    if !name.starts_with(&inner.engine.prefix) {
+                        continue;
+                    }
+                    let exit_code = attributes.get("exitCode").and_then(|c| c.parse().ok());
+                    let tracked = inner.untrack(&key);
+                    let Some(tracked) = tracked else { continue };
+                    tracked.watchers.cancel();
+                    inner.delete_route(&key.app, &name).await;
+                    let detail = format!(
+                        "exited with code {}",
+                        exit_code.map_or("?".to_owned(), |c: i64| c.to_string())
+                    );
+                    tracing::warn!(container = %name, %detail, "container exited");
+                    inner.event(&key, ContainerEventKind::Exited, &tracked.id, exit_code, detail).await;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "engine event stream failed; reconnecting");
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = inner.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Publishes what this node runs, periodically.
+pub async fn inventory(inner: Arc<Inner>) {
+    let period = Duration::from_millis(inner.config.inventory_interval_ms.max(200));
+    loop {
+        match inner.inventory().await {
+            Ok(inv) => {
+                let subject = inner.bus.namespace().node_inventory(&inner.node);
+                if let Err(error) = inner.bus.publish(&subject, &inner.bus.envelope(inv)).await {
+                    tracing::debug!(%error, "publishing the inventory");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "listing containers for the inventory"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = inner.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// When the node's lease is replaced (it was lost in a partition, or etcd lost its data), every
+/// healthy web container's route is written again under the new lease.
+pub async fn routes_follow_lease(inner: Arc<Inner>) {
+    let mut lease = inner.lease.clone();
+    loop {
+        tokio::select! {
+            changed = lease.changed() => if changed.is_err() { return },
+            _ = inner.shutdown.cancelled() => return,
+        }
+        if !matches!(*lease.borrow(), RegistrationState::Registered { .. }) {
+            continue;
+        }
+        let routes: Vec<(ContainerKey, String, u16)> = {
+            let tracked = inner.tracked.lock().unwrap_or_else(|p| p.into_inner());
+            tracked
+                .iter()
+                .filter(|(k, t)| k.process_type.is_web() && t.healthy)
+                .filter_map(|(k, t)| t.host_port.map(|p| (k.clone(), t.name.clone(), p)))
+                .collect()
+        };
+        for (key, name, port) in routes {
+            inner.put_route(&key, &name, port).await;
+        }
+    }
+}
