@@ -103,6 +103,22 @@ impl Setup {
     }
 }
 
+/// Removes the test's containers even when the test panics before its own cleanup.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let listed = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("name={}", self.prefix)])
+            .output();
+        if let Ok(out) = listed {
+            let ids: Vec<String> =
+                String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+        }
+    }
+}
+
 async fn routes(etcd: &mut etcd_client::Client, keys: &Keys, app: &AppName) -> Vec<RouteRecord> {
     let resp =
         etcd.get(keys.app_routes(app), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
