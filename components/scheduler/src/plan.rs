@@ -107,8 +107,8 @@ pub fn plan(
     let mut placer = placer(desired, nodes, &live, memory);
     let stop = |actions: &mut Vec<Action>, memory: &mut Memory, o: &Observed| {
         let id = (o.key.clone(), o.node.clone());
-        if !memory.stopping.contains_key(&id) {
-            memory.stopping.insert(id, now);
+        if let std::collections::hash_map::Entry::Vacant(e) = memory.stopping.entry(id) {
+            e.insert(now);
             actions.push(Action::Stop { node: o.node.clone(), key: o.key.clone() });
         }
     };
@@ -210,7 +210,7 @@ pub fn plan(
                         tags: release.tags.clone(),
                     }),
                 };
-                match node.map(|n| NodeId::parse(n)) {
+                match node.map(NodeId::parse) {
                     Ok(Ok(node)) => {
                         memory.inflight.insert(key.clone(), (node.clone(), now));
                         actions.push(Action::Start { node, command: start_command(want, ptype, key) });
