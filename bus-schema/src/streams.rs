@@ -97,13 +97,13 @@ impl Namespace {
             ConsumerId::Scheduler => (StreamId::Desired, "scheduler"),
             ConsumerId::LoggerDesired => (StreamId::Desired, "logger"),
         };
-        ConsumerSpec {
-            id,
-            stream,
-            durable_name: name.to_owned(),
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1024,
-        }
+        // The scheduler acks as soon as a change is applied in memory; a short ack wait means a
+        // change pulled by a leader that died is redelivered to the next leader within seconds.
+        let ack_wait = match id {
+            ConsumerId::Scheduler => Duration::from_secs(5),
+            _ => Duration::from_secs(30),
+        };
+        ConsumerSpec { id, stream, durable_name: name.to_owned(), ack_wait, max_ack_pending: 1024 }
     }
 }
 

@@ -50,7 +50,6 @@ struct Tracked {
     ip: Option<String>,
     healthy: bool,
     health: Option<HealthCheck>,
-    started_at: Timestamp,
     /// Cancels the health and log followers of this container.
     watchers: CancellationToken,
 }
@@ -263,7 +262,6 @@ impl Inner {
             ip: found.ip.clone(),
             healthy: false,
             health,
-            started_at: Timestamp::now(),
             watchers: watchers.clone(),
         };
         let old = self.tracked.lock().unwrap_or_else(|p| p.into_inner()).insert(found.key.clone(), tracked);
@@ -352,8 +350,10 @@ impl Inner {
                     healthy: f.running && t.is_some_and(|t| t.healthy),
                     running: f.running,
                     host_port: f.host_port,
-                    started_at: t
-                        .map_or(Timestamp(f.created.saturating_mul(1_000_000_000)), |t| t.started_at),
+                    // The engine's creation time, not when this agent started watching: after a
+                    // partition the scheduler keeps the newest copy of a key, which must be the
+                    // replacement, not an old container an agent has just adopted again.
+                    started_at: Timestamp(f.created.saturating_mul(1_000_000_000)),
                     container_id: f.id,
                     key: f.key,
                 }

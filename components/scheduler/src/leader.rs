@@ -13,6 +13,15 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Leadership {
     pub lost: CancellationToken,
+    /// The lease's keepalive; dropping the leadership (even by a crash of the leading task)
+    /// stops it, so the lease runs out as it would when the process dies.
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
 }
 
 /// Waits until this instance leads, or shutdown.
@@ -48,9 +57,9 @@ pub async fn campaign(
         match attempt.await {
             Ok((true, lease)) => {
                 let lost = shutdown.token().child_token();
-                tokio::spawn(keep_alive(client.clone(), lease, ttl, lost.clone()));
+                let keepalive = tokio::spawn(keep_alive(client.clone(), lease, ttl, lost.clone()));
                 tracing::info!(%instance, lease, "became the scheduler leader");
-                return Some(Leadership { lost });
+                return Some(Leadership { lost, keepalive });
             }
             Ok((false, _)) => wait_for_vacancy(&mut client, &key, shutdown).await,
             Err(error) => {

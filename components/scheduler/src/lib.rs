@@ -339,13 +339,7 @@ impl Leader {
                 o.running = true;
                 o.healthy = true;
             }
-            (ContainerEventKind::Healthy, None) => list.push(Observed {
-                node: e.node,
-                key: e.key,
-                running: true,
-                healthy: true,
-                started_at: Timestamp::now(),
-            }),
+            // Unknown and healthy: an adopted container; its age comes with the next inventory.
             (ContainerEventKind::Unhealthy, Some(o)) => o.healthy = false,
             (ContainerEventKind::Exited, Some(o)) => {
                 o.running = false;

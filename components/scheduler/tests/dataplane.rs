@@ -1,0 +1,370 @@
+//! The data plane for real: a controller (Postgres, NATS), two agents with their own node ids on
+//! the real Docker engine, and schedulers, all on loopback. Apps are driven through the
+//! controller's API, as `deis` would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use agent::AgentConfig;
+use bus_schema::discovery::{Keys, RouteRecord};
+use bus_schema::messages::{AppStatusRequest, DeployState};
+use bus_schema::{AppName, Namespace};
+use controller::testing::TestController;
+use controller_api::{BuildCreateRequest, Client};
+use scheduler::SchedulerConfig;
+use service_kit::testing::{TestServices, eventually};
+use service_kit::{EtcdConfig, NatsConfig, Shutdown};
+
+/// A web server that answers with its release, so a test can tell which release serves.
+const SERVE: &str = "mkdir -p /tmp/www && echo \"release $DEIS_RELEASE\" > /tmp/www/index.html && exec python3 -u -m http.server $PORT -d /tmp/www";
+
+struct Plane {
+    ctl: TestController,
+    admin: Client,
+    ns: Namespace,
+    keys: Keys,
+    prefix: String,
+    agents: BTreeMap<String, (Shutdown, tokio::task::JoinHandle<()>)>,
+    schedulers: Vec<(Shutdown, tokio::task::JoinHandle<()>)>,
+    etcd: etcd_client::Client,
+    docker: bollard::Docker,
+    tags: Vec<String>,
+    _cleanup: Cleanup,
+}
+
+impl Plane {
+    async fn start(test: &str) -> Self {
+        let ctl = TestController::start(test).await;
+        let admin = ctl.user("admin").await;
+        let ns = ctl.ns.clone();
+        let prefix = format!("deis-test-{}-", ns.root());
+        let keys = Keys::new(&format!("/{}", ns.root()));
+        let etcd = etcd_client::Client::connect(TestServices::get().etcd_endpoints, None).await.unwrap();
+        let docker = service_kit::docker::connect().await.unwrap();
+        let _cleanup = Cleanup { prefix: prefix.clone() };
+        Self {
+            ctl,
+            admin,
+            ns,
+            keys,
+            prefix,
+            agents: BTreeMap::new(),
+            schedulers: Vec::new(),
+            etcd,
+            docker,
+            tags: Vec::new(),
+            _cleanup,
+        }
+    }
+
+    fn nats(&self) -> NatsConfig {
+        NatsConfig {
+            url: TestServices::get().nats_url,
+            namespace: self.ns.root().to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn etcd_config(&self) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: TestServices::get().etcd_endpoints,
+            prefix: self.keys.prefix().to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn start_agent(&mut self, node: &str) {
+        let config = AgentConfig {
+            node_id: node.to_owned(),
+            container_prefix: self.prefix.clone(),
+            memory_mb: 4096,
+            lease_ttl_secs: 2,
+            health_interval_ms: 300,
+            inventory_interval_ms: 500,
+            nats: self.nats(),
+            etcd: self.etcd_config(),
+            ..Default::default()
+        };
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move { agent::run(config, s).await.unwrap() });
+        self.agents.insert(node.to_owned(), (shutdown, task));
+    }
+
+    async fn stop_agent(&mut self, node: &str) {
+        let (shutdown, task) = self.agents.remove(node).unwrap();
+        shutdown.trigger();
+        task.await.unwrap();
+    }
+
+    fn start_scheduler(&mut self, instance: &str) {
+        let config = SchedulerConfig {
+            instance: instance.to_owned(),
+            leader_ttl_secs: 2,
+            deploy_timeout_secs: 10,
+            reconcile_interval_ms: 500,
+            settle_ms: 1500,
+            stop_grace_secs: 2,
+            command_timeout_secs: 60,
+            nats: self.nats(),
+            etcd: self.etcd_config(),
+            ..Default::default()
+        };
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move { scheduler::run(config, s).await.unwrap() });
+        self.schedulers.push((shutdown, task));
+    }
+
+    /// Deploys a build of `deis/stack` running `web`: the image is tagged locally (what the
+    /// agents run) and announced to the registry (what the controller checks).
+    async fn deploy(&mut self, app: &str, tag: &str, web: &str) {
+        let registry = TestServices::get().registry;
+        let repo = format!("{registry}/{}-{app}", self.ns.root());
+        self.docker
+            .tag_image(
+                "deis/stack",
+                Some(bollard::query_parameters::TagImageOptions {
+                    repo: Some(repo.clone()),
+                    tag: Some(tag.to_owned()),
+                }),
+            )
+            .await
+            .unwrap();
+        self.tags.push(format!("{repo}:{tag}"));
+        service_kit::testing::push_tiny_image(
+            &registry,
+            repo.trim_start_matches(&format!("{registry}/")),
+            tag,
+        )
+        .await;
+        self.admin
+            .build_create(
+                app,
+                &BuildCreateRequest {
+                    image: format!("{repo}:{tag}"),
+                    procfile: BTreeMap::from([("web".into(), web.into())]),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn routes(&self, app: &str) -> Vec<RouteRecord> {
+        let app = AppName::parse(app).unwrap();
+        let mut etcd = self.etcd.clone();
+        let resp = etcd
+            .get(self.keys.app_routes(&app), Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        resp.kvs().iter().map(|kv| serde_json::from_slice(kv.value()).unwrap()).collect()
+    }
+
+    /// Names of this test's containers of an app that run on the engine.
+    async fn containers(&self, app: &str) -> Vec<String> {
+        let list = self
+            .docker
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let mut names: Vec<String> = list
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .filter(|n| n.starts_with(&self.prefix) && n.contains(&format!(".{app}.v")))
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn wait_routes(
+        &self,
+        app: &str,
+        what: &str,
+        patience: Duration,
+        ok: impl Fn(&[RouteRecord]) -> bool,
+    ) -> Vec<RouteRecord> {
+        let start = Instant::now();
+        loop {
+            let routes = self.routes(app).await;
+            if ok(&routes) {
+                return routes;
+            }
+            assert!(start.elapsed() < patience, "{what}: not true after {patience:?}; routes: {routes:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        for (shutdown, task) in self.schedulers.drain(..) {
+            shutdown.trigger();
+            let _ = task.await;
+        }
+        let nodes: Vec<String> = self.agents.keys().cloned().collect();
+        for node in nodes {
+            self.stop_agent(&node).await;
+        }
+        for tag in &self.tags {
+            let _ = self
+                .docker
+                .remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None)
+                .await;
+        }
+        self.ctl.stop().await;
+    }
+}
+
+/// Whatever happens in a test, no container of it outlives it.
+struct Cleanup {
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(out) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("name={}", self.prefix)])
+            .output()
+        {
+            let ids: Vec<String> =
+                String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+        }
+    }
+}
+
+async fn get(address: &str) -> Option<String> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{address}/"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    resp.text().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one_serving() {
+    let mut plane = Plane::start("rollout").await;
+    plane.start_agent("node1");
+    plane.start_agent("node2");
+    plane.start_scheduler("sched-a");
+    plane.admin.app_create(Some("web3")).await.unwrap();
+    plane.deploy("web3", "v1", SERVE).await;
+    plane.admin.scale("web3", &BTreeMap::from([("web".into(), 3)])).await.unwrap();
+
+    let routes =
+        plane.wait_routes("web3", "3 healthy routes", Duration::from_secs(60), |r| r.len() == 3).await;
+    let nodes: std::collections::BTreeSet<String> = routes.iter().map(|r| r.node.to_string()).collect();
+    assert_eq!(nodes.len(), 2, "replicas spread over both nodes: {routes:?}");
+    assert_eq!(plane.containers("web3").await.len(), 3);
+    for r in &routes {
+        assert_eq!(get(&r.address).await.as_deref(), Some("release v2\n"));
+    }
+
+    plane.admin.scale("web3", &BTreeMap::from([("web".into(), 1)])).await.unwrap();
+    plane.wait_routes("web3", "scaled to one route", Duration::from_secs(30), |r| r.len() == 1).await;
+    eventually("two containers removed", Duration::from_secs(30), || async {
+        (plane.containers("web3").await.len() == 1).then_some(())
+    })
+    .await;
+
+    // A release whose web process never listens: v2 keeps serving, v3 is reported failed.
+    plane.deploy("web3", "broken", "exec sleep 600").await;
+    let bus = plane.ctl.bus().await;
+    let status = eventually("the rollout of v3 fails", Duration::from_secs(40), || {
+        let bus = bus.clone();
+        let ns = plane.ns.clone();
+        async move {
+            let req = bus.envelope(AppStatusRequest { app: AppName::parse("web3").unwrap() });
+            let status = bus.request(&ns.app_status(), &req, Duration::from_secs(2)).await.ok()?.body;
+            matches!(status.deploy, Some(DeployState::Failed { .. })).then_some(status)
+        }
+    })
+    .await;
+    assert!(
+        matches!(status.deploy, Some(DeployState::Failed { version: 3, serving: Some(2), .. })),
+        "{status:?}"
+    );
+    let routes = plane.routes("web3").await;
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].version, 2);
+    assert_eq!(get(&routes[0].address).await.as_deref(), Some("release v2\n"));
+    eventually("the failed release's container is gone", Duration::from_secs(30), || async {
+        let names = plane.containers("web3").await;
+        (names.len() == 1 && names[0].contains(".v2.")).then_some(())
+    })
+    .await;
+    plane.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_node_is_replaced_within_seconds_and_its_return_does_not_overshoot() {
+    let mut plane = Plane::start("nodeloss").await;
+    plane.start_agent("node1");
+    plane.start_agent("node2");
+    plane.start_scheduler("sched-a");
+    plane.admin.app_create(Some("sturdy")).await.unwrap();
+    plane.deploy("sturdy", "v1", SERVE).await;
+    plane.admin.scale("sturdy", &BTreeMap::from([("web".into(), 2)])).await.unwrap();
+    let routes = plane.wait_routes("sturdy", "two routes", Duration::from_secs(60), |r| r.len() == 2).await;
+    assert_ne!(routes[0].node, routes[1].node, "one replica per node");
+
+    // node1's agent stops keeping its lease alive: to the cluster the node is gone.
+    let lost = Instant::now();
+    plane.stop_agent("node1").await;
+    plane
+        .wait_routes("sturdy", "both replicas serve from node2", Duration::from_secs(10), |r| {
+            r.len() == 2 && r.iter().all(|r| r.node.as_str() == "node2")
+        })
+        .await;
+    println!(
+        "node loss: both replicas routed on the surviving node {:?} after the agent stopped",
+        lost.elapsed()
+    );
+
+    // The node comes back with its old container still running: it is told to stop it.
+    plane.start_agent("node1");
+    eventually("no more containers than asked once things settle", Duration::from_secs(30), || async {
+        let names = plane.containers("sturdy").await;
+        (names.len() == 2 && names.iter().all(|n| n.contains("node2."))).then_some(())
+    })
+    .await;
+    assert_eq!(plane.routes("sturdy").await.len(), 2);
+    plane.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_scheduler_takes_over_without_duplicating_or_losing_containers() {
+    let mut plane = Plane::start("handover").await;
+    plane.start_agent("node1");
+    plane.start_agent("node2");
+    plane.start_scheduler("sched-a");
+    plane.admin.app_create(Some("ha")).await.unwrap();
+    plane.deploy("ha", "v1", SERVE).await;
+    plane.admin.scale("ha", &BTreeMap::from([("web".into(), 2)])).await.unwrap();
+    plane.wait_routes("ha", "two routes", Duration::from_secs(60), |r| r.len() == 2).await;
+    plane.start_scheduler("sched-b");
+    let before = plane.containers("ha").await;
+
+    // The leader dies without a word: its lease must run out before the standby takes over.
+    let (_, leader) = plane.schedulers.remove(0);
+    leader.abort();
+    let died = Instant::now();
+    plane.admin.scale("ha", &BTreeMap::from([("web".into(), 3)])).await.unwrap();
+    plane
+        .wait_routes("ha", "the new leader scales to three", Duration::from_secs(30), |r| r.len() == 3)
+        .await;
+    println!("leader handover: the standby acted on a scale {:?} after the leader died", died.elapsed());
+    let after = plane.containers("ha").await;
+    assert_eq!(after.len(), 3, "{after:?}");
+    for name in &before {
+        assert!(after.contains(name), "{name} was replaced instead of kept: {after:?}");
+    }
+    plane.stop().await;
+}
