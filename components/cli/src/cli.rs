@@ -149,6 +149,10 @@ pub enum Command {
         version: Option<String>,
     },
 
+    /// List an app's containers, and how its newest release is rolling out.
+    #[command(name = "ps:list", visible_alias = "ps")]
+    PsList,
+
     /// Set how many containers of each process type run: `deis scale web=3 worker=1`.
     #[command(name = "ps:scale", visible_alias = "scale")]
     PsScale {

@@ -243,6 +243,15 @@ impl Client {
         self.post(&format!("/v1/apps/{app}/scale/"), formation).await
     }
 
+    pub async fn containers(&self, app: &str) -> Result<Vec<Container>, ApiError> {
+        self.all(&format!("/v1/apps/{app}/containers/")).await
+    }
+
+    /// The rollout of the app's newest release; `None` before its first deploy.
+    pub async fn deploy_status(&self, app: &str) -> Result<Option<DeployStatus>, ApiError> {
+        self.get(&format!("/v1/apps/{app}/deploy/")).await
+    }
+
     // --- domains ------------------------------------------------------------------------------
 
     pub async fn domains(&self, app: &str) -> Result<Vec<Domain>, ApiError> {

@@ -300,3 +300,37 @@ pub struct AdminPerm {
 
 /// The formation change of `deis scale web=3 worker=1`: process type → containers wanted.
 pub type ScaleRequest = BTreeMap<String, u32>;
+
+// --- processes ----------------------------------------------------------------------------------
+
+/// One running (or starting, or crashed) container of an app, as `deis ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Container {
+    pub app: String,
+    /// The release it runs, like `v3`.
+    pub release: String,
+    /// The process type (`web`, `worker` …).
+    #[serde(rename = "type")]
+    pub process_type: String,
+    /// Its number within the type (`web.2` is 2).
+    pub num: u32,
+    /// `up`, `starting` or `crashed`.
+    pub state: String,
+    /// The node it runs on.
+    pub node: String,
+    /// When it started, RFC 3339.
+    pub started: String,
+}
+
+/// How the app's newest release is rolling out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeployStatus {
+    /// The release being rolled out (or last rolled out).
+    pub version: u32,
+    /// `deploying`, `deployed` or `failed`.
+    pub state: String,
+    /// The release still serving after a failure, if any.
+    pub serving: Option<u32>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     /// For the registry's HTTP API.
     pub http: reqwest::Client,
+    /// The bus, once connected (requests to the scheduler use it).
+    pub bus: std::sync::OnceLock<bus_schema::Bus>,
 }
 
 impl Ctx {
@@ -41,6 +43,7 @@ impl Ctx {
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
+            bus: std::sync::OnceLock::new(),
         }
     }
 

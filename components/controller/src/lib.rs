@@ -125,6 +125,7 @@ async fn bus_tasks(ctx: Arc<ctx::Ctx>, nats_ok: Arc<AtomicBool>, shutdown: Shutd
         return;
     };
     nats_ok.store(true, Ordering::Relaxed);
+    let _ = ctx.bus.set(bus.clone());
     if ctx.config.relay_enabled {
         shutdown.spawn(outbox::relay(ctx.clone(), bus.clone(), shutdown.clone()));
     }

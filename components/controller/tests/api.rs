@@ -259,3 +259,15 @@ async fn unsetting_and_limits_and_tags_make_releases_with_summaries() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     ctl.stop().await;
 }
+
+#[tokio::test]
+async fn process_status_needs_a_scheduler_and_says_so() {
+    let ctl = TestController::start("nosched").await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("lonely")).await.unwrap();
+    let err = alice.containers("lonely").await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(err.to_string().contains("scheduler"), "{err}");
+    assert_eq!(alice.deploy_status("lonely").await.unwrap_err().status(), Some(503));
+    ctl.stop().await;
+}

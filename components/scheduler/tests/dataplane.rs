@@ -266,6 +266,13 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
     for r in &routes {
         assert_eq!(get(&r.address).await.as_deref(), Some("release v2\n"));
     }
+    // `deis ps` through the controller, which asks the scheduler.
+    let ps = eventually("deis ps shows three containers up", Duration::from_secs(10), || async {
+        let c = plane.admin.containers("web3").await.ok()?;
+        (c.len() == 3 && c.iter().all(|c| c.state == "up" && c.release == "v2")).then_some(c)
+    })
+    .await;
+    assert_eq!(ps.iter().map(|c| c.num).collect::<Vec<_>>(), vec![1, 2, 3]);
 
     plane.admin.scale("web3", &BTreeMap::from([("web".into(), 1)])).await.unwrap();
     plane.wait_routes("web3", "scaled to one route", Duration::from_secs(30), |r| r.len() == 1).await;

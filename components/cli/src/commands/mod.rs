@@ -50,6 +50,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::ReleasesInfo { version } => releases::info(&ctx, &version).await,
         Command::ReleasesRollback { version } => releases::rollback(&ctx, version.as_deref()).await,
         Command::PsScale { pairs } => releases::scale(&ctx, &pairs).await,
+        Command::PsList => releases::ps(&ctx).await,
         Command::BuildsList => releases::builds_list(&ctx).await,
         Command::BuildsCreate { image, procfile } => releases::builds_create(&ctx, &image, &procfile).await,
 

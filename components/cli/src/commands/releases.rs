@@ -1,7 +1,7 @@
 //! What runs: releases (releases:*), the formation (ps:scale) and builds (builds:*).
 
 use anyhow::Result;
-use controller_api::{Build, BuildCreateRequest, Release};
+use controller_api::{Build, BuildCreateRequest, Container, DeployStatus, Release};
 
 use super::apps::render_structure;
 use crate::context::Ctx;
@@ -24,8 +24,59 @@ fn render_list(app: &str, releases: &[Release]) -> String {
 
 pub async fn info(ctx: &Ctx, version: &str) -> Result<()> {
     let version = parse_version(version)?;
-    let release = ctx.session()?.client.release(&ctx.app()?, version).await?;
-    ctx.show(&release, render_info)
+    let session = ctx.session()?;
+    let app = ctx.app()?;
+    let release = session.client.release(&app, version).await?;
+    // The rollout state comes from the scheduler; a release without one just shows none.
+    let deploy = session.client.deploy_status(&app).await.ok().flatten().filter(|d| d.version == version);
+    ctx.show(&release, |r| {
+        let mut out = render_info(r);
+        if let Some(d) = &deploy {
+            out.push_str(&format!("status:   {}\n", render_deploy(d)));
+        }
+        out
+    })
+}
+
+/// `deis ps`: the containers, grouped by type, and the rollout of the newest release.
+pub async fn ps(ctx: &Ctx) -> Result<()> {
+    let session = ctx.session()?;
+    let app = ctx.app()?;
+    let containers = session.client.containers(&app).await?;
+    let deploy = session.client.deploy_status(&app).await?;
+    ctx.show(&containers, |c| render_ps(&app, c, deploy.as_ref()))
+}
+
+fn render_deploy(d: &DeployStatus) -> String {
+    match (d.state.as_str(), d.serving, &d.reason) {
+        ("failed", Some(serving), Some(reason)) => {
+            format!("v{} failed: {reason} (v{serving} keeps serving)", d.version)
+        }
+        ("failed", None, Some(reason)) => format!("v{} failed: {reason}", d.version),
+        (state, _, _) => format!("v{} {state}", d.version),
+    }
+}
+
+fn render_ps(app: &str, containers: &[Container], deploy: Option<&DeployStatus>) -> String {
+    let mut out = header(&format!("{app} Processes"));
+    let mut types: Vec<&str> = containers.iter().map(|c| c.process_type.as_str()).collect();
+    types.dedup();
+    for t in types {
+        out.push_str(&format!("--- {t}:\n"));
+        for c in containers.iter().filter(|c| c.process_type == t) {
+            out.push_str(&format!(
+                "{t}.{} {} ({}) on {} since {}\n",
+                c.num, c.state, c.release, c.node, c.started
+            ));
+        }
+    }
+    if containers.is_empty() {
+        out.push_str("(no containers)\n");
+    }
+    if let Some(d) = deploy {
+        out.push_str(&format!("\nRelease {}\n", render_deploy(d)));
+    }
+    out
 }
 
 fn render_info(release: &Release) -> String {

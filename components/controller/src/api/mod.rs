@@ -9,6 +9,7 @@ pub mod config;
 pub mod domains;
 pub mod keys;
 pub mod perms;
+pub mod processes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -282,6 +283,19 @@ pub fn routes(
             .and(authz)
             .and(body.clone())
             .then(|app, c, a, b| respond(builds::scale(c, app, a, b))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "containers")
+            .and(warp::get())
+            .and(c.clone())
+            .and(authz)
+            .and(query)
+            .then(|app, c, a, q| respond(processes::containers(c, app, a, q))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "deploy")
+            .and(warp::get())
+            .and(c.clone())
+            .and(authz)
+            .then(|app, c, a| respond(processes::deploy(c, app, a))))
         .unify()
         .boxed();
 
