@@ -16,6 +16,7 @@
 //! | `<root>.apps.destroyed.<app>`             | AppDestroyed         | JetStream (DESIRED)|
 //! | `<root>.controller.desired-state`         | DesiredStateRequest ⇄ snapshot | core request |
 //! | `<root>.scheduler.app-status`             | AppStatusRequest ⇄ AppStatus   | core request |
+//! | `<root>.scheduler.restart`                | RestartRequest ⇄ RestartReply  | core request |
 //! | `<root>.agent.<node>.start`               | StartContainer ⇄ reply | core request   |
 //! | `<root>.agent.<node>.stop`                | StopContainer ⇄ reply  | core request   |
 //! | `<root>.containers.<node>.<app>.<event>`  | ContainerEvent       | core               |
@@ -33,7 +34,7 @@ use uuid::Uuid;
 use crate::messages::{
     AppDestroyed, AppStatusRequest, BuildCompleted, BuildFailed, BuildLogLine, BuildRequested,
     ContainerEvent, ContainerEventKind, ControllerEvent, DesiredStateRequest, DrainRecord, FormationChanged,
-    LogLine, NodeHeartbeat, NodeInventory, ReleaseCreated, StartContainer, StopContainer,
+    LogLine, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, StartContainer, StopContainer,
 };
 use crate::names::{AppName, NameError, NodeId};
 
@@ -216,6 +217,11 @@ impl Namespace {
     /// Where the scheduler leader answers `deis ps`.
     pub fn app_status(&self) -> Subject<AppStatusRequest> {
         self.s(format_args!("scheduler.app-status"))
+    }
+
+    /// Where the scheduler leader takes restart requests.
+    pub fn restart(&self) -> Subject<RestartRequest> {
+        self.s(format_args!("scheduler.restart"))
     }
 
     // --- agents ---------------------------------------------------------------------------

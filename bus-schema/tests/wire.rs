@@ -116,6 +116,8 @@ macro_rules! for_each_sample {
             }],
         }));
         kinds.push($check(AppStatusRequest { app: app() }));
+        kinds.push($check(RestartRequest { app: app(), process_type: Some(web()), index: Some(2) }));
+        kinds.push($check(RestartReply { restarting: 1 }));
         kinds.push($check(AppStatus {
             app: app(),
             containers: vec![ContainerView {
@@ -351,6 +353,8 @@ macro_rules! decode_all {
         random_bytes_never_panic::<DesiredStateSnapshot>(b);
         random_bytes_never_panic::<AppStatusRequest>(b);
         random_bytes_never_panic::<AppStatus>(b);
+        random_bytes_never_panic::<RestartRequest>(b);
+        random_bytes_never_panic::<RestartReply>(b);
         random_bytes_never_panic::<StartContainer>(b);
         random_bytes_never_panic::<StartContainerReply>(b);
         random_bytes_never_panic::<StopContainer>(b);

@@ -146,3 +146,30 @@ pub struct AppStatus {
 impl Message for AppStatus {
     const KIND: Kind = Kind::AppStatus;
 }
+
+/// Controller → scheduler: restart an app's containers (`deis ps:restart`), one at a time so the
+/// others keep serving. Narrowed to a process type, and to one container of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartRequest {
+    pub app: AppName,
+    pub process_type: Option<ProcessType>,
+    pub index: Option<u32>,
+}
+
+impl Message for RestartRequest {
+    const KIND: Kind = Kind::RestartRequest;
+}
+
+impl crate::envelope::Request for RestartRequest {
+    type Reply = RestartReply;
+}
+
+/// Scheduler → controller: how many containers will be restarted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartReply {
+    pub restarting: u32,
+}
+
+impl Message for RestartReply {
+    const KIND: Kind = Kind::RestartReply;
+}

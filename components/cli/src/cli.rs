@@ -153,6 +153,13 @@ pub enum Command {
     #[command(name = "ps:list", visible_alias = "ps")]
     PsList,
 
+    /// Restart containers one at a time: all of them, a type (`web`) or one (`web.2`).
+    #[command(name = "ps:restart")]
+    PsRestart {
+        /// `web` or `web.2`; every container when absent.
+        target: Option<String>,
+    },
+
     /// Set how many containers of each process type run: `deis scale web=3 worker=1`.
     #[command(name = "ps:scale", visible_alias = "scale")]
     PsScale {

@@ -247,6 +247,11 @@ impl Client {
         self.all(&format!("/v1/apps/{app}/containers/")).await
     }
 
+    /// Restarts containers one at a time (all, a type, or one container of a type).
+    pub async fn restart(&self, app: &str, req: &RestartRequest) -> Result<RestartResponse, ApiError> {
+        self.post(&format!("/v1/apps/{app}/containers/restart/"), req).await
+    }
+
     /// The rollout of the app's newest release; `None` before its first deploy.
     pub async fn deploy_status(&self, app: &str) -> Result<Option<DeployStatus>, ApiError> {
         self.get(&format!("/v1/apps/{app}/deploy/")).await

@@ -334,3 +334,19 @@ pub struct DeployStatus {
     /// Why it failed.
     pub reason: Option<String>,
 }
+
+/// `deis ps:restart [web[.2]]`: which containers to restart (all when empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RestartRequest {
+    #[serde(default, rename = "type")]
+    pub process_type: Option<String>,
+    #[serde(default)]
+    pub num: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestartResponse {
+    /// How many containers will be restarted, one at a time.
+    pub restarting: u32,
+}

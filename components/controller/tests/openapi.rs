@@ -25,6 +25,20 @@ fn schemathesis() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_5xx_and_no_response_breaking_the_document() {
     let ctl = TestController::start("schemathesis").await;
+    // The process endpoints ask the scheduler, so the system under test includes one.
+    let scheduler_shutdown = service_kit::Shutdown::new();
+    let scheduler_config = scheduler::SchedulerConfig {
+        instance: "schemathesis".into(),
+        settle_ms: 0,
+        nats: ctl.config.nats.clone(),
+        etcd: service_kit::EtcdConfig {
+            endpoints: service_kit::testing::TestServices::get().etcd_endpoints,
+            prefix: format!("/{}", ctl.ns.root()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let scheduler_task = tokio::spawn(scheduler::run(scheduler_config, scheduler_shutdown.clone()));
     let alice = ctl.user("alice").await;
     // Some state, so generated requests also reach the paths where things exist.
     alice.app_create(Some("fuzzed")).await.unwrap();
@@ -38,6 +52,12 @@ async fn schemathesis_finds_no_5xx_and_no_response_breaking_the_document() {
         .await
         .unwrap();
     let token = alice.token().unwrap().to_owned();
+    // Wait until the scheduler leads and answers.
+    service_kit::testing::eventually("the scheduler answers", std::time::Duration::from_secs(20), || {
+        let alice = alice.clone();
+        async move { alice.containers("fuzzed").await.ok() }
+    })
+    .await;
 
     // The document itself parses as OpenAPI 3 with every operation.
     let doc: serde_json::Value =
@@ -96,5 +116,7 @@ async fn schemathesis_finds_no_5xx_and_no_response_breaking_the_document() {
         println!("--- schemathesis ({name}) ---\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
         assert!(output.status.success(), "schemathesis ({name}) found failures; see the output above");
     }
+    scheduler_shutdown.trigger();
+    let _ = scheduler_task.await;
     ctl.stop().await;
 }

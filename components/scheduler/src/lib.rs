@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bus_schema::discovery::{Keys, NodeRecord};
 use bus_schema::messages::{
     AppDesired, AppStatus, ContainerEventKind, ContainerView, DesiredStateRequest, LogLine, LogSource,
-    ReleaseSpec, StartContainerReply, StopContainer, StopContainerReply, Stream,
+    ReleaseSpec, RestartReply, RestartRequest, StartContainerReply, StopContainer, StopContainerReply,
+    Stream,
 };
 use bus_schema::streams::{ConsumerId, ensure_consumer};
 use bus_schema::{AppName, Bus, Component, DesiredChange, NodeId, Sender, Timestamp};
@@ -156,11 +157,12 @@ impl Leader {
                 _ = self.lost.cancelled() => return,
             }
         };
-        let (Ok(mut changes), Ok(mut inventories), Ok(mut events), Ok(mut status)) = (
+        let (Ok(mut changes), Ok(mut inventories), Ok(mut events), Ok(mut status), Ok(mut restarts)) = (
             consumer.messages().await,
             self.bus.subscribe(&ns.all_node_inventories()).await,
             self.bus.subscribe(&ns.all_container_events()).await,
             self.bus.subscribe_subject(&ns.app_status()).await,
+            self.bus.subscribe_subject(&ns.restart()).await,
         ) else {
             tracing::warn!("cannot subscribe; stepping down");
             return;
@@ -213,6 +215,11 @@ impl Leader {
                 Some(msg) = status.next() => if let Ok(req) = msg {
                     let answer = self.status(&req.envelope.body.app);
                     let _ = self.bus.reply(&req, answer).await;
+                },
+                Some(msg) = restarts.next() => if let Ok(req) = msg {
+                    let answer = self.queue_restart(&req.envelope.body);
+                    let _ = self.bus.reply(&req, answer).await;
+                    reconcile = true;
                 },
                 watched = node_watch.message() => match watched {
                     Ok(Some(resp)) => {
@@ -450,6 +457,27 @@ impl Leader {
             let subject = bus.namespace().log_lines(&line.app);
             let _ = bus.publish(&subject, &bus.envelope(line)).await;
         });
+    }
+
+    /// Queues the app's current containers (of a type, or one of them) for a rolling restart.
+    fn queue_restart(&mut self, req: &RestartRequest) -> RestartReply {
+        let version = self.desired.get(&req.app).map(|d| d.release.version);
+        let keys: Vec<_> = self
+            .observed
+            .iter()
+            .filter(|(node, _)| self.nodes.contains_key(*node))
+            .flat_map(|(_, list)| list.iter())
+            .filter(|o| o.key.app == req.app && Some(o.key.version) == version)
+            .filter(|o| req.process_type.as_ref().is_none_or(|t| &o.key.process_type == t))
+            .filter(|o| req.index.is_none_or(|i| o.key.index == i))
+            .map(|o| o.key.clone())
+            .collect();
+        let restarting = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+        if restarting > 0 {
+            self.say(&req.app, format!("restarting {restarting} container(s), one at a time"));
+        }
+        self.memory.restarts.extend(keys);
+        RestartReply { restarting }
     }
 
     fn status(&self, app: &AppName) -> AppStatus {

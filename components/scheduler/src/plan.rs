@@ -80,6 +80,8 @@ pub struct Memory {
     pub stopping: HashMap<(ContainerKey, NodeId), Instant>,
     /// Crash backoff per container: (crashes so far, not before).
     pub backoff: HashMap<ContainerKey, (u32, Instant)>,
+    /// Containers waiting to be restarted (`deis ps:restart`), one at a time per process type.
+    pub restarts: BTreeSet<ContainerKey>,
 }
 
 /// Computes the commands that move observed state toward desired state.
@@ -232,6 +234,23 @@ pub fn plan(
             let ready = kept.iter().filter(|(i, o)| **i <= count && o.running && o.healthy).count();
             if ready < count as usize {
                 all_ready = false;
+            }
+            // Restarts roll: one container of a type at a time, and only while all the others
+            // of its type serve. Stopping it is enough: the next pass starts it afresh.
+            memory
+                .restarts
+                .retain(|k| &k.app != app || &k.process_type != ptype || kept.values().any(|o| &o.key == k));
+            let busy = memory.inflight.keys().any(|k| &k.app == app && &k.process_type == ptype)
+                || memory.stopping.keys().any(|(k, _)| &k.app == app && &k.process_type == ptype);
+            if ready >= count as usize && !busy {
+                let next =
+                    memory.restarts.iter().find(|k| &k.app == app && &k.process_type == ptype).cloned();
+                if let Some(key) = next {
+                    memory.restarts.remove(&key);
+                    if let Some(o) = kept.values().find(|o| o.key == key) {
+                        stop(&mut actions, memory, o);
+                    }
+                }
             }
             stop_old.extend(old);
         }
@@ -579,6 +598,27 @@ mod tests {
             t0 + Duration::from_secs(3),
         );
         assert_eq!(starts(&a).len(), 1);
+    }
+
+    #[test]
+    fn restarts_roll_one_container_at_a_time() {
+        let mut memory = Memory::default();
+        let t0 = Instant::now();
+        let observed = vec![obs("n1", 1, 1, true, 1), obs("n2", 1, 2, true, 1)];
+        memory.restarts.extend(observed.iter().map(|o| o.key.clone()));
+        let a = plan(&desired(1, 2), &nodes(&["n1", "n2"]), &observed, &mut memory, &Rules::default(), t0);
+        assert_eq!(stops(&a), vec![("n1".into(), 1, 1)], "one at a time");
+        // web.1 is gone and being restarted: web.2 waits.
+        let a =
+            plan(&desired(1, 2), &nodes(&["n1", "n2"]), &observed[1..], &mut memory, &Rules::default(), t0);
+        assert_eq!(starts(&a).len(), 1);
+        assert!(stops(&a).is_empty());
+        // web.1 is back and healthy: now web.2.
+        memory.inflight.clear();
+        let back = vec![obs("n1", 1, 1, true, 5), obs("n2", 1, 2, true, 1)];
+        let a = plan(&desired(1, 2), &nodes(&["n1", "n2"]), &back, &mut memory, &Rules::default(), t0);
+        assert_eq!(stops(&a), vec![("n2".into(), 1, 2)]);
+        assert!(memory.restarts.is_empty());
     }
 
     #[test]

@@ -181,6 +181,25 @@ impl Plane {
         names
     }
 
+    async fn container_ids(&self, app: &str) -> Vec<String> {
+        let list = self
+            .docker
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        list.into_iter()
+            .filter(|c| {
+                c.names.iter().flatten().any(|n| {
+                    n.trim_start_matches('/').starts_with(&self.prefix) && n.contains(&format!(".{app}.v"))
+                })
+            })
+            .filter_map(|c| c.id)
+            .collect()
+    }
+
     async fn wait_routes(
         &self,
         app: &str,
@@ -273,6 +292,31 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
     })
     .await;
     assert_eq!(ps.iter().map(|c| c.num).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    // `deis ps:restart web`: every container is replaced, one at a time, so two keep serving.
+    let before = plane.container_ids("web3").await;
+    let reply = plane
+        .admin
+        .restart("web3", &controller_api::RestartRequest { process_type: Some("web".into()), num: None })
+        .await
+        .unwrap();
+    assert_eq!(reply.restarting, 3);
+    let start = Instant::now();
+    let mut fewest_routes = usize::MAX;
+    loop {
+        fewest_routes = fewest_routes.min(plane.routes("web3").await.len());
+        let now = plane.container_ids("web3").await;
+        if now.len() == 3
+            && now.iter().all(|id| !before.contains(id))
+            && plane.routes("web3").await.len() == 3
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "restart did not finish: {before:?} -> {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fewest_routes >= 2, "a rolling restart keeps the others serving (saw {fewest_routes} routes)");
+    println!("rolling restart of 3 containers took {:?}", start.elapsed());
 
     plane.admin.scale("web3", &BTreeMap::from([("web".into(), 1)])).await.unwrap();
     plane.wait_routes("web3", "scaled to one route", Duration::from_secs(30), |r| r.len() == 1).await;

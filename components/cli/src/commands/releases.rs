@@ -47,6 +47,27 @@ pub async fn ps(ctx: &Ctx) -> Result<()> {
     ctx.show(&containers, |c| render_ps(&app, c, deploy.as_ref()))
 }
 
+/// `deis ps:restart [web[.2]]`.
+pub async fn restart(ctx: &Ctx, target: Option<&str>) -> Result<()> {
+    let req = parse_restart_target(target)?;
+    let reply = ctx.session()?.client.restart(&ctx.app()?, &req).await?;
+    ctx.note(&format!("Restarting {} container(s), one at a time... requested\n", reply.restarting))?;
+    ctx.json_only(&reply)
+}
+
+fn parse_restart_target(target: Option<&str>) -> Result<controller_api::RestartRequest> {
+    let Some(target) = target else { return Ok(controller_api::RestartRequest::default()) };
+    let (ptype, num) = match target.split_once('.') {
+        Some((t, n)) => (
+            t,
+            Some(n.parse::<u32>().map_err(|_| anyhow::anyhow!("'{target}' is not a container like web.2"))?),
+        ),
+        None => (target, None),
+    };
+    crate::parse::validate_process_type(ptype)?;
+    Ok(controller_api::RestartRequest { process_type: Some(ptype.to_owned()), num })
+}
+
 fn render_deploy(d: &DeployStatus) -> String {
     match (d.state.as_str(), d.serving, &d.reason) {
         ("failed", Some(serving), Some(reason)) => {

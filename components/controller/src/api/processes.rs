@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus_schema::messages::{AppStatus, AppStatusRequest, DeployState};
-use controller_api::{Container, DeployStatus};
+use controller_api::{Container, DeployStatus, RestartRequest, RestartResponse};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{Paging, Query, json};
+use super::{Body, Paging, Query, json, parse_body};
 use crate::ctx::{Access, Ctx, app_for};
 use crate::error::ApiError;
 use crate::validate;
@@ -86,4 +86,44 @@ pub async fn deploy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result
         }
     });
     Ok(json(StatusCode::OK, &out))
+}
+
+/// Restart containers one at a time, so the others keep serving (`deis ps:restart`).
+#[utoipa::path(post, path = "/v1/apps/{app}/containers/restart/", tag = "apps", request_body = RestartRequest,
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 200, description = "How many will restart", body = RestartResponse)))]
+pub async fn restart(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
+    let body = body?;
+    let req: RestartRequest = if body.is_empty() { RestartRequest::default() } else { parse_body(body)? };
+    let process_type = req.process_type.as_deref().map(validate::process_type).transpose()?;
+    if req.num.is_some() && process_type.is_none() {
+        return Err(ApiError::Invalid("a container number needs its type, like web.2".into()));
+    }
+    {
+        let client = ctx.pool.get().await?;
+        app_for(&client, &user, &app, Access::Use, false).await?;
+    }
+    let bus = ctx.bus.get().ok_or_else(|| {
+        ApiError::Unavailable("the controller is not connected to the bus yet; retry".into())
+    })?;
+    let request = bus.envelope(bus_schema::messages::RestartRequest {
+        app: validate::app_name(&app)?,
+        process_type,
+        index: req.num,
+    });
+    let reply = bus
+        .request(&bus.namespace().restart(), &request, Duration::from_secs(3))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the scheduler did not answer: {e}")))?;
+    if reply.body.restarting == 0 {
+        return Err(ApiError::NotFound(format!("{app} has no running container like that to restart")));
+    }
+    tracing::info!(%app, user = %user.username, restarting = reply.body.restarting, "restart requested");
+    Ok(json(StatusCode::OK, &RestartResponse { restarting: reply.body.restarting }))
 }
