@@ -17,6 +17,10 @@
 //! | `<root>.controller.desired-state`         | DesiredStateRequest ⇄ snapshot | core request |
 //! | `<root>.scheduler.app-status`             | AppStatusRequest ⇄ AppStatus   | core request |
 //! | `<root>.scheduler.restart`                | RestartRequest ⇄ RestartReply  | core request |
+//! | `<root>.scheduler.run`                    | RunRequest ⇄ RunReply          | core request |
+//! | `<root>.agent.<node>.run`                 | RunOneOff ⇄ StartContainerReply | core request |
+//! | `<root>.runs.<run>.output`                | LogLine (one-off output)       | core         |
+//! | `<root>.runs.<run>.exit`                  | RunExited                      | core         |
 //! | `<root>.agent.<node>.start`               | StartContainer ⇄ reply | core request   |
 //! | `<root>.agent.<node>.stop`                | StopContainer ⇄ reply  | core request   |
 //! | `<root>.containers.<node>.<app>.<event>`  | ContainerEvent       | core               |
@@ -34,7 +38,8 @@ use uuid::Uuid;
 use crate::messages::{
     AppDestroyed, AppStatusRequest, BuildCompleted, BuildFailed, BuildLogLine, BuildRequested,
     ContainerEvent, ContainerEventKind, ControllerEvent, DesiredStateRequest, DrainRecord, FormationChanged,
-    LogLine, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, StartContainer, StopContainer,
+    LogLine, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, RunExited, RunOneOff, RunRequest,
+    StartContainer, StopContainer,
 };
 use crate::names::{AppName, NameError, NodeId};
 
@@ -222,6 +227,26 @@ impl Namespace {
     /// Where the scheduler leader takes restart requests.
     pub fn restart(&self) -> Subject<RestartRequest> {
         self.s(format_args!("scheduler.restart"))
+    }
+
+    /// Where the scheduler leader takes `deis run` requests.
+    pub fn run(&self) -> Subject<RunRequest> {
+        self.s(format_args!("scheduler.run"))
+    }
+
+    /// The output lines of one `deis run`.
+    pub fn run_output(&self, run_id: Uuid) -> Subject<LogLine> {
+        self.s(format_args!("runs.{}.output", run_id.simple()))
+    }
+
+    /// The end of one `deis run`.
+    pub fn run_exited(&self, run_id: Uuid) -> Subject<RunExited> {
+        self.s(format_args!("runs.{}.exit", run_id.simple()))
+    }
+
+    /// Where an agent takes one-off runs.
+    pub fn agent_run(&self, node: &NodeId) -> Subject<RunOneOff> {
+        self.s(format_args!("agent.{node}.run"))
     }
 
     // --- agents ---------------------------------------------------------------------------

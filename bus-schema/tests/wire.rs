@@ -118,6 +118,23 @@ macro_rules! for_each_sample {
         kinds.push($check(AppStatusRequest { app: app() }));
         kinds.push($check(RestartRequest { app: app(), process_type: Some(web()), index: Some(2) }));
         kinds.push($check(RestartReply { restarting: 1 }));
+        kinds.push($check(RunRequest {
+            app: app(),
+            run_id: BUILD,
+            command: "python manage.py migrate".into(),
+            user: "alice".into(),
+        }));
+        kinds.push($check(RunReply::Started { node: node() }));
+        kinds.push($check(RunOneOff {
+            app: app(),
+            run_id: BUILD,
+            version: 7,
+            image: "127.0.0.1:5000/go-example:git-1a2b3c4d".into(),
+            command: "ls -l".into(),
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            limits: Limits::default(),
+        }));
+        kinds.push($check(RunExited { run_id: BUILD, exit_code: Some(3) }));
         kinds.push($check(AppStatus {
             app: app(),
             containers: vec![ContainerView {
@@ -355,6 +372,10 @@ macro_rules! decode_all {
         random_bytes_never_panic::<AppStatus>(b);
         random_bytes_never_panic::<RestartRequest>(b);
         random_bytes_never_panic::<RestartReply>(b);
+        random_bytes_never_panic::<RunRequest>(b);
+        random_bytes_never_panic::<RunReply>(b);
+        random_bytes_never_panic::<RunOneOff>(b);
+        random_bytes_never_panic::<RunExited>(b);
         random_bytes_never_panic::<StartContainer>(b);
         random_bytes_never_panic::<StartContainerReply>(b);
         random_bytes_never_panic::<StopContainer>(b);

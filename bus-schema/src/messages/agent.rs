@@ -175,3 +175,37 @@ pub struct NodeInventory {
 impl Message for NodeInventory {
     const KIND: Kind = Kind::NodeInventory;
 }
+
+/// Scheduler → agent: run a one-off container to completion, streaming its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOneOff {
+    pub app: AppName,
+    pub run_id: uuid::Uuid,
+    /// The release it runs, for the container's environment.
+    pub version: u32,
+    pub image: String,
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+}
+
+impl Message for RunOneOff {
+    const KIND: Kind = Kind::RunOneOff;
+}
+
+impl Request for RunOneOff {
+    /// `Started` once the container runs (its host port is always `None`).
+    type Reply = StartContainerReply;
+}
+
+/// Agent → whoever follows the run: the one-off ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunExited {
+    pub run_id: uuid::Uuid,
+    /// The command's exit status; `None` when it could not be read (the container vanished).
+    pub exit_code: Option<i64>,
+}
+
+impl Message for RunExited {
+    const KIND: Kind = Kind::RunExited;
+}

@@ -173,3 +173,33 @@ pub struct RestartReply {
 impl Message for RestartReply {
     const KIND: Kind = Kind::RestartReply;
 }
+
+/// Controller → scheduler: run a one-off command in the app's current release (`deis run`).
+/// Its output comes on the run's own subjects (`runs.<id>.output`, `runs.<id>.exit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub app: AppName,
+    pub run_id: uuid::Uuid,
+    /// A shell line, run by the app's own shell inside its container.
+    pub command: String,
+    pub user: String,
+}
+
+impl Message for RunRequest {
+    const KIND: Kind = Kind::RunRequest;
+}
+
+impl crate::envelope::Request for RunRequest {
+    type Reply = RunReply;
+}
+
+/// Scheduler → controller: where the one-off runs, or why it cannot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunReply {
+    Started { node: crate::names::NodeId },
+    Failed { reason: String },
+}
+
+impl Message for RunReply {
+    const KIND: Kind = Kind::RunReply;
+}

@@ -9,7 +9,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     RemoveContainerOptions, StopContainerOptions,
 };
-use bus_schema::messages::{ContainerKey, HealthCheck, StartContainer};
+use bus_schema::messages::{ContainerKey, HealthCheck, RunOneOff, StartContainer};
 use bus_schema::{AppName, NodeId, ProcessType};
 use futures::StreamExt;
 
@@ -19,6 +19,9 @@ pub const LABEL_APP: &str = "deis.app";
 pub const LABEL_VERSION: &str = "deis.version";
 pub const LABEL_TYPE: &str = "deis.type";
 pub const LABEL_INDEX: &str = "deis.index";
+/// Marks a one-off (`deis run`) container with its run id; such containers are not part of the
+/// inventory, since no formation wants them.
+pub const LABEL_RUN: &str = "deis.run";
 /// The container's HTTP health check (JSON), so an agent that adopts it checks it the same way.
 pub const LABEL_HEALTH: &str = "deis.health";
 
@@ -164,7 +167,7 @@ impl Engine {
         }
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), EngineError> {
+    pub async fn ensure_image(&self, image: &str) -> Result<(), EngineError> {
         if self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }
@@ -262,6 +265,52 @@ impl Engine {
             what: format!("starting {name}"),
             reason: "it vanished".into(),
         })
+    }
+
+    /// Creates and starts a one-off container; returns its name. It is not restarted and not
+    /// routed; the caller follows it to its end and removes it.
+    pub async fn start_one_off(&self, cmd: &RunOneOff) -> Result<String, EngineError> {
+        self.ensure_image(&cmd.image).await?;
+        let short = cmd.run_id.simple().to_string();
+        let name = format!("{}{}.{}.run.{}", self.prefix, self.node, cmd.app, &short[..12]);
+        let mut env: Vec<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend([
+            format!("DEIS_APP={}", cmd.app),
+            format!("DEIS_RELEASE=v{}", cmd.version),
+            "DYNO=run.1".to_owned(),
+        ]);
+        let labels = HashMap::from([
+            (LABEL_RUN.to_owned(), cmd.run_id.to_string()),
+            (LABEL_NODE.to_owned(), self.node.to_string()),
+            (LABEL_APP.to_owned(), cmd.app.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(cmd.image.clone()),
+            cmd: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.command.clone()]),
+            env: Some(env),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                memory: cmd
+                    .limits
+                    .memory_mb
+                    .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+                cpu_shares: cmd.limits.cpu_shares.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+                privileged: Some(false),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }),
+                body,
+            )
+            .await
+            .map_err(docker_err(format!("creating {name}")))?;
+        self.docker.start_container(&name, None).await.map_err(docker_err(format!("starting {name}")))?;
+        Ok(name)
     }
 
     /// The HTTP health check a container was started with, from its label.

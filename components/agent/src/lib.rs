@@ -123,6 +123,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     adopt(&inner).await?;
     let mut starts = inner.bus.subscribe_subject(&inner.bus.namespace().agent_start(&node)).await?;
     let mut stops = inner.bus.subscribe_subject(&inner.bus.namespace().agent_stop(&node)).await?;
+    let mut runs = inner.bus.subscribe_subject(&inner.bus.namespace().agent_run(&node)).await?;
     shutdown.spawn(watch::docker_events(inner.clone()));
     shutdown.spawn(watch::inventory(inner.clone()));
     shutdown.spawn(watch::routes_follow_lease(inner.clone()));
@@ -152,6 +153,24 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                     });
                 }
                 Err((subject, error)) => tracing::warn!(%subject, %error, "malformed stop command dropped"),
+            },
+            Some(msg) = runs.next() => match msg {
+                Ok(cmd) => {
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        let reply = match inner.engine.start_one_off(&cmd.envelope.body).await {
+                            Ok(name) => {
+                                tokio::spawn(watch::one_off(inner.clone(), cmd.envelope.body.clone(), name.clone()));
+                                StartContainerReply::Started { container_id: name, host_port: None }
+                            }
+                            Err(error) => StartContainerReply::Failed { reason: error.to_string() },
+                        };
+                        if let Err(error) = inner.bus.reply(&cmd, reply).await {
+                            tracing::warn!(%error, "replying to a run");
+                        }
+                    });
+                }
+                Err((subject, error)) => tracing::warn!(%subject, %error, "malformed run command dropped"),
             },
             _ = shutdown.cancelled() => break,
         }

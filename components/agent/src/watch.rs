@@ -197,6 +197,62 @@ fn cut(mut text: String) -> String {
     text
 }
 
+/// Follows a one-off container to its end: every output line goes to the run's subject, then
+/// its exit status; then the container is removed.
+pub async fn one_off(inner: Arc<Inner>, cmd: bus_schema::messages::RunOneOff, name: String) {
+    let ns = inner.bus.namespace().clone();
+    let subject = ns.run_output(cmd.run_id);
+    let options = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+    let mut output = inner.engine.docker.logs(&name, Some(options));
+    let mut seq = 0u64;
+    let mut partial: HashMap<bool, Vec<u8>> = HashMap::new();
+    let send = |stream: Stream, text: String, seq: u64| {
+        let line = LogLine {
+            app: cmd.app.clone(),
+            time: Timestamp::now(),
+            source: LogSource::Run { index: 1 },
+            stream,
+            node: Some(inner.node.clone()),
+            seq,
+            message: cut(text),
+        };
+        let bus = inner.bus.clone();
+        let subject = subject.clone();
+        async move {
+            let _ = bus.publish(&subject, &bus.envelope(line)).await;
+        }
+    };
+    while let Some(Ok(chunk)) = output.next().await {
+        let (stream, bytes) = match chunk {
+            LogOutput::StdErr { message } => (Stream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => (Stream::Stdout, message),
+            LogOutput::StdIn { .. } => continue,
+        };
+        let buf = partial.entry(stream == Stream::Stderr).or_default();
+        buf.extend_from_slice(&bytes);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            seq += 1;
+            send(stream, String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(), seq).await;
+        }
+    }
+    for (is_err, rest) in partial {
+        if !rest.is_empty() {
+            seq += 1;
+            let stream = if is_err { Stream::Stderr } else { Stream::Stdout };
+            send(stream, String::from_utf8_lossy(&rest).into_owned(), seq).await;
+        }
+    }
+    let exit_code = match inner.engine.docker.inspect_container(&name, None).await {
+        Ok(info) => info.state.and_then(|s| s.exit_code),
+        Err(_) => None,
+    };
+    let exited = bus_schema::messages::RunExited { run_id: cmd.run_id, exit_code };
+    let _ = inner.bus.publish(&ns.run_exited(cmd.run_id), &inner.bus.envelope(exited)).await;
+    tracing::info!(container = %name, ?exit_code, "one-off finished");
+    let _ = inner.engine.remove(&name).await;
+}
+
 /// Follows the engine's events for this node's containers: an exit takes the route away at once
 /// and is reported, so the scheduler can restart or replace it.
 pub async fn docker_events(inner: Arc<Inner>) {

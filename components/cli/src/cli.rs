@@ -149,6 +149,14 @@ pub enum Command {
         version: Option<String>,
     },
 
+    /// Run a one-off command in a new container of the app's current release, showing its output;
+    /// exits with the command's status. `deis run -- ls -la`.
+    #[command(name = "apps:run", visible_alias = "run")]
+    AppsRun {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+
     /// List an app's containers, and how its newest release is rolling out.
     #[command(name = "ps:list", visible_alias = "ps")]
     PsList,

@@ -252,6 +252,57 @@ impl Client {
         self.post(&format!("/v1/apps/{app}/containers/restart/"), req).await
     }
 
+    /// Runs a one-off command; `on_event` sees each output line as it arrives. Returns the exit
+    /// status (`None` when it is unknown).
+    pub async fn run(
+        &self,
+        app: &str,
+        command: &str,
+        mut on_event: impl FnMut(&RunEvent),
+    ) -> Result<Option<i64>, ApiError> {
+        use futures::StreamExt;
+        let url = format!("{}/v1/apps/{app}/run/", self.base);
+        let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
+        let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
+        // One-offs may run long: no overall timeout, only the connect timeout.
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("Authorization", format!("token {token}"))
+            .json(&RunRequest { command: command.to_owned() })
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(transport)?;
+            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.detail)
+                .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
+            return Err(ApiError::Status { status: status.as_u16(), detail });
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut exit = None;
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(transport)?);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let event: RunEvent = serde_json::from_slice(&line).map_err(|e| ApiError::Transport {
+                    url: url.clone(),
+                    reason: format!("unreadable run output: {e}"),
+                })?;
+                if let RunEvent::Exit { exit_code } = &event {
+                    exit = Some(*exit_code);
+                }
+                on_event(&event);
+            }
+        }
+        exit.ok_or_else(|| ApiError::Transport {
+            url: url.clone(),
+            reason: "the run ended without an exit status".into(),
+        })
+    }
+
     /// The rollout of the app's newest release; `None` before its first deploy.
     pub async fn deploy_status(&self, app: &str) -> Result<Option<DeployStatus>, ApiError> {
         self.get(&format!("/v1/apps/{app}/deploy/")).await

@@ -350,3 +350,27 @@ pub struct RestartResponse {
     /// How many containers will be restarted, one at a time.
     pub restarting: u32,
 }
+
+/// `deis run <command>`: run a one-off command in the app's current release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// A shell line, run by the app's own shell inside a new container.
+    pub command: String,
+}
+
+/// One line of a `deis run` answer, which is newline-delimited JSON: output lines as they come,
+/// then the exit status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    Line {
+        line: String,
+        /// `stdout` or `stderr`.
+        stream: String,
+    },
+    Exit {
+        /// The command's exit status; null when it could not be read.
+        exit_code: Option<i64>,
+    },
+}

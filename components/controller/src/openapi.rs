@@ -16,7 +16,7 @@ use crate::api;
         api::apps::list, api::apps::create, api::apps::info, api::apps::destroy, api::apps::transfer,
         api::config::get, api::config::update,
         api::builds::list, api::builds::create, api::builds::releases, api::builds::release, api::builds::rollback,
-        api::builds::scale, api::processes::containers, api::processes::deploy, api::processes::restart,
+        api::builds::scale, api::processes::containers, api::processes::deploy, api::processes::restart, api::processes::run,
         api::domains::list, api::domains::add, api::domains::remove,
         api::certs::list, api::certs::add, api::certs::info, api::certs::remove, api::certs::attach, api::certs::detach,
         api::keys::list, api::keys::add, api::keys::remove,

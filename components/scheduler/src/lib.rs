@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bus_schema::discovery::{Keys, NodeRecord};
 use bus_schema::messages::{
     AppDesired, AppStatus, ContainerEventKind, ContainerView, DesiredStateRequest, LogLine, LogSource,
-    ReleaseSpec, RestartReply, RestartRequest, StartContainerReply, StopContainer, StopContainerReply,
-    Stream,
+    ReleaseSpec, RestartReply, RestartRequest, RunOneOff, RunReply, RunRequest, StartContainerReply,
+    StopContainer, StopContainerReply, Stream,
 };
 use bus_schema::streams::{ConsumerId, ensure_consumer};
 use bus_schema::{AppName, Bus, Component, DesiredChange, NodeId, Sender, Timestamp};
@@ -157,13 +157,22 @@ impl Leader {
                 _ = self.lost.cancelled() => return,
             }
         };
-        let (Ok(mut changes), Ok(mut inventories), Ok(mut events), Ok(mut status), Ok(mut restarts)) = (
+        let (
+            Ok(mut changes),
+            Ok(mut inventories),
+            Ok(mut events),
+            Ok(mut status),
+            Ok(mut restarts),
+            Ok(mut runs),
+        ) = (
             consumer.messages().await,
             self.bus.subscribe(&ns.all_node_inventories()).await,
             self.bus.subscribe(&ns.all_container_events()).await,
             self.bus.subscribe_subject(&ns.app_status()).await,
             self.bus.subscribe_subject(&ns.restart()).await,
-        ) else {
+            self.bus.subscribe_subject(&ns.run()).await,
+        )
+        else {
             tracing::warn!("cannot subscribe; stepping down");
             return;
         };
@@ -215,6 +224,9 @@ impl Leader {
                 Some(msg) = status.next() => if let Ok(req) = msg {
                     let answer = self.status(&req.envelope.body.app);
                     let _ = self.bus.reply(&req, answer).await;
+                },
+                Some(msg) = runs.next() => if let Ok(req) = msg {
+                    self.run_one_off(req);
                 },
                 Some(msg) = restarts.next() => if let Ok(req) = msg {
                     let answer = self.queue_restart(&req.envelope.body);
@@ -456,6 +468,51 @@ impl Leader {
         tokio::spawn(async move {
             let subject = bus.namespace().log_lines(&line.app);
             let _ = bus.publish(&subject, &bus.envelope(line)).await;
+        });
+    }
+
+    /// Places a one-off container of the app's current release and hands it to that node's agent;
+    /// the answer goes back from a task so a slow image pull blocks nothing else.
+    fn run_one_off(&mut self, req: bus_schema::Incoming<RunRequest>) {
+        let body = req.envelope.body.clone();
+        let bus = self.bus.clone();
+        let Some(want) = self.desired.get(&body.app).filter(|d| !d.release.image.is_empty()) else {
+            let reply =
+                RunReply::Failed { reason: format!("{} has no build yet: deploy it first", body.app) };
+            tokio::spawn(async move { bus.reply(&req, reply).await });
+            return;
+        };
+        let observed: Vec<Observed> = self.observed.values().flatten().cloned().collect();
+        let node = plan::place_one_off(want, &self.nodes, &observed, &self.memory);
+        let node = match node {
+            Ok(node) => node,
+            Err(reason) => {
+                tokio::spawn(async move { bus.reply(&req, RunReply::Failed { reason }).await });
+                return;
+            }
+        };
+        let release = &want.release;
+        let cmd = RunOneOff {
+            app: body.app.clone(),
+            run_id: body.run_id,
+            version: release.version,
+            image: release.image.clone(),
+            command: body.command.clone(),
+            env: release.config.clone(),
+            limits: release.limits.get(&bus_schema::ProcessType::web()).cloned().unwrap_or_default(),
+        };
+        self.say(&body.app, format!("{} runs `{}` on {node}", body.user, body.command));
+        let timeout = Duration::from_secs(self.config.command_timeout_secs);
+        tokio::spawn(async move {
+            let answer = bus.request(&bus.namespace().agent_run(&node), &bus.envelope(cmd), timeout).await;
+            let reply = match answer.map(|r| r.body) {
+                Ok(StartContainerReply::Started { .. }) => RunReply::Started { node },
+                Ok(StartContainerReply::Failed { reason }) => RunReply::Failed { reason },
+                Err(error) => {
+                    RunReply::Failed { reason: format!("the agent on {node} did not answer: {error}") }
+                }
+            };
+            bus.reply(&req, reply).await
         });
     }
 

@@ -302,6 +302,26 @@ fn memory_of(limits: Option<&Limits>) -> u64 {
     limits.and_then(|l| l.memory_mb).unwrap_or(0)
 }
 
+/// Chooses the node for a one-off container, like any other container of the app.
+pub fn place_one_off(
+    want: &AppDesired,
+    nodes: &BTreeMap<NodeId, NodeRecord>,
+    observed: &[Observed],
+    memory: &Memory,
+) -> Result<NodeId, String> {
+    let mut desired = BTreeMap::new();
+    desired.insert(want.release.app.clone(), want.clone());
+    let live: Vec<&Observed> = observed.iter().filter(|o| nodes.contains_key(&o.node)).collect();
+    let mut placer = placer(&desired, nodes, &live, memory);
+    let request = Request {
+        app: want.release.app.to_string(),
+        memory_mb: memory_of(want.release.limits.get(&ProcessType::web())),
+        tags: want.release.tags.clone(),
+    };
+    let node = placer.place(&request).map_err(|e| e.to_string())?;
+    NodeId::parse(node).map_err(|e| e.to_string())
+}
+
 /// Builds the placer from what runs now (and what is being started), so capacity and spread
 /// count everything.
 fn placer(

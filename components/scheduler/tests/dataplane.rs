@@ -318,6 +318,33 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
     assert!(fewest_routes >= 2, "a rolling restart keeps the others serving (saw {fewest_routes} routes)");
     println!("rolling restart of 3 containers took {:?}", start.elapsed());
 
+    // `deis run`: a one-off in the current release, its output streamed, its status returned.
+    let mut seen = Vec::new();
+    let exit = plane
+        .admin
+        .run("web3", "echo hello from $DEIS_APP $DEIS_RELEASE; echo oops >&2; exit 3", |e| {
+            seen.push(e.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(exit, Some(3));
+    assert!(
+        seen.contains(&controller_api::RunEvent::Line {
+            line: "hello from web3 v2".into(),
+            stream: "stdout".into()
+        }),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&controller_api::RunEvent::Line { line: "oops".into(), stream: "stderr".into() }),
+        "{seen:?}"
+    );
+    eventually("the one-off container is removed", Duration::from_secs(10), || async {
+        let names = plane.containers("web3").await;
+        (!names.iter().any(|n| n.contains(".run."))).then_some(())
+    })
+    .await;
+
     plane.admin.scale("web3", &BTreeMap::from([("web".into(), 1)])).await.unwrap();
     plane.wait_routes("web3", "scaled to one route", Duration::from_secs(30), |r| r.len() == 1).await;
     eventually("two containers removed", Duration::from_secs(30), || async {

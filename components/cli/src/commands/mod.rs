@@ -51,6 +51,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::ReleasesRollback { version } => releases::rollback(&ctx, version.as_deref()).await,
         Command::PsScale { pairs } => releases::scale(&ctx, &pairs).await,
         Command::PsList => releases::ps(&ctx).await,
+        Command::AppsRun { command } => releases::run(&ctx, &command.join(" ")).await,
         Command::PsRestart { target } => releases::restart(&ctx, target.as_deref()).await,
         Command::BuildsList => releases::builds_list(&ctx).await,
         Command::BuildsCreate { image, procfile } => releases::builds_create(&ctx, &image, &procfile).await,

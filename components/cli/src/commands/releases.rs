@@ -47,6 +47,36 @@ pub async fn ps(ctx: &Ctx) -> Result<()> {
     ctx.show(&containers, |c| render_ps(&app, c, deploy.as_ref()))
 }
 
+/// `deis run <command>`: streams the output, then exits with the command's status.
+pub async fn run(ctx: &Ctx, command: &str) -> Result<()> {
+    use std::io::Write as _;
+    let session = ctx.session()?;
+    let app = ctx.app()?;
+    ctx.note(&format!("Running `{command}`...\n"))?;
+    let json = ctx.json;
+    let exit = session
+        .client
+        .run(&app, command, |event| {
+            if json {
+                println!("{}", serde_json::to_string(event).unwrap_or_default());
+                return;
+            }
+            if let controller_api::RunEvent::Line { line, stream } = event {
+                if stream == "stderr" {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                } else {
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                }
+            }
+        })
+        .await?;
+    match exit {
+        Some(0) => Ok(()),
+        Some(code) => std::process::exit(i32::try_from(code).unwrap_or(1)),
+        None => anyhow::bail!("the command's exit status is unknown (its container vanished)"),
+    }
+}
+
 /// `deis ps:restart [web[.2]]`.
 pub async fn restart(ctx: &Ctx, target: Option<&str>) -> Result<()> {
     let req = parse_restart_target(target)?;

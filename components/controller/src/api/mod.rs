@@ -66,11 +66,11 @@ fn has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-/// RFC 3339 in UTC, as every timestamp of the API.
+/// RFC 3339 in UTC with microseconds, as every timestamp of the API.
 pub fn ts(t: time::OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    // Fixed width (microseconds always), so timestamps line up in tables and sort as text.
+    let nanos = i64::try_from(t.unix_timestamp_nanos()).unwrap_or(0);
+    bus_schema::Timestamp(nanos).to_rfc3339()
 }
 
 /// Undoes percent-encoding in a path segment (key ids and usernames may hold `@` or spaces).
@@ -297,6 +297,13 @@ pub fn routes(
             .and(authz)
             .and(body.clone())
             .then(|app, c, a, b| respond(processes::restart(c, app, a, b))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "run")
+            .and(warp::post())
+            .and(c.clone())
+            .and(authz)
+            .and(body.clone())
+            .then(|app, c, a, b| respond(processes::run(c, app, a, b))))
         .unify()
         .or(path!("v1" / "apps" / String / "deploy")
             .and(warp::get())

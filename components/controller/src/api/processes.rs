@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bus_schema::messages::{AppStatus, AppStatusRequest, DeployState};
 use controller_api::{Container, DeployStatus, RestartRequest, RestartResponse};
+use warp::Reply as _;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -126,4 +127,86 @@ pub async fn restart(
     }
     tracing::info!(%app, user = %user.username, restarting = reply.body.restarting, "restart requested");
     Ok(json(StatusCode::OK, &RestartResponse { restarting: reply.body.restarting }))
+}
+
+/// Run a one-off command in a new container of the current release (`deis run`). The answer
+/// streams as newline-delimited JSON: each output line as it comes, then the exit status.
+#[utoipa::path(post, path = "/v1/apps/{app}/run/", tag = "apps", request_body = controller_api::RunRequest,
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 200, description = "Output lines, then the exit status", content_type = "application/x-ndjson", body = controller_api::RunEvent)))]
+pub async fn run(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt;
+    let user = ctx.authenticate(authz).await?;
+    let req: controller_api::RunRequest = parse_body(body?)?;
+    let command = req.command.trim().to_owned();
+    if command.is_empty() || command.len() > 4096 {
+        return Err(ApiError::Invalid("the command must be 1 to 4096 characters".into()));
+    }
+    {
+        let client = ctx.pool.get().await?;
+        app_for(&client, &user, &app, Access::Use, false).await?;
+    }
+    let bus = ctx
+        .bus
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("the controller is not connected to the bus yet; retry".into()))?
+        .clone();
+    let ns = bus.namespace().clone();
+    let run_id = uuid::Uuid::now_v7();
+    // Listen before asking, so not a line is missed.
+    let mut output = bus
+        .subscribe_subject(&ns.run_output(run_id))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let mut exited = bus
+        .subscribe_subject(&ns.run_exited(run_id))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let request = bus.envelope(bus_schema::messages::RunRequest {
+        app: validate::app_name(&app)?,
+        run_id,
+        command: command.clone(),
+        user: user.username.clone(),
+    });
+    let reply = bus
+        .request(&ns.run(), &request, Duration::from_secs(300))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the scheduler did not answer: {e}")))?;
+    if let bus_schema::messages::RunReply::Failed { reason } = reply.body {
+        return Err(ApiError::Invalid(format!("cannot run `{command}`: {reason}")));
+    }
+    tracing::info!(%app, user = %user.username, %run_id, "one-off started");
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<bytes::Bytes, std::io::Error>>();
+    let send = move |event: controller_api::RunEvent| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        tx.unbounded_send(Ok(bytes::Bytes::from(line))).is_ok()
+    };
+    tokio::spawn(async move {
+        let line_of = |l: bus_schema::messages::LogLine| controller_api::RunEvent::Line {
+            line: l.message,
+            stream: l.stream.as_str().to_owned(),
+        };
+        loop {
+            tokio::select! {
+                Some(Ok(line)) = output.next() => if !send(line_of(line.envelope.body)) { return },
+                Some(Ok(exit)) = exited.next() => {
+                    // Lines published just before the exit may still be in flight.
+                    while let Ok(Some(Ok(line))) = tokio::time::timeout(Duration::from_millis(200), output.next()).await {
+                        send(line_of(line.envelope.body));
+                    }
+                    send(controller_api::RunEvent::Exit { exit_code: exit.envelope.body.exit_code });
+                    return;
+                },
+                else => return,
+            }
+        }
+    });
+    Ok(warp::reply::with_header(warp::reply::stream(rx), "content-type", "application/x-ndjson")
+        .into_response())
 }
