@@ -1,0 +1,50 @@
+//! The router's configuration.
+
+use serde::{Deserialize, Serialize};
+use service_kit::{EtcdConfig, LogConfig, NatsConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Where apps' HTTP traffic arrives.
+    pub listen_http: String,
+    /// `/healthz` and `/metrics`.
+    pub listen_ops: String,
+    /// Where `git push` over SSH arrives, passed through to a builder.
+    pub listen_git: String,
+    /// The platform domain: `<app>.<domain>` goes to the app, `deis.<domain>` to the controller.
+    pub platform_domain: String,
+    /// How long to wait for a backend to accept a connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest time a backend may take to answer a request's headers, in seconds.
+    pub request_timeout_secs: u64,
+    /// A backend that refused or timed out a connection is skipped for this long, in seconds.
+    pub eject_secs: u64,
+    /// Request bodies up to this size are buffered so the request can be retried on another
+    /// backend when a connection fails; larger ones are streamed.
+    pub retry_buffer_bytes: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    pub nats: NatsConfig,
+    pub etcd: EtcdConfig,
+    pub log: LogConfig,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            listen_http: "0.0.0.0:80".to_owned(),
+            listen_ops: "0.0.0.0:9090".to_owned(),
+            listen_git: "0.0.0.0:2222".to_owned(),
+            platform_domain: "deis.local".to_owned(),
+            connect_timeout_ms: 1000,
+            request_timeout_secs: 60,
+            eject_secs: 10,
+            retry_buffer_bytes: 64 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
+            nats: NatsConfig::default(),
+            etcd: EtcdConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The router: a stateless reverse proxy run on several hosts. Its route table comes from etcd
+//! (routes written by agents for healthy containers, controllers and builders registered as
+//! components) and is swapped in whole on every change; when etcd is unreachable the last table
+//! keeps serving. `git push` over SSH (port 2222) passes through to a builder.
+
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bus_schema::discovery::Keys;
+use bus_schema::{Component, Sender};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus_client::registry::Registry;
+use service_kit::{Backoff, Health, OpsServer, Shutdown};
+use tokio::net::TcpListener;
+
+pub use config::RouterConfig;
+use proxy::Proxy;
+use table::Table;
+
+/// The router's listeners, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub ops: TcpListener,
+    pub git: TcpListener,
+}
+
+/// Runs the router until shutdown.
+pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    let keys = Keys::new(&config.etcd.prefix);
+    let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+    let loaded = Arc::new(AtomicBool::new(false));
+    let metrics = metrics::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+
+    // Access lines need the bus, but routing must not wait for it.
+    let bus_config = config.nats.clone();
+    let bus_shutdown = shutdown.clone();
+    let bus_task = tokio::spawn(async move {
+        let sender = Sender { component: Component::Router, instance: "router".into() };
+        service_kit::nats::connect_bus(&bus_config, sender, &bus_shutdown).await.ok()
+    });
+    shutdown.spawn(follow_etcd(
+        config.clone(),
+        keys,
+        table.clone(),
+        loaded.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let local_port = listeners.http.local_addr().map(|a| a.port()).unwrap_or(80);
+    let bus =
+        tokio::time::timeout(Duration::from_secs(2), bus_task).await.ok().and_then(|r| r.ok()).flatten();
+    if bus.is_none() {
+        tracing::warn!("NATS not reachable yet; access lines are not shipped");
+    }
+    let proxy = Arc::new(Proxy::new(config.clone(), table.clone(), bus, metrics, local_port));
+
+    let ops = {
+        let loaded = loaded.clone();
+        OpsServer::new(registry, move || {
+            Health::from_checks([(
+                "routes".to_owned(),
+                if loaded.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    Err("no route table loaded yet".to_owned())
+                },
+            )])
+        })
+    };
+    shutdown.spawn(ops.serve(listeners.ops, shutdown.clone()));
+    shutdown.spawn(passthrough(listeners.git, table.clone(), shutdown.clone()));
+    serve_http(listeners.http, proxy, shutdown).await;
+    Ok(())
+}
+
+async fn serve_http(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Shutdown) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| proxy.clone().handle(req, peer));
+            if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Keeps the route table in step with etcd: a full read, then a watch from that revision. On
+/// any failure the last table stays in place while it reconnects.
+async fn follow_etcd(
+    config: RouterConfig,
+    keys: Keys,
+    table: Arc<ArcSwap<Table>>,
+    loaded: Arc<AtomicBool>,
+    metrics: metrics::Metrics,
+    shutdown: Shutdown,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let Ok(mut client) = service_kit::etcd::connect(&config.etcd, &shutdown).await else { return };
+        let prefix = format!("{}/", keys.prefix());
+        let result: Result<(), etcd_client::Error> = async {
+            let resp =
+                client.get(prefix.as_bytes(), Some(etcd_client::GetOptions::new().with_prefix())).await?;
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let mut kvs: BTreeMap<String, Vec<u8>> = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| kv.key_str().ok().map(|k| (k.to_owned(), kv.value().to_vec())))
+                .collect();
+            install(&keys, &kvs, &config, &table, &metrics);
+            loaded.store(true, Ordering::Relaxed);
+            backoff.reset();
+            let mut watch = client
+                .watch(
+                    prefix.as_bytes(),
+                    Some(etcd_client::WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
+                )
+                .await?;
+            loop {
+                let msg = tokio::select! {
+                    m = watch.message() => m?,
+                    _ = shutdown.cancelled() => return Ok(()),
+                };
+                let Some(msg) = msg else { return Ok(()) };
+                for event in msg.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Ok(key) = kv.key_str() else { continue };
+                    match event.event_type() {
+                        etcd_client::EventType::Put => kvs.insert(key.to_owned(), kv.value().to_vec()),
+                        etcd_client::EventType::Delete => kvs.remove(key),
+                    };
+                }
+                install(&keys, &kvs, &config, &table, &metrics);
+            }
+        }
+        .await;
+        if shutdown.is_shutting_down() {
+            return;
+        }
+        if let Err(error) = result {
+            tracing::warn!(%error, "etcd watch lost; serving the last route table while reconnecting");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn install(
+    keys: &Keys,
+    kvs: &BTreeMap<String, Vec<u8>>,
+    config: &RouterConfig,
+    table: &ArcSwap<Table>,
+    metrics: &metrics::Metrics,
+) {
+    let (new, bad) = Table::build(keys, kvs, &config.platform_domain);
+    if bad > 0 {
+        metrics.bad_routes.inc_by(bad as u64);
+        tracing::warn!(bad, "skipped malformed route values");
+    }
+    table.store(Arc::new(new));
+}
+
+/// Passes TCP connections (git over SSH) through to the builders, round-robin.
+async fn passthrough(listener: TcpListener, table: Arc<ArcSwap<Table>>, shutdown: Shutdown) {
+    let cursor = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (mut inbound, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let builders = table.load().builders.clone();
+        let cursor = cursor.clone();
+        tokio::spawn(async move {
+            if builders.is_empty() {
+                tracing::warn!(%peer, "git connection refused: no builder is registered");
+                return;
+            }
+            let start = cursor.fetch_add(1, Ordering::Relaxed);
+            for i in 0..builders.len() {
+                let backend = &builders[(start + i) % builders.len()];
+                match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(backend))
+                    .await
+                {
+                    Ok(Ok(mut outbound)) => {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                    _ => tracing::warn!(%backend, "builder unreachable; trying the next"),
+                }
+            }
+        });
+    }
+}

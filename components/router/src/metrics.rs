@@ -1,0 +1,71 @@
+//! The router's Prometheus metrics: requests by app and status class, latency by app.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub app: String,
+    /// `2xx`, `3xx`, `4xx`, `5xx`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    pub app: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<AppLabel, Histogram, fn() -> Histogram>,
+    pub ejections: Counter,
+    pub bad_routes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ejections: Counter::default(),
+            bad_routes: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("router_requests", "Requests by app and status class", self.requests.clone());
+        registry.register(
+            "router_request_seconds",
+            "Time to the backend's response headers",
+            self.latency.clone(),
+        );
+        registry.register(
+            "router_backend_ejections",
+            "Backends ejected after a refused connection",
+            self.ejections.clone(),
+        );
+        registry.register(
+            "router_bad_route_values",
+            "Malformed route values skipped",
+            self.bad_routes.clone(),
+        );
+    }
+
+    pub fn observe(&self, app: &str, status: u16, elapsed: Duration) {
+        let class = format!("{}xx", status / 100);
+        self.requests.get_or_create(&RequestLabels { app: app.to_owned(), status: class }).inc();
+        self.latency.get_or_create(&AppLabel { app: app.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+}

@@ -1,0 +1,441 @@
+//! The HTTP proxy: one request in, the same request to a healthy backend of the app its Host
+//! names, the answer back, streamed both ways. A backend that refuses a connection is ejected for
+//! a while and the request goes to the next one (bodies small enough are buffered so they can be
+//! sent again); WebSocket upgrades are bridged; hop-by-hop headers stay on their hop.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bus_schema::messages::{LogLine, LogSource, Stream};
+use bus_schema::{Bus, Timestamp};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::config::RouterConfig;
+use crate::metrics::Metrics;
+use crate::table::{Ejections, Table, Target};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub struct Proxy {
+    pub table: Arc<ArcSwap<Table>>,
+    pub ejections: Ejections,
+    client: Client<HttpConnector, Body>,
+    config: RouterConfig,
+    bus: Option<Bus>,
+    metrics: Metrics,
+    local_port: u16,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p></body></html>\n"
+    );
+    let mut resp = Response::new(full(html));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp
+}
+
+impl Proxy {
+    pub fn new(
+        config: RouterConfig,
+        table: Arc<ArcSwap<Table>>,
+        bus: Option<Bus>,
+        metrics: Metrics,
+        local_port: u16,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms.max(1))));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { table, ejections: Ejections::default(), client, config, bus, metrics, local_port }
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let start = Instant::now();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let table = self.table.load_full();
+        let target = table.resolve(&host);
+        let app = match &target {
+            Target::App(app) => app.to_string(),
+            Target::Controller => "deis".to_owned(),
+            Target::Unknown => {
+                let text = format!(
+                    "No app is served at {}. Check the app's name, or add this domain to it with `deis domains:add`.",
+                    escape(&host)
+                );
+                return Ok(page(StatusCode::NOT_FOUND, "No such app", &text));
+            }
+        };
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let candidates = table.candidates(&target, &self.ejections);
+        if candidates.is_empty() {
+            let text = format!(
+                "{} has no healthy containers right now. See `deis ps` and `deis logs`.",
+                escape(&app)
+            );
+            return Ok(self.finish(
+                &target,
+                &req,
+                page(StatusCode::SERVICE_UNAVAILABLE, "No healthy containers", &text),
+                start,
+                &request_id,
+                peer,
+            ));
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.config.max_body_bytes) {
+            return Ok(page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                "The request body is larger than this platform accepts.",
+            ));
+        }
+        let upgrade = wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let method = req.method().clone();
+        let path =
+            req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
+        let headers = forward_headers(req.headers(), peer, self.local_port, &request_id, upgrade);
+        let has_body =
+            declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
+
+        // Small bodies are buffered so a refused connection can be retried elsewhere with the same
+        // bytes; large ones stream, and are retried only when they are empty.
+        let mut streaming: Option<Incoming> = None;
+        let buffered: Option<Bytes> = if !has_body {
+            Some(Bytes::new())
+        } else if declared.is_some_and(|n| n <= self.config.retry_buffer_bytes) {
+            let limit = usize::try_from(self.config.retry_buffer_bytes).unwrap_or(usize::MAX);
+            match Limited::new(req.into_body(), limit).collect().await {
+                Ok(collected) => Some(collected.to_bytes()),
+                Err(_) => {
+                    return Ok(page(
+                        StatusCode::BAD_REQUEST,
+                        "Bad request",
+                        "The request body could not be read.",
+                    ));
+                }
+            }
+        } else {
+            streaming = Some(req.into_body());
+            None
+        };
+
+        let timeout = Duration::from_secs(self.config.request_timeout_secs.max(1));
+        let mut last_error = String::new();
+        for backend in &candidates {
+            let body = match (&buffered, streaming.take()) {
+                (Some(bytes), _) => full(bytes.clone()),
+                (None, Some(incoming)) => {
+                    let limit = usize::try_from(self.config.max_body_bytes).unwrap_or(usize::MAX);
+                    Limited::new(incoming, limit).map_err(|e| -> BoxError { e }).boxed()
+                }
+                (None, None) => break,
+            };
+            let mut out = Request::builder().method(method.clone()).uri(format!("http://{backend}{path}"));
+            if let Some(h) = out.headers_mut() {
+                *h = headers.clone();
+            }
+            let Ok(out) = out.body(body) else { break };
+            match tokio::time::timeout(timeout, self.client.request(out)).await {
+                Ok(Ok(mut resp)) => {
+                    if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_side) = client_upgrade {
+                            let backend_side = hyper::upgrade::on(&mut resp);
+                            tokio::spawn(bridge(client_side, backend_side));
+                        }
+                        let (mut parts, _) = resp.into_parts();
+                        strip_hop_by_hop(&mut parts.headers, true);
+                        let resp = Response::from_parts(parts, full(Bytes::new()));
+                        return Ok(self.finish(
+                            &target,
+                            &headers_view(&method, &path, &host),
+                            resp,
+                            start,
+                            &request_id,
+                            peer,
+                        ));
+                    }
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers, false);
+                    parts.headers.insert(
+                        "x-request-id",
+                        HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("-")),
+                    );
+                    let resp =
+                        Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
+                    return Ok(self.finish(
+                        &target,
+                        &headers_view(&method, &path, &host),
+                        resp,
+                        start,
+                        &request_id,
+                        peer,
+                    ));
+                }
+                Ok(Err(error)) if error.is_connect() => {
+                    // Nothing of the request reached this backend: skip it for a while, try the next.
+                    self.ejections.eject(backend, Duration::from_secs(self.config.eject_secs));
+                    self.metrics.ejections.inc();
+                    tracing::warn!(%backend, %app, %error, "backend refused; ejected");
+                    last_error = format!("{backend} refused the connection");
+                    if buffered.is_none() {
+                        break;
+                    }
+                }
+                Ok(Err(error)) => {
+                    last_error = format!("{backend}: {error}");
+                    break;
+                }
+                Err(_) => {
+                    self.ejections.eject(backend, Duration::from_secs(self.config.eject_secs));
+                    let resp =
+                        page(StatusCode::GATEWAY_TIMEOUT, "Timed out", "The app did not answer in time.");
+                    return Ok(self.finish(
+                        &target,
+                        &headers_view(&method, &path, &host),
+                        resp,
+                        start,
+                        &request_id,
+                        peer,
+                    ));
+                }
+            }
+        }
+        tracing::warn!(%app, error = %last_error, "no backend answered");
+        let resp = page(StatusCode::BAD_GATEWAY, "Bad gateway", "The app's containers could not be reached.");
+        Ok(self.finish(&target, &headers_view(&method, &path, &host), resp, start, &request_id, peer))
+    }
+
+    /// Counts the request and writes its access line into the app's log stream.
+    fn finish<B>(
+        &self,
+        target: &Target,
+        req: &Request<B>,
+        resp: Response<Body>,
+        start: Instant,
+        request_id: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let elapsed = start.elapsed();
+        let status = resp.status().as_u16();
+        let app = match target {
+            Target::App(app) => Some(app.clone()),
+            _ => None,
+        };
+        self.metrics.observe(app.as_ref().map_or("deis", |a| a.as_str()), status, elapsed);
+        if let (Some(app), Some(bus)) = (app, &self.bus) {
+            let bytes = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            let message = format!(
+                "method={} path=\"{}\" host={} fwd=\"{}\" status={status} bytes={bytes} service={}ms request_id={request_id}",
+                req.method(),
+                req.uri(),
+                host,
+                peer.ip(),
+                elapsed.as_millis()
+            );
+            let line = LogLine {
+                app: app.clone(),
+                time: Timestamp::now(),
+                source: LogSource::Router,
+                stream: Stream::Stdout,
+                node: None,
+                seq: 0,
+                message,
+            };
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let _ = bus.publish(&bus.namespace().log_lines(&app), &bus.envelope(line)).await;
+            });
+        }
+        resp
+    }
+}
+
+/// A bodyless copy of the request line, for the access log after the request was consumed.
+fn headers_view(method: &hyper::Method, path: &str, host: &str) -> Request<()> {
+    let mut r = Request::new(());
+    *r.method_mut() = method.clone();
+    *r.uri_mut() = path.parse().unwrap_or_default();
+    if let Ok(h) = HeaderValue::from_str(host) {
+        r.headers_mut().insert(header::HOST, h);
+    }
+    r
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The headers sent on to the backend.
+fn forward_headers(
+    incoming: &HeaderMap,
+    peer: SocketAddr,
+    port: u16,
+    request_id: &str,
+    upgrade: bool,
+) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers, upgrade);
+    let xff = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(&mut headers, "x-forwarded-for", &xff);
+    if !incoming.contains_key("x-forwarded-proto") {
+        set(&mut headers, "x-forwarded-proto", "http");
+    }
+    if !incoming.contains_key("x-forwarded-port") {
+        set(&mut headers, "x-forwarded-port", &port.to_string());
+    }
+    set(&mut headers, "x-request-id", request_id);
+    headers
+}
+
+/// Removes hop-by-hop headers, and those the Connection header names. An upgrade keeps its
+/// `Upgrade` and `Connection: upgrade`, which the next hop needs to switch protocols.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let upgrade_value = headers.get(header::UPGRADE).cloned();
+    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
+        headers.remove(name.as_str());
+    }
+    if let (true, Some(u)) = (upgrade, upgrade_value) {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+async fn bridge(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(backend)) = (client.await, backend.await) else { return };
+    let mut client = TokioIo::new(client);
+    let mut backend = TokioIo::new(backend);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_their_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let out = forward_headers(&h, peer, 80, "rid", false);
+        assert!(
+            out.get("x-secret").is_none() && out.get("keep-alive").is_none() && out.get(header::TE).is_none()
+        );
+        assert_eq!(out.get("x-app").unwrap(), "kept");
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(out.get("x-forwarded-port").unwrap(), "80");
+        assert_eq!(out.get("x-request-id").unwrap(), "rid");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_upgrades_keep_their_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        let out = forward_headers(&h, "10.0.0.1:1".parse().unwrap(), 80, "r", true);
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.0.0.1");
+        assert_eq!(out.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(out.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn error_pages_escape_the_host() {
+        assert_eq!(escape("<script>"), "&lt;script&gt;");
+    }
+}

@@ -1,0 +1,205 @@
+//! The route table: which backends serve which host. Built from etcd's keys (routes written by
+//! agents, controllers and builders registered as components), swapped in whole on every change,
+//! and read without locks on every request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bus_schema::AppName;
+use bus_schema::discovery::{Keys, RouteRecord};
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    App(AppName),
+    Controller,
+    Unknown,
+}
+
+/// A snapshot of every route.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub apps: HashMap<AppName, Vec<String>>,
+    pub controllers: Vec<String>,
+    pub builders: Vec<String>,
+    /// Custom domains → app.
+    pub domains: HashMap<String, AppName>,
+    platform_domain: String,
+    /// Round-robin cursors, per app (and one for the controller).
+    cursors: HashMap<AppName, AtomicUsize>,
+    controller_cursor: AtomicUsize,
+}
+
+impl Table {
+    /// Builds the table from every key under the platform's prefix. Malformed values are
+    /// skipped and counted: one bad key never takes routing down.
+    pub fn build(keys: &Keys, kvs: &BTreeMap<String, Vec<u8>>, platform_domain: &str) -> (Self, usize) {
+        let mut apps: HashMap<AppName, Vec<String>> = HashMap::new();
+        let mut controllers = Vec::new();
+        let mut builders = Vec::new();
+        let mut bad = 0;
+        let components = keys.components();
+        for (key, value) in kvs {
+            if let Some((app, _container)) = keys.route_of(key) {
+                match bus_schema::discovery::parse::<RouteRecord>(key, value) {
+                    Ok(route) => apps.entry(app).or_default().push(route.address),
+                    Err(_) => bad += 1,
+                }
+            } else if let Some(rest) = key.strip_prefix(&components) {
+                let address = serde_json::from_slice::<serde_json::Value>(value)
+                    .ok()
+                    .and_then(|v| v.get("address").and_then(|a| a.as_str()).map(str::to_owned));
+                match (rest.split('/').next(), address) {
+                    (Some("controller"), Some(a)) => controllers.push(a),
+                    (Some("builder"), Some(a)) => builders.push(a),
+                    (Some("controller" | "builder"), None) => bad += 1,
+                    _ => {}
+                }
+            }
+        }
+        for backends in apps.values_mut() {
+            backends.sort();
+        }
+        controllers.sort();
+        builders.sort();
+        let cursors = apps.keys().map(|a| (a.clone(), AtomicUsize::new(0))).collect();
+        let table = Self {
+            apps,
+            controllers,
+            builders,
+            domains: HashMap::new(),
+            platform_domain: platform_domain.trim_end_matches('.').to_ascii_lowercase(),
+            cursors,
+            controller_cursor: AtomicUsize::new(0),
+        };
+        (table, bad)
+    }
+
+    /// Where a Host goes: `<app>.<domain>`, a custom domain, `deis.<domain>` or a bare address or
+    /// `localhost` (the controller, so a local cluster needs no DNS).
+    pub fn resolve(&self, host: &str) -> Target {
+        let host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
+        if host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || host == format!("deis.{}", self.platform_domain)
+        {
+            return Target::Controller;
+        }
+        if let Some(app) = self.domains.get(&host) {
+            return Target::App(app.clone());
+        }
+        if let Some(Ok(app)) = host.strip_suffix(&format!(".{}", self.platform_domain)).map(AppName::parse) {
+            return Target::App(app);
+        }
+        Target::Unknown
+    }
+
+    /// The backends of a target, starting at the next one in round-robin order, without those
+    /// ejected (unless all are: then all, rather than none).
+    pub fn candidates(&self, target: &Target, ejected: &Ejections) -> Vec<String> {
+        let (list, cursor) = match target {
+            Target::App(app) => match (self.apps.get(app), self.cursors.get(app)) {
+                (Some(list), Some(cursor)) => (list.as_slice(), cursor),
+                _ => return Vec::new(),
+            },
+            Target::Controller => (self.controllers.as_slice(), &self.controller_cursor),
+            Target::Unknown => return Vec::new(),
+        };
+        if list.is_empty() {
+            return Vec::new();
+        }
+        let start = cursor.fetch_add(1, Ordering::Relaxed) % list.len();
+        let ordered: Vec<String> = list[start..].iter().chain(&list[..start]).cloned().collect();
+        let healthy: Vec<String> = ordered.iter().filter(|b| !ejected.is_ejected(b)).cloned().collect();
+        if healthy.is_empty() { ordered } else { healthy }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| h.trim_start_matches('['));
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Backends that refused or timed out a connection, and until when they are skipped.
+#[derive(Debug, Default)]
+pub struct Ejections {
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+impl Ejections {
+    pub fn eject(&self, backend: &str, for_: Duration) {
+        if let Ok(mut map) = self.until.lock() {
+            map.insert(backend.to_owned(), Instant::now() + for_);
+        }
+    }
+
+    pub fn is_ejected(&self, backend: &str) -> bool {
+        let Ok(mut map) = self.until.lock() else { return false };
+        match map.get(backend) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                map.remove(backend);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        let keys = Keys::new("/deis");
+        let route = |addr: &str| {
+            serde_json::to_vec(&serde_json::json!({"address": addr, "node": "n1", "version": 1})).unwrap()
+        };
+        let kvs = BTreeMap::from([
+            ("/deis/routes/shop/c1".to_owned(), route("10.0.0.1:1000")),
+            ("/deis/routes/shop/c2".to_owned(), route("10.0.0.2:1000")),
+            ("/deis/routes/shop/bad".to_owned(), b"{".to_vec()),
+            ("/deis/components/controller/x".to_owned(), br#"{"address":"10.0.0.9:8000"}"#.to_vec()),
+            ("/deis/nodes/n1".to_owned(), b"{}".to_vec()),
+        ]);
+        let (table, bad) = Table::build(&keys, &kvs, "deis.local");
+        assert_eq!(bad, 1);
+        table
+    }
+
+    #[test]
+    fn hosts_resolve_to_apps_and_the_controller() {
+        let t = table();
+        assert_eq!(t.resolve("shop.deis.local"), Target::App(AppName::parse("shop").unwrap()));
+        assert_eq!(t.resolve("Shop.Deis.Local:8080"), Target::App(AppName::parse("shop").unwrap()));
+        assert_eq!(t.resolve("deis.deis.local"), Target::Controller);
+        assert_eq!(t.resolve("127.0.0.1:8080"), Target::Controller);
+        assert_eq!(t.resolve("[::1]:80"), Target::Controller);
+        assert_eq!(t.resolve("localhost"), Target::Controller);
+        assert_eq!(t.resolve("example.com"), Target::Unknown);
+        assert_eq!(t.resolve("a.b.deis.local"), Target::Unknown);
+    }
+
+    #[test]
+    fn backends_rotate_and_ejected_ones_are_skipped() {
+        let t = table();
+        let shop = Target::App(AppName::parse("shop").unwrap());
+        let ej = Ejections::default();
+        let first = t.candidates(&shop, &ej);
+        let second = t.candidates(&shop, &ej);
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], second[0], "round robin");
+        ej.eject("10.0.0.1:1000", Duration::from_secs(60));
+        assert_eq!(t.candidates(&shop, &ej), vec!["10.0.0.2:1000".to_owned()]);
+        ej.eject("10.0.0.2:1000", Duration::from_secs(60));
+        assert_eq!(t.candidates(&shop, &ej).len(), 2, "all ejected: try them all rather than none");
+        assert_eq!(t.candidates(&Target::Controller, &ej), vec!["10.0.0.9:8000".to_owned()]);
+    }
+}

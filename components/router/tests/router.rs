@@ -1,0 +1,308 @@
+//! The router against real etcd and real backends on loopback: routes appear and vanish, a dead
+//! backend costs no GET, WebSockets pass, git's TCP passes, and an etcd outage changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use router::{Listeners, RouterConfig};
+use service_kit::testing::{TestServices, eventually, free_port};
+use service_kit::{EtcdConfig, NatsConfig, Shutdown};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP backend answering `name` (and echoing the forwarded headers it saw).
+async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Connections live in a JoinSet owned by the accept loop: aborting the backend's task kills
+    // its open keep-alive connections too, as a crashed process would.
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            connections.spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                        let xff = req
+                            .headers()
+                            .get("x-forwarded-for")
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        let rid = req
+                            .headers()
+                            .get("x-request-id")
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        let body = format!("{name} xff={xff} rid={}", !rid.is_empty());
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+struct Rig {
+    prefix: String,
+    http: SocketAddr,
+    git: SocketAddr,
+    shutdown: Shutdown,
+    etcd: etcd_client::Client,
+}
+
+impl Rig {
+    async fn start(test: &str, endpoints: Vec<String>) -> Self {
+        let prefix = format!("/t{test}{}", uuid::Uuid::new_v4().simple());
+        let config = RouterConfig {
+            platform_domain: "deis.local".into(),
+            eject_secs: 30,
+            etcd: EtcdConfig { endpoints: endpoints.clone(), prefix: prefix.clone(), ..Default::default() },
+            nats: NatsConfig {
+                url: TestServices::get().nats_url,
+                namespace: format!("t{test}"),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let listeners = Listeners {
+            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            ops: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            git: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let http = listeners.http.local_addr().unwrap();
+        let git = listeners.git.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move { router::run(config, listeners, s).await.unwrap() });
+        let etcd = etcd_client::Client::connect(endpoints, None).await.unwrap();
+        Self { prefix, http, git, shutdown, etcd }
+    }
+
+    async fn put_route(&mut self, app: &str, container: &str, addr: SocketAddr) {
+        let value =
+            serde_json::json!({"address": addr.to_string(), "node": "node1", "version": 1}).to_string();
+        self.etcd.put(format!("{}/routes/{app}/{container}", self.prefix), value, None).await.unwrap();
+    }
+
+    async fn get(&self, host: &str) -> Option<(u16, String)> {
+        let resp = reqwest::Client::new()
+            .get(format!("http://{}/", self.http))
+            .header("host", host)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_appear_and_vanish_and_a_dead_backend_costs_no_get() {
+    let mut rig = Rig::start("routes", TestServices::get().etcd_endpoints).await;
+    let (a, _ta) = backend("alpha").await;
+    let (b, tb) = backend("beta").await;
+
+    assert_eq!(rig.get("shop.deis.local").await.map(|r| r.0), Some(404), "no route yet: a clear 404");
+    let added = Instant::now();
+    rig.put_route("shop", "c1", a).await;
+    let (status, body) = eventually("a new route gets traffic", Duration::from_secs(1), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 200)
+    })
+    .await;
+    println!("new route served after {:?}", added.elapsed());
+    assert_eq!(status, 200);
+    assert!(body.starts_with("alpha xff=127.0.0.1 rid=true"), "{body}");
+
+    rig.put_route("shop", "c2", b).await;
+    eventually("both backends serve", Duration::from_secs(2), || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(rig.get("shop.deis.local").await?.1.split(' ').next()?.to_owned());
+        }
+        (seen.len() == 2).then_some(())
+    })
+    .await;
+
+    // beta dies without its route being removed (as between a crash and its lease running out).
+    tb.abort();
+    let _ = tb.await;
+    let mut failed = 0;
+    for _ in 0..40 {
+        match rig.get("shop.deis.local").await {
+            Some((200, body)) if body.starts_with("alpha") => {}
+            other => {
+                println!("failed: {other:?}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 0, "a refused connection is retried on the other backend");
+
+    // The last route goes: the app has no healthy container.
+    let mut etcd = rig.etcd.clone();
+    etcd.delete(
+        format!("{}/routes/shop/", rig.prefix),
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    eventually("a removed route gets no traffic", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 503)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_answers_at_its_name_and_the_routers_own_address() {
+    let mut rig = Rig::start("ctl", TestServices::get().etcd_endpoints).await;
+    let (c, _t) = backend("controller").await;
+    let value = serde_json::json!({"address": c.to_string()}).to_string();
+    rig.etcd.put(format!("{}/components/controller/x", rig.prefix), value, None).await.unwrap();
+    for host in ["deis.deis.local", "127.0.0.1", "localhost:8080"] {
+        let (status, body) = eventually("the controller is routed", Duration::from_secs(2), || async {
+            rig.get(host).await.filter(|r| r.0 == 200)
+        })
+        .await;
+        assert_eq!(status, 200);
+        assert!(body.starts_with("controller"), "{host}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_pass_through() {
+    let mut rig = Rig::start("ws", TestServices::get().etcd_endpoints).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // A plain GET (the test's readiness probe) is not a WebSocket: ignore it.
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    rig.put_route("chat", "c1", addr).await;
+    eventually("the route is in", Duration::from_secs(2), || async {
+        rig.get("chat.deis.local").await.filter(|r| r.0 != 404)
+    })
+    .await;
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/socket", rig.http).into_client_request().unwrap();
+    request.headers_mut().insert("host", "chat.deis.local".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(tokio_tungstenite::tungstenite::Message::text("ping")).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_traffic_passes_through_to_a_builder() {
+    let mut rig = Rig::start("git", TestServices::get().etcd_endpoints).await;
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let value = serde_json::json!({"address": addr.to_string()}).to_string();
+    rig.etcd.put(format!("{}/components/builder/b1", rig.prefix), value, None).await.unwrap();
+    let got =
+        eventually("bytes come back through port 2222's pass-through", Duration::from_secs(3), || async {
+            let mut s = tokio::net::TcpStream::connect(rig.git).await.ok()?;
+            s.write_all(b"SSH-2.0-test\r\n").await.ok()?;
+            let mut buf = [0u8; 14];
+            tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut buf)).await.ok()?.ok()?;
+            Some(buf)
+        })
+        .await;
+    assert_eq!(&got, b"SSH-2.0-test\r\n");
+}
+
+/// An etcd of this test's own, so it can be killed.
+struct OwnEtcd {
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for OwnEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_goes_on_when_etcd_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client_port, peer_port) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let child = Command::new("etcd")
+        .args(["--name", "own", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("own={peer_url}"), "--log-level", "error", "--logger", "zap"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd must be installed");
+    let mut etcd = OwnEtcd { child, _data: dir };
+    eventually("own etcd is up", Duration::from_secs(10), || {
+        let url = client_url.clone();
+        async move { etcd_client::Client::connect([url], None).await.ok()?.status().await.ok().map(|_| ()) }
+    })
+    .await;
+    let mut rig = Rig::start("etcddown", vec![client_url.clone()]).await;
+    let (a, _t) = backend("alpha").await;
+    rig.put_route("steady", "c1", a).await;
+    eventually("routed", Duration::from_secs(2), || async {
+        rig.get("steady.deis.local").await.filter(|r| r.0 == 200)
+    })
+    .await;
+
+    etcd.child.kill().unwrap();
+    etcd.child.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut served = 0;
+    while Instant::now() < until {
+        let (status, _) = rig.get("steady.deis.local").await.expect("the router answers");
+        assert_eq!(status, 200, "the last route table keeps serving while etcd is down");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served > 10);
+}
