@@ -120,7 +120,11 @@ async fn routes_appear_and_vanish_and_a_dead_backend_costs_no_get() {
     let (a, _ta) = backend("alpha").await;
     let (b, tb) = backend("beta").await;
 
-    assert_eq!(rig.get("shop.deis.local").await.map(|r| r.0), Some(404), "no route yet: a clear 404");
+    assert_eq!(rig.get("example.com").await.map(|r| r.0), Some(404), "an unknown host: a clear 404");
+    eventually("no route yet: 503, nothing serves the app", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 503)
+    })
+    .await;
     let added = Instant::now();
     rig.put_route("shop", "c1", a).await;
     let (status, body) = eventually("a new route gets traffic", Duration::from_secs(1), || async {
