@@ -183,7 +183,9 @@ fn install(
     table: &ArcSwap<Table>,
     metrics: &metrics::Metrics,
 ) {
-    let (new, bad) = Table::build(keys, kvs, &config.platform_domain);
+    let (mut new, bad) = Table::build(keys, kvs, &config.platform_domain);
+    new.app_metrics = new.apps.keys().map(|app| (app.clone(), metrics.for_app(app.as_str()))).collect();
+    new.controller_metrics = Some(metrics.for_app("deis"));
     if bad > 0 {
         metrics.bad_routes.inc_by(bad as u64);
         tracing::warn!(bad, "skipped malformed route values");

@@ -11,8 +11,23 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub app: String,
-    /// `2xx`, `3xx`, `4xx`, `5xx`.
-    pub status: String,
+    /// `1xx` … `5xx`.
+    pub status: &'static str,
+}
+
+/// One app's metric handles, looked up once per route table rather than per request.
+#[derive(Debug, Clone)]
+pub struct AppMetrics {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+impl AppMetrics {
+    pub fn observe(&self, status: u16, elapsed: Duration) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.by_class[class].inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,9 +78,13 @@ impl Metrics {
         );
     }
 
-    pub fn observe(&self, app: &str, status: u16, elapsed: Duration) {
-        let class = format!("{}xx", status / 100);
-        self.requests.get_or_create(&RequestLabels { app: app.to_owned(), status: class }).inc();
-        self.latency.get_or_create(&AppLabel { app: app.to_owned() }).observe(elapsed.as_secs_f64());
+    /// The handles of one app's metrics (they share their values with the registry's).
+    pub fn for_app(&self, app: &str) -> AppMetrics {
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let by_class = CLASSES.map(|status| {
+            self.requests.get_or_create(&RequestLabels { app: app.to_owned(), status }).clone()
+        });
+        let latency = self.latency.get_or_create(&AppLabel { app: app.to_owned() }).clone();
+        AppMetrics { by_class, latency }
     }
 }

@@ -47,6 +47,8 @@ pub struct Proxy {
     bus: Option<Bus>,
     metrics: Metrics,
     local_port: u16,
+    request_prefix: String,
+    request_counter: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -84,7 +86,25 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self { table, ejections: Ejections::default(), client, config, bus, metrics, local_port }
+        let request_prefix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Self {
+            table,
+            ejections: Ejections::default(),
+            client,
+            config,
+            bus,
+            metrics,
+            local_port,
+            request_prefix,
+            request_counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A request id unique across routers: this router's random prefix and a counter. Cheaper than
+    /// a random UUID per request (no system call on the hot path).
+    fn next_request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n:x}", self.request_prefix)
     }
 
     pub async fn handle(
@@ -119,21 +139,16 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 200)
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| self.next_request_id());
         let candidates = table.candidates(&target, &self.ejections);
         if candidates.is_empty() {
             let text = format!(
-                "{} has no healthy containers right now. See `deis ps` and `deis logs`.",
+                "Nothing serves {} right now: no such app is deployed, or none of its containers is healthy. See `deis ps` and `deis logs`.",
                 escape(&app)
             );
-            return Ok(self.finish(
-                &target,
-                &req,
-                page(StatusCode::SERVICE_UNAVAILABLE, "No healthy containers", &text),
-                start,
-                &request_id,
-                peer,
-            ));
+            let (method, path) = (req.method().clone(), req.uri().to_string());
+            let resp = page(StatusCode::SERVICE_UNAVAILABLE, "No healthy containers", &text);
+            return Ok(self.finish(&table, &target, &method, &path, &host, resp, start, &request_id, peer));
         }
         let declared = req
             .headers()
@@ -205,8 +220,11 @@ impl Proxy {
                         strip_hop_by_hop(&mut parts.headers, true);
                         let resp = Response::from_parts(parts, full(Bytes::new()));
                         return Ok(self.finish(
+                            &table,
                             &target,
-                            &headers_view(&method, &path, &host),
+                            &method,
+                            &path,
+                            &host,
                             resp,
                             start,
                             &request_id,
@@ -222,8 +240,11 @@ impl Proxy {
                     let resp =
                         Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
                     return Ok(self.finish(
+                        &table,
                         &target,
-                        &headers_view(&method, &path, &host),
+                        &method,
+                        &path,
+                        &host,
                         resp,
                         start,
                         &request_id,
@@ -249,8 +270,11 @@ impl Proxy {
                     let resp =
                         page(StatusCode::GATEWAY_TIMEOUT, "Timed out", "The app did not answer in time.");
                     return Ok(self.finish(
+                        &table,
                         &target,
-                        &headers_view(&method, &path, &host),
+                        &method,
+                        &path,
+                        &host,
                         resp,
                         start,
                         &request_id,
@@ -261,14 +285,18 @@ impl Proxy {
         }
         tracing::warn!(%app, error = %last_error, "no backend answered");
         let resp = page(StatusCode::BAD_GATEWAY, "Bad gateway", "The app's containers could not be reached.");
-        Ok(self.finish(&target, &headers_view(&method, &path, &host), resp, start, &request_id, peer))
+        Ok(self.finish(&table, &target, &method, &path, &host, resp, start, &request_id, peer))
     }
 
     /// Counts the request and writes its access line into the app's log stream.
-    fn finish<B>(
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
         &self,
+        table: &Table,
         target: &Target,
-        req: &Request<B>,
+        method: &hyper::Method,
+        path: &str,
+        host: &str,
         resp: Response<Body>,
         start: Instant,
         request_id: &str,
@@ -280,7 +308,13 @@ impl Proxy {
             Target::App(app) => Some(app.clone()),
             _ => None,
         };
-        self.metrics.observe(app.as_ref().map_or("deis", |a| a.as_str()), status, elapsed);
+        let handles = match &app {
+            Some(app) => {
+                table.app_metrics.get(app).cloned().unwrap_or_else(|| self.metrics.for_app(app.as_str()))
+            }
+            None => table.controller_metrics.clone().unwrap_or_else(|| self.metrics.for_app("deis")),
+        };
+        handles.observe(status, elapsed);
         if let (Some(app), Some(bus)) = (app, &self.bus) {
             let bytes = resp
                 .headers()
@@ -288,11 +322,10 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_owned();
-            let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("-");
             let message = format!(
                 "method={} path=\"{}\" host={} fwd=\"{}\" status={status} bytes={bytes} service={}ms request_id={request_id}",
-                req.method(),
-                req.uri(),
+                method,
+                path,
                 host,
                 peer.ip(),
                 elapsed.as_millis()
@@ -313,17 +346,6 @@ impl Proxy {
         }
         resp
     }
-}
-
-/// A bodyless copy of the request line, for the access log after the request was consumed.
-fn headers_view(method: &hyper::Method, path: &str, host: &str) -> Request<()> {
-    let mut r = Request::new(());
-    *r.method_mut() = method.clone();
-    *r.uri_mut() = path.parse().unwrap_or_default();
-    if let Ok(h) = HeaderValue::from_str(host) {
-        r.headers_mut().insert(header::HOST, h);
-    }
-    r
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {

@@ -27,6 +27,9 @@ pub struct Table {
     /// Custom domains → app.
     pub domains: HashMap<String, AppName>,
     platform_domain: String,
+    /// Each app's metric handles (filled in by the router when the table is installed).
+    pub app_metrics: HashMap<AppName, crate::metrics::AppMetrics>,
+    pub controller_metrics: Option<crate::metrics::AppMetrics>,
     /// Round-robin cursors, per app (and one for the controller).
     cursors: HashMap<AppName, AtomicUsize>,
     controller_cursor: AtomicUsize,
@@ -71,6 +74,8 @@ impl Table {
             builders,
             domains: HashMap::new(),
             platform_domain: platform_domain.trim_end_matches('.').to_ascii_lowercase(),
+            app_metrics: HashMap::new(),
+            controller_metrics: None,
             cursors,
             controller_cursor: AtomicUsize::new(0),
         };
@@ -98,7 +103,7 @@ impl Table {
 
     /// The backends of a target, starting at the next one in round-robin order, without those
     /// ejected (unless all are: then all, rather than none).
-    pub fn candidates(&self, target: &Target, ejected: &Ejections) -> Vec<String> {
+    pub fn candidates(&self, target: &Target, ejected: &Ejections) -> Vec<&str> {
         let (list, cursor) = match target {
             Target::App(app) => match (self.apps.get(app), self.cursors.get(app)) {
                 (Some(list), Some(cursor)) => (list.as_slice(), cursor),
@@ -111,9 +116,12 @@ impl Table {
             return Vec::new();
         }
         let start = cursor.fetch_add(1, Ordering::Relaxed) % list.len();
-        let ordered: Vec<String> = list[start..].iter().chain(&list[..start]).cloned().collect();
-        let healthy: Vec<String> = ordered.iter().filter(|b| !ejected.is_ejected(b)).cloned().collect();
-        if healthy.is_empty() { ordered } else { healthy }
+        let ordered = list[start..].iter().chain(&list[..start]).map(String::as_str);
+        if !ejected.any() {
+            return ordered.collect();
+        }
+        let healthy: Vec<&str> = ordered.clone().filter(|b| !ejected.is_ejected(b)).collect();
+        if healthy.is_empty() { ordered.collect() } else { healthy }
     }
 }
 
@@ -131,13 +139,21 @@ fn strip_port(host: &str) -> &str {
 #[derive(Debug, Default)]
 pub struct Ejections {
     until: Mutex<HashMap<String, Instant>>,
+    /// How many entries the map holds, so the common case (nothing ejected) takes no lock.
+    count: AtomicUsize,
 }
 
 impl Ejections {
     pub fn eject(&self, backend: &str, for_: Duration) {
         if let Ok(mut map) = self.until.lock() {
             map.insert(backend.to_owned(), Instant::now() + for_);
+            self.count.store(map.len(), Ordering::Relaxed);
         }
+    }
+
+    /// Whether any backend may be ejected (cheap: no lock).
+    pub fn any(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
     }
 
     pub fn is_ejected(&self, backend: &str) -> bool {
@@ -146,6 +162,7 @@ impl Ejections {
             Some(until) if *until > Instant::now() => true,
             Some(_) => {
                 map.remove(backend);
+                self.count.store(map.len(), Ordering::Relaxed);
                 false
             }
             None => false,
@@ -197,9 +214,9 @@ mod tests {
         assert_eq!(first.len(), 2);
         assert_ne!(first[0], second[0], "round robin");
         ej.eject("10.0.0.1:1000", Duration::from_secs(60));
-        assert_eq!(t.candidates(&shop, &ej), vec!["10.0.0.2:1000".to_owned()]);
+        assert_eq!(t.candidates(&shop, &ej), vec!["10.0.0.2:1000"]);
         ej.eject("10.0.0.2:1000", Duration::from_secs(60));
         assert_eq!(t.candidates(&shop, &ej).len(), 2, "all ejected: try them all rather than none");
-        assert_eq!(t.candidates(&Target::Controller, &ej), vec!["10.0.0.9:8000".to_owned()]);
+        assert_eq!(t.candidates(&Target::Controller, &ej), vec!["10.0.0.9:8000"]);
     }
 }
