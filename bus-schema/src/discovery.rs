@@ -8,6 +8,7 @@
 //! | `<prefix>/routes/<app>/<container>`        | `RouteRecord` | the node's agent |
 //! | `<prefix>/components/<component>/<id>`     | JSON          | the component    |
 //! | `<prefix>/scheduler/leader`                | instance id   | the leader       |
+//! | `<prefix>/domains/<domain>`                | app name      | none (controller, rebuilt from Postgres) |
 //! | `<prefix>/settings/<name>`                 | text          | none (deisctl)   |
 
 use std::collections::BTreeMap;
@@ -55,6 +56,19 @@ impl Keys {
     }
     pub fn scheduler_leader(&self) -> String {
         format!("{}/scheduler/leader", self.prefix)
+    }
+    pub fn domains(&self) -> String {
+        format!("{}/domains/", self.prefix)
+    }
+    /// A custom domain's key; its value is the app's name.
+    pub fn domain(&self, domain: &str) -> String {
+        format!("{}/domains/{domain}", self.prefix)
+    }
+    /// The domain of a domain key, if it is one.
+    pub fn domain_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/domains/")
+            .filter(|d| !d.is_empty() && !d.contains('/'))
     }
     pub fn settings(&self) -> String {
         format!("{}/settings/", self.prefix)
@@ -121,6 +135,8 @@ mod tests {
         assert_eq!(keys.route_of("/deis/routes/Bad/c1"), None);
         assert_eq!(keys.route_of("/deis/routes/shop/"), None);
         assert_eq!(keys.node_of("/deis/nodes/a/b"), None);
+        assert_eq!(keys.domain_of(&keys.domain("www.example.com")), Some("www.example.com"));
+        assert_eq!(keys.domain_of("/deis/domains/"), None);
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub struct ControllerConfig {
     pub relay_enabled: bool,
     /// Whether to consume build outcomes from the bus and make releases.
     pub consume_builds: bool,
-    /// Whether to register in etcd (off in tests that run without etcd).
+    /// Whether to use etcd: register this instance, and publish custom domains for the routers
+    /// (off in tests that run without etcd).
     pub register_in_etcd: bool,
     /// The address others reach this instance at, written to its etcd registration.
     pub advertise: String,

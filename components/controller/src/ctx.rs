@@ -25,6 +25,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     /// For the registry's HTTP API.
     pub http: reqwest::Client,
+    /// Woken after a change to domains, so the routers learn of it at once.
+    pub domains_wake: Arc<Notify>,
     /// The bus, once connected (requests to the scheduler use it).
     pub bus: std::sync::OnceLock<bus_schema::Bus>,
 }
@@ -44,6 +46,7 @@ impl Ctx {
                 .build()
                 .unwrap_or_default(),
             bus: std::sync::OnceLock::new(),
+            domains_wake: Arc::new(Notify::new()),
         }
     }
 

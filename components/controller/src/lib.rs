@@ -8,6 +8,7 @@ mod builds_consumer;
 pub mod config;
 pub mod ctx;
 pub mod db;
+pub mod domains_sync;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -60,6 +61,7 @@ pub async fn run(
     }
     if config.register_in_etcd {
         shutdown.spawn(register(config.clone(), shutdown.clone()));
+        shutdown.spawn(domains_sync::run(ctx.clone(), shutdown.clone()));
     }
 
     let ops = {

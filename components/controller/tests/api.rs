@@ -271,3 +271,45 @@ async fn process_status_needs_a_scheduler_and_says_so() {
     assert_eq!(alice.deploy_status("lonely").await.unwrap_err().status(), Some(503));
     ctl.stop().await;
 }
+
+#[tokio::test]
+async fn custom_domains_are_published_to_etcd_for_the_routers() {
+    let (mut config, ns, database) = TestController::config("domainsync").await;
+    let services = service_kit::testing::TestServices::get();
+    config.register_in_etcd = true;
+    config.etcd = service_kit::EtcdConfig {
+        endpoints: services.etcd_endpoints.clone(),
+        prefix: format!("/{}", ns.root()),
+        ..Default::default()
+    };
+    let ctl = TestController::start_with(config, ns.clone(), database).await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("site")).await.unwrap();
+    let mut etcd = etcd_client::Client::connect(services.etcd_endpoints, None).await.unwrap();
+    let keys = bus_schema::discovery::Keys::new(&format!("/{}", ns.root()));
+    // A stray key (etcd holding something Postgres does not) is removed by the sync.
+    etcd.put(keys.domain("stale.example.com"), "ghost", None).await.unwrap();
+
+    alice.domain_add("site", "www.site.example").await.unwrap();
+    let value_of = |key: String| {
+        let mut etcd = etcd.clone();
+        async move { etcd.get(key, None).await.ok()?.kvs().first().map(|kv| kv.value().to_vec()) }
+    };
+    service_kit::testing::eventually("the domain reaches etcd", Duration::from_secs(5), || {
+        let v = value_of(keys.domain("www.site.example"));
+        async move { v.await.filter(|v| v == b"site") }
+    })
+    .await;
+    service_kit::testing::eventually("the stray key is gone", Duration::from_secs(5), || {
+        let v = value_of(keys.domain("stale.example.com"));
+        async move { v.await.is_none().then_some(()) }
+    })
+    .await;
+    alice.app_destroy("site").await.unwrap();
+    service_kit::testing::eventually("a destroyed app's domains leave etcd", Duration::from_secs(5), || {
+        let v = value_of(keys.domain("www.site.example"));
+        async move { v.await.is_none().then_some(()) }
+    })
+    .await;
+    ctl.stop().await;
+}

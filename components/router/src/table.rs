@@ -43,9 +43,17 @@ impl Table {
         let mut controllers = Vec::new();
         let mut builders = Vec::new();
         let mut bad = 0;
+        let mut domains = HashMap::new();
         let components = keys.components();
         for (key, value) in kvs {
-            if let Some((app, _container)) = keys.route_of(key) {
+            if let Some(domain) = keys.domain_of(key) {
+                match std::str::from_utf8(value).ok().and_then(|v| AppName::parse(v.trim()).ok()) {
+                    Some(app) => {
+                        domains.insert(domain.to_ascii_lowercase(), app);
+                    }
+                    None => bad += 1,
+                }
+            } else if let Some((app, _container)) = keys.route_of(key) {
                 match bus_schema::discovery::parse::<RouteRecord>(key, value) {
                     Ok(route) => apps.entry(app).or_default().push(route.address),
                     Err(_) => bad += 1,
@@ -72,7 +80,7 @@ impl Table {
             apps,
             controllers,
             builders,
-            domains: HashMap::new(),
+            domains,
             platform_domain: platform_domain.trim_end_matches('.').to_ascii_lowercase(),
             app_metrics: HashMap::new(),
             controller_metrics: None,
@@ -93,6 +101,12 @@ impl Table {
             return Target::Controller;
         }
         if let Some(app) = self.domains.get(&host) {
+            return Target::App(app.clone());
+        }
+        // A wildcard domain (`*.example.com`) covers one label below it.
+        if let Some(app) =
+            host.split_once('.').and_then(|(_, parent)| self.domains.get(&format!("*.{parent}")))
+        {
             return Target::App(app.clone());
         }
         if let Some(Ok(app)) = host.strip_suffix(&format!(".{}", self.platform_domain)).map(AppName::parse) {
@@ -185,9 +199,12 @@ mod tests {
             ("/deis/routes/shop/bad".to_owned(), b"{".to_vec()),
             ("/deis/components/controller/x".to_owned(), br#"{"address":"10.0.0.9:8000"}"#.to_vec()),
             ("/deis/nodes/n1".to_owned(), b"{}".to_vec()),
+            ("/deis/domains/www.shop.example".to_owned(), b"shop".to_vec()),
+            ("/deis/domains/bad.example".to_owned(), b"Not An App".to_vec()),
+            ("/deis/domains/*.wild.example".to_owned(), b"shop".to_vec()),
         ]);
         let (table, bad) = Table::build(&keys, &kvs, "deis.local");
-        assert_eq!(bad, 1);
+        assert_eq!(bad, 2);
         table
     }
 
@@ -201,6 +218,14 @@ mod tests {
         assert_eq!(t.resolve("[::1]:80"), Target::Controller);
         assert_eq!(t.resolve("localhost"), Target::Controller);
         assert_eq!(t.resolve("example.com"), Target::Unknown);
+        assert_eq!(
+            t.resolve("WWW.shop.example:443"),
+            Target::App(AppName::parse("shop").unwrap()),
+            "a custom domain"
+        );
+        assert_eq!(t.resolve("bad.example"), Target::Unknown);
+        assert_eq!(t.resolve("any.wild.example"), Target::App(AppName::parse("shop").unwrap()));
+        assert_eq!(t.resolve("a.b.wild.example"), Target::Unknown);
         assert_eq!(t.resolve("a.b.deis.local"), Target::Unknown);
     }
 

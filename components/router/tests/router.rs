@@ -135,6 +135,14 @@ async fn routes_appear_and_vanish_and_a_dead_backend_costs_no_get() {
     assert_eq!(status, 200);
     assert!(body.starts_with("alpha xff=127.0.0.1 rid=true"), "{body}");
 
+    // A custom domain, as the controller publishes it, reaches the same app.
+    rig.etcd.put(format!("{}/domains/www.shop.example", rig.prefix), "shop", None).await.unwrap();
+    let (_, body) = eventually("a custom domain is routed", Duration::from_secs(2), || async {
+        rig.get("www.shop.example").await.filter(|r| r.0 == 200)
+    })
+    .await;
+    assert!(body.starts_with("alpha"), "{body}");
+
     rig.put_route("shop", "c2", b).await;
     eventually("both backends serve", Duration::from_secs(2), || async {
         let mut seen = std::collections::BTreeSet::new();

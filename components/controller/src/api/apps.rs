@@ -148,6 +148,7 @@ pub async fn destroy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Resul
     .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
+    ctx.domains_wake.notify_one();
     tracing::info!(app = %row.name, user = %user.username, "app destroyed");
     Ok(no_content())
 }

@@ -85,6 +85,7 @@ pub async fn add(
     .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
+    ctx.domains_wake.notify_one();
     let out =
         Domain { owner: user.username, app: app.name, domain, created: created.clone(), updated: created };
     Ok(json(StatusCode::CREATED, &out))
@@ -120,5 +121,6 @@ pub async fn remove(
     .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
+    ctx.domains_wake.notify_one();
     Ok(no_content())
 }
