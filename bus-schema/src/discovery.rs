@@ -9,6 +9,7 @@
 //! | `<prefix>/components/<component>/<id>`     | JSON          | the component    |
 //! | `<prefix>/scheduler/leader`                | instance id   | the leader       |
 //! | `<prefix>/domains/<domain>`                | app name      | none (controller, rebuilt from Postgres) |
+//! | `<prefix>/certs/<domain>`                  | `CertRecord`  | none (controller, rebuilt from Postgres) |
 //! | `<prefix>/settings/<name>`                 | text          | none (deisctl)   |
 
 use std::collections::BTreeMap;
@@ -70,6 +71,18 @@ impl Keys {
             .strip_prefix("/domains/")
             .filter(|d| !d.is_empty() && !d.contains('/'))
     }
+    pub fn certs(&self) -> String {
+        format!("{}/certs/", self.prefix)
+    }
+    /// The certificate serving a domain (or a wildcard pattern like `*.example.com`).
+    pub fn cert(&self, domain: &str) -> String {
+        format!("{}/certs/{domain}", self.prefix)
+    }
+    pub fn cert_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/certs/")
+            .filter(|d| !d.is_empty() && !d.contains('/'))
+    }
     pub fn settings(&self) -> String {
         format!("{}/settings/", self.prefix)
     }
@@ -111,6 +124,14 @@ pub struct RouteRecord {
     pub address: String,
     pub node: NodeId,
     pub version: u32,
+}
+
+/// A TLS certificate chain and its key, for the routers to terminate TLS for a domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRecord {
+    pub certificate: String,
+    pub key: String,
 }
 
 /// Parses a JSON value read from etcd, with the key in the error.

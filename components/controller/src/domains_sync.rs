@@ -1,4 +1,5 @@
-//! Publishes custom domains to etcd (`<prefix>/domains/<domain>` = app) for the routers. Postgres
+//! Publishes custom domains (`<prefix>/domains/<domain>` = app) and the certificates attached to
+//! them (`<prefix>/certs/<domain>`) to etcd for the routers. Postgres
 //! holds the truth; this loop makes etcd match it after every change, every 30 seconds, and
 //! whenever etcd comes back empty, so etcd never holds the only copy.
 
@@ -30,7 +31,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: Shutdown) {
     }
 }
 
-/// Makes etcd's domain keys equal Postgres' domains. Returns how many keys were put and deleted.
+/// Makes etcd's domain and certificate keys equal what Postgres holds. Returns how many keys
+/// were put and deleted.
 pub async fn sync_once(
     ctx: &Ctx,
     client: &mut etcd_client::Client,
@@ -41,9 +43,34 @@ pub async fn sync_once(
         .query("SELECT d.domain, a.name FROM domains d JOIN apps a ON a.id = d.app_id", &[])
         .await
         .map_err(|e| e.to_string())?;
-    let want: BTreeMap<String, String> =
+    let domains: BTreeMap<String, String> =
         rows.iter().map(|r| (keys.domain(r.get::<_, &str>(0)), r.get(1))).collect();
-    let prefix = keys.domains();
+    let rows = db
+        .query(
+            "SELECT cd.domain, c.certificate, c.key FROM cert_domains cd JOIN certs c ON c.id = cd.cert_id",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut certs = BTreeMap::new();
+    for r in &rows {
+        let record = bus_schema::discovery::CertRecord { certificate: r.get(1), key: r.get(2) };
+        certs.insert(
+            keys.cert(r.get::<_, &str>(0)),
+            serde_json::to_string(&record).map_err(|e| e.to_string())?,
+        );
+    }
+    let (p1, d1) = reconcile(client, &keys.domains(), &domains).await?;
+    let (p2, d2) = reconcile(client, &keys.certs(), &certs).await?;
+    Ok((p1 + p2, d1 + d2))
+}
+
+/// Makes the keys under `prefix` equal `want`.
+async fn reconcile(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    want: &BTreeMap<String, String>,
+) -> Result<(usize, usize), String> {
     let have = client
         .get(prefix.as_bytes(), Some(etcd_client::GetOptions::new().with_prefix()))
         .await
@@ -54,9 +81,9 @@ pub async fn sync_once(
         .filter_map(|kv| kv.key_str().ok().map(|k| (k.to_owned(), kv.value().to_vec())))
         .collect();
     let (mut put, mut deleted) = (0, 0);
-    for (key, app) in &want {
-        if have.get(key).map(Vec::as_slice) != Some(app.as_bytes()) {
-            client.put(key.as_str(), app.as_str(), None).await.map_err(|e| e.to_string())?;
+    for (key, value) in want {
+        if have.get(key).map(Vec::as_slice) != Some(value.as_bytes()) {
+            client.put(key.as_str(), value.as_str(), None).await.map_err(|e| e.to_string())?;
             put += 1;
         }
     }

@@ -305,11 +305,36 @@ async fn custom_domains_are_published_to_etcd_for_the_routers() {
         async move { v.await.is_none().then_some(()) }
     })
     .await;
+    // A certificate attached to the domain is published for the routers' SNI.
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["www.site.example".to_owned()]).unwrap();
+    let added = alice
+        .cert_add(&controller_api::CertCreateRequest {
+            name: None,
+            certificate: cert.pem(),
+            key: key_pair.serialize_pem(),
+        })
+        .await
+        .unwrap();
+    alice.cert_attach(&added.name, "www.site.example").await.unwrap();
+    let record =
+        service_kit::testing::eventually("the certificate reaches etcd", Duration::from_secs(5), || {
+            let v = value_of(keys.cert("www.site.example"));
+            async move { v.await }
+        })
+        .await;
+    let record: bus_schema::discovery::CertRecord = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record.certificate, cert.pem());
     alice.app_destroy("site").await.unwrap();
-    service_kit::testing::eventually("a destroyed app's domains leave etcd", Duration::from_secs(5), || {
-        let v = value_of(keys.domain("www.site.example"));
-        async move { v.await.is_none().then_some(()) }
-    })
+    service_kit::testing::eventually(
+        "a destroyed app's domains and certificates leave etcd",
+        Duration::from_secs(5),
+        || {
+            let d = value_of(keys.domain("www.site.example"));
+            let c = value_of(keys.cert("www.site.example"));
+            async move { (d.await.is_none() && c.await.is_none()).then_some(()) }
+        },
+    )
     .await;
     ctl.stop().await;
 }

@@ -8,6 +8,8 @@ use service_kit::{EtcdConfig, LogConfig, NatsConfig};
 pub struct RouterConfig {
     /// Where apps' HTTP traffic arrives.
     pub listen_http: String,
+    /// Where apps' HTTPS traffic arrives; certificates are chosen by SNI.
+    pub listen_https: String,
     /// `/healthz` and `/metrics`.
     pub listen_ops: String,
     /// Where `git push` over SSH arrives, passed through to a builder.
@@ -34,6 +36,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             listen_http: "0.0.0.0:80".to_owned(),
+            listen_https: "0.0.0.0:443".to_owned(),
             listen_ops: "0.0.0.0:9090".to_owned(),
             listen_git: "0.0.0.0:2222".to_owned(),
             platform_domain: "deis.local".to_owned(),

@@ -31,6 +31,7 @@ use table::Table;
 #[derive(Debug)]
 pub struct Listeners {
     pub http: TcpListener,
+    pub https: TcpListener,
     pub ops: TcpListener,
     pub git: TcpListener,
 }
@@ -61,12 +62,13 @@ pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown)
     ));
 
     let local_port = listeners.http.local_addr().map(|a| a.port()).unwrap_or(80);
+    let https_port = listeners.https.local_addr().map(|a| a.port()).unwrap_or(443);
     let bus =
         tokio::time::timeout(Duration::from_secs(2), bus_task).await.ok().and_then(|r| r.ok()).flatten();
     if bus.is_none() {
         tracing::warn!("NATS not reachable yet; access lines are not shipped");
     }
-    let proxy = Arc::new(Proxy::new(config.clone(), table.clone(), bus, metrics, local_port));
+    let proxy = Arc::new(Proxy::new(config.clone(), table.clone(), bus, metrics, local_port, https_port));
 
     let ops = {
         let loaded = loaded.clone();
@@ -83,11 +85,44 @@ pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown)
     };
     shutdown.spawn(ops.serve(listeners.ops, shutdown.clone()));
     shutdown.spawn(passthrough(listeners.git, table.clone(), shutdown.clone()));
-    serve_http(listeners.http, proxy, shutdown).await;
+    shutdown.spawn(serve(
+        listeners.https,
+        proxy.clone(),
+        Some(tls_acceptor(table.clone())?),
+        shutdown.clone(),
+    ));
+    serve(listeners.http, proxy, None, shutdown).await;
     Ok(())
 }
 
-async fn serve_http(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Shutdown) {
+/// Chooses the certificate by SNI from the current route table.
+#[derive(Debug)]
+struct Sni(Arc<ArcSwap<Table>>);
+
+impl rustls::server::ResolvesServerCert for Sni {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.load().cert_for(hello.server_name()?)
+    }
+}
+
+fn tls_acceptor(table: Arc<ArcSwap<Table>>) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Sni(table)));
+    // HTTP/2 for clients that offer it, HTTP/1.1 otherwise; the server side detects which.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections (TLS ones when given an acceptor) and serves HTTP/1.1 and HTTP/2 on them.
+async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: Shutdown,
+) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, peer) = tokio::select! {
@@ -104,9 +139,26 @@ async fn serve_http(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Shutdown
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| proxy.clone().handle(req, peer));
-            if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+            let https = tls.is_some();
+            let service = hyper::service::service_fn(move |req| proxy.clone().handle(req, peer, https));
+            let served = match tls {
+                None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
         });

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let listeners = router::Listeners {
         http: bind(&config.listen_http).await?,
+        https: bind(&config.listen_https).await?,
         ops: bind(&config.listen_ops).await?,
         git: bind(&config.listen_git).await?,
     };

@@ -47,6 +47,7 @@ pub struct Proxy {
     bus: Option<Bus>,
     metrics: Metrics,
     local_port: u16,
+    https_port: u16,
     request_prefix: String,
     request_counter: std::sync::atomic::AtomicU64,
 }
@@ -78,6 +79,7 @@ impl Proxy {
         bus: Option<Bus>,
         metrics: Metrics,
         local_port: u16,
+        https_port: u16,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms.max(1))));
@@ -95,6 +97,7 @@ impl Proxy {
             bus,
             metrics,
             local_port,
+            https_port,
             request_prefix,
             request_counter: std::sync::atomic::AtomicU64::new(0),
         }
@@ -111,6 +114,7 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        https: bool,
     ) -> Result<Response<Body>, Infallible> {
         let start = Instant::now();
         let host = req
@@ -167,7 +171,14 @@ impl Proxy {
         let method = req.method().clone();
         let path =
             req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
-        let headers = forward_headers(req.headers(), peer, self.local_port, &request_id, upgrade);
+        let headers = forward_headers(
+            req.headers(),
+            peer,
+            if https { self.https_port } else { self.local_port },
+            https,
+            &request_id,
+            upgrade,
+        );
         let has_body =
             declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
 
@@ -363,6 +374,7 @@ fn forward_headers(
     incoming: &HeaderMap,
     peer: SocketAddr,
     port: u16,
+    https: bool,
     request_id: &str,
     upgrade: bool,
 ) -> HeaderMap {
@@ -379,7 +391,7 @@ fn forward_headers(
     };
     set(&mut headers, "x-forwarded-for", &xff);
     if !incoming.contains_key("x-forwarded-proto") {
-        set(&mut headers, "x-forwarded-proto", "http");
+        set(&mut headers, "x-forwarded-proto", if https { "https" } else { "http" });
     }
     if !incoming.contains_key("x-forwarded-port") {
         set(&mut headers, "x-forwarded-port", &port.to_string());
@@ -433,7 +445,7 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-app", HeaderValue::from_static("kept"));
         let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        let out = forward_headers(&h, peer, 80, "rid", false);
+        let out = forward_headers(&h, peer, 80, false, "rid", false);
         assert!(
             out.get("x-secret").is_none() && out.get("keep-alive").is_none() && out.get(header::TE).is_none()
         );
@@ -450,7 +462,7 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(wants_upgrade(&h));
-        let out = forward_headers(&h, "10.0.0.1:1".parse().unwrap(), 80, "r", true);
+        let out = forward_headers(&h, "10.0.0.1:1".parse().unwrap(), 443, true, "r", true);
         assert_eq!(out.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.0.0.1");
         assert_eq!(out.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(out.get(header::CONNECTION).unwrap(), "upgrade");

@@ -26,6 +26,8 @@ pub struct Table {
     pub builders: Vec<String>,
     /// Custom domains → app.
     pub domains: HashMap<String, AppName>,
+    /// Certificates by domain (or `*.parent` pattern), for SNI.
+    pub certs: HashMap<String, std::sync::Arc<rustls::sign::CertifiedKey>>,
     platform_domain: String,
     /// Each app's metric handles (filled in by the router when the table is installed).
     pub app_metrics: HashMap<AppName, crate::metrics::AppMetrics>,
@@ -44,9 +46,20 @@ impl Table {
         let mut builders = Vec::new();
         let mut bad = 0;
         let mut domains = HashMap::new();
+        let mut certs = HashMap::new();
         let components = keys.components();
         for (key, value) in kvs {
-            if let Some(domain) = keys.domain_of(key) {
+            if let Some(domain) = keys.cert_of(key) {
+                match bus_schema::discovery::parse::<bus_schema::discovery::CertRecord>(key, value)
+                    .ok()
+                    .and_then(|r| certified_key(&r))
+                {
+                    Some(ck) => {
+                        certs.insert(domain.to_ascii_lowercase(), ck);
+                    }
+                    None => bad += 1,
+                }
+            } else if let Some(domain) = keys.domain_of(key) {
                 match std::str::from_utf8(value).ok().and_then(|v| AppName::parse(v.trim()).ok()) {
                     Some(app) => {
                         domains.insert(domain.to_ascii_lowercase(), app);
@@ -81,6 +94,7 @@ impl Table {
             controllers,
             builders,
             domains,
+            certs,
             platform_domain: platform_domain.trim_end_matches('.').to_ascii_lowercase(),
             app_metrics: HashMap::new(),
             controller_metrics: None,
@@ -115,6 +129,15 @@ impl Table {
         Target::Unknown
     }
 
+    /// The certificate for a TLS server name: exact, else a one-label wildcard.
+    pub fn cert_for(&self, name: &str) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        let name = name.to_ascii_lowercase();
+        self.certs
+            .get(&name)
+            .or_else(|| name.split_once('.').and_then(|(_, parent)| self.certs.get(&format!("*.{parent}"))))
+            .cloned()
+    }
+
     /// The backends of a target, starting at the next one in round-robin order, without those
     /// ejected (unless all are: then all, rather than none).
     pub fn candidates(&self, target: &Target, ejected: &Ejections) -> Vec<&str> {
@@ -137,6 +160,22 @@ impl Table {
         let healthy: Vec<&str> = ordered.clone().filter(|b| !ejected.is_ejected(b)).collect();
         if healthy.is_empty() { ordered.collect() } else { healthy }
     }
+}
+
+/// Parses a PEM chain and key into what rustls serves; `None` when either is unusable.
+fn certified_key(
+    record: &bus_schema::discovery::CertRecord,
+) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(record.certificate.as_bytes()).collect::<Result<_, _>>().ok()?;
+    if chain.is_empty() {
+        return None;
+    }
+    let key = PrivateKeyDer::from_pem_slice(record.key.as_bytes()).ok()?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).ok()?;
+    Some(std::sync::Arc::new(rustls::sign::CertifiedKey::new(chain, signing)))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -202,9 +241,10 @@ mod tests {
             ("/deis/domains/www.shop.example".to_owned(), b"shop".to_vec()),
             ("/deis/domains/bad.example".to_owned(), b"Not An App".to_vec()),
             ("/deis/domains/*.wild.example".to_owned(), b"shop".to_vec()),
+            ("/deis/certs/broken.example".to_owned(), br#"{"certificate":"x","key":"y"}"#.to_vec()),
         ]);
         let (table, bad) = Table::build(&keys, &kvs, "deis.local");
-        assert_eq!(bad, 2);
+        assert_eq!(bad, 3);
         table
     }
 

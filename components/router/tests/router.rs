@@ -56,6 +56,7 @@ async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>
 struct Rig {
     prefix: String,
     http: SocketAddr,
+    https: SocketAddr,
     git: SocketAddr,
     shutdown: Shutdown,
     etcd: etcd_client::Client,
@@ -77,16 +78,18 @@ impl Rig {
         };
         let listeners = Listeners {
             http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            https: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             ops: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             git: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
         let http = listeners.http.local_addr().unwrap();
+        let https = listeners.https.local_addr().unwrap();
         let git = listeners.git.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         tokio::spawn(async move { router::run(config, listeners, s).await.unwrap() });
         let etcd = etcd_client::Client::connect(endpoints, None).await.unwrap();
-        Self { prefix, http, git, shutdown, etcd }
+        Self { prefix, http, https, git, shutdown, etcd }
     }
 
     async fn put_route(&mut self, app: &str, container: &str, addr: SocketAddr) {
@@ -317,4 +320,43 @@ async fn traffic_goes_on_when_etcd_stops() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_certificates_are_served_by_sni() {
+    let mut rig = Rig::start("tls", TestServices::get().etcd_endpoints).await;
+    let (a, _ta) = backend("alpha").await;
+    rig.put_route("shop", "c1", a).await;
+    let mut roots = Vec::new();
+    for domain in ["a.example", "b.example"] {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec![domain.to_owned()]).unwrap();
+        // What the controller publishes for a certificate attached to a domain.
+        let record =
+            serde_json::json!({"certificate": cert.pem(), "key": key_pair.serialize_pem()}).to_string();
+        rig.etcd.put(format!("{}/certs/{domain}", rig.prefix), record, None).await.unwrap();
+        rig.etcd.put(format!("{}/domains/{domain}", rig.prefix), "shop", None).await.unwrap();
+        roots.push(cert.pem());
+    }
+    for (domain, root) in ["a.example", "b.example"].into_iter().zip(&roots) {
+        // Trust only this domain's certificate: the handshake succeeds only if SNI chose it.
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+            .tls_built_in_root_certs(false)
+            .resolve(domain, rig.https)
+            .build()
+            .unwrap();
+        let url = format!("https://{domain}:{}/", rig.https.port());
+        let (version, body) = eventually("the certificate is served", Duration::from_secs(3), || {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let resp = client.get(&url).send().await.ok()?;
+                Some((resp.version(), resp.text().await.ok()?))
+            }
+        })
+        .await;
+        assert!(body.starts_with("alpha"), "{domain}: {body}");
+        assert_eq!(version, reqwest::Version::HTTP_2, "clients that offer HTTP/2 over TLS get it");
+    }
 }

@@ -152,6 +152,7 @@ pub async fn remove(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Resul
     let row = owned(&client, &user, &name).await?;
     let id: i64 = row.get(0);
     client.execute("DELETE FROM certs WHERE id = $1", &[&id]).await?;
+    ctx.domains_wake.notify_one();
     Ok(no_content())
 }
 
@@ -197,6 +198,7 @@ pub async fn attach(
         }
         Err(e) => return Err(e.into()),
     }
+    ctx.domains_wake.notify_one();
     Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
 }
 
@@ -221,5 +223,6 @@ pub async fn detach(
     if n == 0 {
         return Err(ApiError::not_found(format!("{domain} on certificate '{name}'")));
     }
+    ctx.domains_wake.notify_one();
     Ok(no_content())
 }
