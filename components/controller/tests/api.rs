@@ -319,8 +319,7 @@ async fn custom_domains_are_published_to_etcd_for_the_routers() {
     alice.cert_attach(&added.name, "www.site.example").await.unwrap();
     let record =
         service_kit::testing::eventually("the certificate reaches etcd", Duration::from_secs(5), || {
-            let v = value_of(keys.cert("www.site.example"));
-            async move { v.await }
+            value_of(keys.cert("www.site.example"))
         })
         .await;
     let record: bus_schema::discovery::CertRecord = serde_json::from_slice(&record).unwrap();
