@@ -107,6 +107,28 @@ impl Namespace {
     }
 }
 
+/// How this deployment sizes its streams: replicas (1 on one server, 3 in the cluster) and,
+/// optionally, a smaller byte cap than the declaration's (tests share one server and its disk:
+/// JetStream reserves each stream's cap up front).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    pub replicas: usize,
+    pub max_bytes: Option<i64>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self { replicas: 1, max_bytes: None }
+    }
+}
+
+impl StreamOptions {
+    /// Small streams for tests, so hundreds of test namespaces fit on one server.
+    pub fn for_tests() -> Self {
+        Self { replicas: 1, max_bytes: Some(8 * 1024 * 1024) }
+    }
+}
+
 /// Why a stream or consumer could not be created or bound.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -116,12 +138,11 @@ pub enum StreamError {
     Consumer { name: String, stream: String, reason: String },
 }
 
-/// Creates the stream, or updates it to this declaration if it exists. `replicas` is 1 on a
-/// single server and 3 in the cluster.
+/// Creates the stream, or updates it to this declaration if it exists.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     spec: &StreamSpec,
-    replicas: usize,
+    options: &StreamOptions,
 ) -> Result<stream::Stream, StreamError> {
     let config = stream::Config {
         name: spec.name.clone(),
@@ -129,9 +150,9 @@ pub async fn ensure_stream(
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: spec.max_age,
-        max_bytes: spec.max_bytes,
+        max_bytes: options.max_bytes.unwrap_or(spec.max_bytes),
         duplicate_window: spec.duplicate_window,
-        num_replicas: replicas.max(1),
+        num_replicas: options.replicas.max(1),
         ..Default::default()
     };
     let err =
@@ -150,10 +171,10 @@ pub async fn ensure_consumer(
     js: &jetstream::Context,
     ns: &Namespace,
     spec: &ConsumerSpec,
-    replicas: usize,
+    options: &StreamOptions,
 ) -> Result<consumer::PullConsumer, StreamError> {
     let stream_spec = ns.stream(spec.stream);
-    let stream = ensure_stream(js, &stream_spec, replicas).await?;
+    let stream = ensure_stream(js, &stream_spec, options).await?;
     let config = consumer::pull::Config {
         durable_name: Some(spec.durable_name.clone()),
         ack_policy: consumer::AckPolicy::Explicit,

@@ -9,7 +9,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     RemoveContainerOptions, StopContainerOptions,
 };
-use bus_schema::messages::{ContainerKey, HealthCheck, RunOneOff, StartContainer};
+use bus_schema::messages::{ContainerKey, HealthCheck, Limits, RunOneOff, StartContainer};
 use bus_schema::{AppName, NodeId, ProcessType};
 use futures::StreamExt;
 
@@ -230,13 +230,6 @@ impl Engine {
                         host_port: Some(String::new()),
                     }]),
                 )])),
-                memory: cmd
-                    .limits
-                    .memory_mb
-                    .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
-                cpu_shares: cmd.limits.cpu_shares.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-                privileged: Some(false),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 cap_drop: Some(vec![
                     "NET_RAW".to_owned(),
                     "SYS_CHROOT".to_owned(),
@@ -248,8 +241,7 @@ impl Engine {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,
                 }),
-                init: Some(true),
-                ..Default::default()
+                ..confined(&cmd.limits)
             }),
             ..Default::default()
         };
@@ -289,17 +281,7 @@ impl Engine {
             cmd: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.command.clone()]),
             env: Some(env),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                memory: cmd
-                    .limits
-                    .memory_mb
-                    .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
-                cpu_shares: cmd.limits.cpu_shares.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-                privileged: Some(false),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                init: Some(true),
-                ..Default::default()
-            }),
+            host_config: Some(confined(&cmd.limits)),
             ..Default::default()
         };
         self.docker
@@ -344,6 +326,18 @@ impl Engine {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
             Err(e) => Err(docker_err(format!("removing {name}"))(e)),
         }
+    }
+}
+
+/// What every app container gets: its limits, no privileges, an init to reap zombies.
+fn confined(limits: &Limits) -> HostConfig {
+    HostConfig {
+        memory: limits.memory_mb.map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+        cpu_shares: limits.cpu_shares.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        privileged: Some(false),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        init: Some(true),
+        ..Default::default()
     }
 }
 

@@ -135,25 +135,15 @@ pub async fn logs(
     let subject = inner.bus.namespace().log_lines(&key.app);
     let source = LogSource::App { process_type: key.process_type.clone(), index: key.index };
     let mut seq = 0u64;
-    let mut partial: HashMap<bool, Vec<u8>> = HashMap::new();
+    let mut lines = Lines::default();
     loop {
         let chunk = tokio::select! {
             c = output.next() => c,
             _ = stop.cancelled() => return,
         };
         let Some(Ok(chunk)) = chunk else { return };
-        let (stream, bytes) = match chunk {
-            LogOutput::StdErr { message } => (Stream::Stderr, message),
-            LogOutput::StdOut { message } | LogOutput::Console { message } => (Stream::Stdout, message),
-            LogOutput::StdIn { .. } => continue,
-        };
-        let buf = partial.entry(stream == Stream::Stderr).or_default();
-        buf.extend_from_slice(&bytes);
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_owned();
+        for (stream, message) in lines.push(chunk) {
             seq += 1;
-            let message = cut(text);
             let line = LogLine {
                 app: key.app.clone(),
                 time: Timestamp::now(),
@@ -167,21 +157,50 @@ pub async fn logs(
                 tracing::debug!(%error, "publishing a log line");
             }
         }
-        if buf.len() > MAX_LINE {
-            // A line with no end in sight: ship what we have.
-            let text = String::from_utf8_lossy(&std::mem::take(buf)).into_owned();
-            seq += 1;
-            let line = LogLine {
-                app: key.app.clone(),
-                time: Timestamp::now(),
-                source: source.clone(),
+    }
+}
+
+/// Splits a container's output chunks into lines, per stream. A line longer than `MAX_LINE`
+/// with no end in sight is shipped as it is, so one app cannot grow a buffer without bound.
+#[derive(Default)]
+struct Lines {
+    partial: HashMap<bool, Vec<u8>>,
+}
+
+impl Lines {
+    /// Takes a chunk; returns the complete lines it finished.
+    fn push(&mut self, chunk: LogOutput) -> Vec<(Stream, String)> {
+        let (stream, bytes) = match chunk {
+            LogOutput::StdErr { message } => (Stream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => (Stream::Stdout, message),
+            LogOutput::StdIn { .. } => return Vec::new(),
+        };
+        let buf = self.partial.entry(stream == Stream::Stderr).or_default();
+        buf.extend_from_slice(&bytes);
+        let mut out = Vec::new();
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out.push((
                 stream,
-                node: Some(inner.node.clone()),
-                seq,
-                message: cut(text),
-            };
-            let _ = inner.bus.publish(&subject, &inner.bus.envelope(line)).await;
+                cut(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_owned()),
+            ));
         }
+        if buf.len() > MAX_LINE {
+            out.push((stream, cut(String::from_utf8_lossy(&std::mem::take(buf)).into_owned())));
+        }
+        out
+    }
+
+    /// What is left when the output ends: unterminated last lines.
+    fn finish(self) -> Vec<(Stream, String)> {
+        self.partial
+            .into_iter()
+            .filter(|(_, rest)| !rest.is_empty())
+            .map(|(is_err, rest)| {
+                let stream = if is_err { Stream::Stderr } else { Stream::Stdout };
+                (stream, cut(String::from_utf8_lossy(&rest).into_owned()))
+            })
+            .collect()
     }
 }
 
@@ -205,8 +224,8 @@ pub async fn one_off(inner: Arc<Inner>, cmd: bus_schema::messages::RunOneOff, na
     let options = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
     let mut output = inner.engine.docker.logs(&name, Some(options));
     let mut seq = 0u64;
-    let mut partial: HashMap<bool, Vec<u8>> = HashMap::new();
-    let send = |stream: Stream, text: String, seq: u64| {
+    let mut lines = Lines::default();
+    let send = |stream: Stream, message: String, seq: u64| {
         let line = LogLine {
             app: cmd.app.clone(),
             time: Timestamp::now(),
@@ -214,7 +233,7 @@ pub async fn one_off(inner: Arc<Inner>, cmd: bus_schema::messages::RunOneOff, na
             stream,
             node: Some(inner.node.clone()),
             seq,
-            message: cut(text),
+            message,
         };
         let bus = inner.bus.clone();
         let subject = subject.clone();
@@ -223,25 +242,14 @@ pub async fn one_off(inner: Arc<Inner>, cmd: bus_schema::messages::RunOneOff, na
         }
     };
     while let Some(Ok(chunk)) = output.next().await {
-        let (stream, bytes) = match chunk {
-            LogOutput::StdErr { message } => (Stream::Stderr, message),
-            LogOutput::StdOut { message } | LogOutput::Console { message } => (Stream::Stdout, message),
-            LogOutput::StdIn { .. } => continue,
-        };
-        let buf = partial.entry(stream == Stream::Stderr).or_default();
-        buf.extend_from_slice(&bytes);
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
+        for (stream, message) in lines.push(chunk) {
             seq += 1;
-            send(stream, String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(), seq).await;
+            send(stream, message, seq).await;
         }
     }
-    for (is_err, rest) in partial {
-        if !rest.is_empty() {
-            seq += 1;
-            let stream = if is_err { Stream::Stderr } else { Stream::Stdout };
-            send(stream, String::from_utf8_lossy(&rest).into_owned(), seq).await;
-        }
+    for (stream, message) in lines.finish() {
+        seq += 1;
+        send(stream, message, seq).await;
     }
     let exit_code = match inner.engine.docker.inspect_container(&name, None).await {
         Ok(info) => info.state.and_then(|s| s.exit_code),
@@ -348,5 +356,34 @@ pub async fn routes_follow_lease(inner: Arc<Inner>) {
         for (key, name, port) in routes {
             inner.put_route(&key, &name, port).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(s: &str) -> LogOutput {
+        LogOutput::StdOut { message: bytes::Bytes::from(s.to_owned()) }
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks_and_streams() {
+        let mut lines = Lines::default();
+        assert!(lines.push(out("hel")).is_empty());
+        assert_eq!(lines.push(out("lo\r\nwor")), vec![(Stream::Stdout, "hello".to_owned())]);
+        let err = LogOutput::StdErr { message: bytes::Bytes::from_static(b"oops\n") };
+        assert_eq!(lines.push(err), vec![(Stream::Stderr, "oops".to_owned())]);
+        assert_eq!(lines.finish(), vec![(Stream::Stdout, "wor".to_owned())]);
+    }
+
+    #[test]
+    fn endless_lines_are_cut_not_buffered_forever() {
+        let mut lines = Lines::default();
+        let long = "x".repeat(MAX_LINE + 10);
+        let got = lines.push(out(&long));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.ends_with("[line truncated by deis]"));
+        assert!(lines.finish().is_empty());
     }
 }

@@ -21,7 +21,7 @@ pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     let spec = bus.namespace().consumer(ConsumerId::ControllerBuilds);
     loop {
         let consumer =
-            match ensure_consumer(bus.jetstream(), bus.namespace(), &spec, ctx.config.nats.stream_replicas)
+            match ensure_consumer(bus.jetstream(), bus.namespace(), &spec, &ctx.config.nats.stream_options())
                 .await
             {
                 Ok(c) => c,

@@ -119,7 +119,8 @@ async fn ensure_streams(ctx: &Ctx, bus: &Bus) -> bool {
     for id in bus_schema::streams::StreamId::ALL {
         let spec = bus.namespace().stream(id);
         if let Err(error) =
-            bus_schema::streams::ensure_stream(bus.jetstream(), &spec, ctx.config.nats.stream_replicas).await
+            bus_schema::streams::ensure_stream(bus.jetstream(), &spec, &ctx.config.nats.stream_options())
+                .await
         {
             tracing::warn!(%error, "cannot declare a stream yet");
             ok = false;

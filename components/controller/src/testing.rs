@@ -48,6 +48,7 @@ impl TestController {
             nats: NatsConfig {
                 url: services.nats_url.clone(),
                 namespace: ns.root().to_owned(),
+                stream_max_mb: Some(8),
                 ..Default::default()
             },
             ..Default::default()

@@ -57,8 +57,14 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
 
     let bus = TestController::start_with(config.clone(), ns.clone(), database.clone()).await;
     let scheduler = bus.bus().await;
-    let consumer =
-        ensure_consumer(scheduler.jetstream(), &ns, &ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
+    let consumer = ensure_consumer(
+        scheduler.jetstream(),
+        &ns,
+        &ns.consumer(ConsumerId::Scheduler),
+        &bus_schema::streams::StreamOptions::for_tests(),
+    )
+    .await
+    .unwrap();
     bus.stop().await;
 
     // Instance B starts with the relay on and publishes what A left.
@@ -102,8 +108,14 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
     let ns = ctl.ns.clone();
     let app = AppName::parse("pushed").unwrap();
     let mut events = bus.subscribe(&ns.all_controller_events()).await.unwrap();
-    let desired =
-        ensure_consumer(bus.jetstream(), &ns, &ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
+    let desired = ensure_consumer(
+        bus.jetstream(),
+        &ns,
+        &ns.consumer(ConsumerId::Scheduler),
+        &bus_schema::streams::StreamOptions::for_tests(),
+    )
+    .await
+    .unwrap();
     drain(&desired).await;
 
     let build_id = uuid::Uuid::now_v7();
@@ -265,8 +277,14 @@ async fn the_relay_declares_its_streams_when_no_consumer_has_yet() {
     .await;
     // A scheduler arriving later finds everything.
     let bus = ctl.bus().await;
-    let consumer =
-        ensure_consumer(bus.jetstream(), &ctl.ns, &ctl.ns.consumer(ConsumerId::Scheduler), 1).await.unwrap();
+    let consumer = ensure_consumer(
+        bus.jetstream(),
+        &ctl.ns,
+        &ctl.ns.consumer(ConsumerId::Scheduler),
+        &bus_schema::streams::StreamOptions::for_tests(),
+    )
+    .await
+    .unwrap();
     assert_eq!(releases_of(&drain(&consumer).await), vec![1]);
     ctl.stop().await;
 }

@@ -148,7 +148,8 @@ impl Leader {
 
         let spec = ns.consumer(ConsumerId::Scheduler);
         let consumer = loop {
-            match ensure_consumer(self.bus.jetstream(), &ns, &spec, self.config.nats.stream_replicas).await {
+            match ensure_consumer(self.bus.jetstream(), &ns, &spec, &self.config.nats.stream_options()).await
+            {
                 Ok(c) => break c,
                 Err(error) => tracing::warn!(%error, "cannot bind the scheduler consumer yet"),
             }

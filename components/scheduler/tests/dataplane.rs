@@ -62,6 +62,7 @@ impl Plane {
         NatsConfig {
             url: TestServices::get().nats_url,
             namespace: self.ns.root().to_owned(),
+            stream_max_mb: Some(8),
             ..Default::default()
         }
     }

@@ -46,6 +46,19 @@ pub struct NatsConfig {
     pub namespace: String,
     /// JetStream replicas for the platform's streams: 1 on one server, 3 in the cluster.
     pub stream_replicas: usize,
+    /// A byte cap for each stream below the declared one, in MiB (JetStream reserves it up front).
+    pub stream_max_mb: Option<u64>,
+}
+
+impl NatsConfig {
+    pub fn stream_options(&self) -> bus_schema::streams::StreamOptions {
+        bus_schema::streams::StreamOptions {
+            replicas: self.stream_replicas,
+            max_bytes: self
+                .stream_max_mb
+                .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+        }
+    }
 }
 
 impl Default for NatsConfig {
@@ -56,6 +69,7 @@ impl Default for NatsConfig {
             password: None,
             namespace: bus_schema::Namespace::DEFAULT_ROOT.to_owned(),
             stream_replicas: 1,
+            stream_max_mb: None,
         }
     }
 }

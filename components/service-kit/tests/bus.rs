@@ -94,8 +94,13 @@ async fn durable_publishes_are_deduplicated_by_message_id_and_survive_for_a_late
     let controller = bus(&ns, Component::Controller).await;
     let spec = ns.consumer(ConsumerId::Scheduler);
     // Declaring twice is harmless.
-    ensure_consumer(controller.jetstream(), &ns, &spec, 1).await.unwrap();
-    let consumer = ensure_consumer(controller.jetstream(), &ns, &spec, 1).await.unwrap();
+    ensure_consumer(controller.jetstream(), &ns, &spec, &bus_schema::streams::StreamOptions::for_tests())
+        .await
+        .unwrap();
+    let consumer =
+        ensure_consumer(controller.jetstream(), &ns, &spec, &bus_schema::streams::StreamOptions::for_tests())
+            .await
+            .unwrap();
 
     let change = FormationChanged {
         app: app(),
