@@ -137,6 +137,21 @@ impl Proxy {
                 return Ok(page(StatusCode::NOT_FOUND, "No such app", &text));
             }
         };
+        // Platform setting: apps answer only over HTTPS (the controller stays reachable for the CLI).
+        if !https && table.settings.https_only && matches!(target, Target::App(_)) {
+            let location = format!(
+                "https://{}{}",
+                host.rsplit_once(':')
+                    .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+                    .map_or(host.as_str(), |(h, _)| h),
+                req.uri().path_and_query().map_or("/", |p| p.as_str())
+            );
+            let mut resp = page(StatusCode::MOVED_PERMANENTLY, "Moved", "This app is served over HTTPS.");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return Ok(resp);
+        }
         let request_id = req
             .headers()
             .get("x-request-id")
@@ -152,7 +167,18 @@ impl Proxy {
             );
             let (method, path) = (req.method().clone(), req.uri().to_string());
             let resp = page(StatusCode::SERVICE_UNAVAILABLE, "No healthy containers", &text);
-            return Ok(self.finish(&table, &target, &method, &path, &host, resp, start, &request_id, peer));
+            return Ok(self.finish(
+                &table,
+                &target,
+                &method,
+                &path,
+                &host,
+                resp,
+                start,
+                &request_id,
+                peer,
+                https,
+            ));
         }
         let declared = req
             .headers()
@@ -240,6 +266,7 @@ impl Proxy {
                             start,
                             &request_id,
                             peer,
+                            https,
                         ));
                     }
                     let (mut parts, body) = resp.into_parts();
@@ -260,6 +287,7 @@ impl Proxy {
                         start,
                         &request_id,
                         peer,
+                        https,
                     ));
                 }
                 Ok(Err(error)) if error.is_connect() => {
@@ -290,13 +318,14 @@ impl Proxy {
                         start,
                         &request_id,
                         peer,
+                        https,
                     ));
                 }
             }
         }
         tracing::warn!(%app, error = %last_error, "no backend answered");
         let resp = page(StatusCode::BAD_GATEWAY, "Bad gateway", "The app's containers could not be reached.");
-        Ok(self.finish(&table, &target, &method, &path, &host, resp, start, &request_id, peer))
+        Ok(self.finish(&table, &target, &method, &path, &host, resp, start, &request_id, peer, https))
     }
 
     /// Counts the request and writes its access line into the app's log stream.
@@ -312,6 +341,7 @@ impl Proxy {
         start: Instant,
         request_id: &str,
         peer: SocketAddr,
+        https: bool,
     ) -> Response<Body> {
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
@@ -326,6 +356,12 @@ impl Proxy {
             None => table.controller_metrics.clone().unwrap_or_else(|| self.metrics.for_app("deis")),
         };
         handles.observe(status, elapsed);
+        let mut resp = resp;
+        if let (true, Some(age)) = (https, table.settings.hsts_max_age) {
+            if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
+                resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, v);
+            }
+        }
         if let (Some(app), Some(bus)) = (app, &self.bus) {
             let bytes = resp
                 .headers()

@@ -18,6 +18,15 @@ pub enum Target {
     Unknown,
 }
 
+/// Platform settings the router applies (set with `deisctl config platform set`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Answer plain HTTP requests for apps with a redirect to HTTPS.
+    pub https_only: bool,
+    /// Send `Strict-Transport-Security: max-age=N` on HTTPS answers.
+    pub hsts_max_age: Option<u64>,
+}
+
 /// A snapshot of every route.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -26,6 +35,7 @@ pub struct Table {
     pub builders: Vec<String>,
     /// Custom domains → app.
     pub domains: HashMap<String, AppName>,
+    pub settings: Settings,
     /// Certificates by domain (or `*.parent` pattern), for SNI.
     pub certs: HashMap<String, std::sync::Arc<rustls::sign::CertifiedKey>>,
     platform_domain: String,
@@ -47,9 +57,26 @@ impl Table {
         let mut bad = 0;
         let mut domains = HashMap::new();
         let mut certs = HashMap::new();
+        let mut settings = Settings::default();
         let components = keys.components();
+        let settings_prefix = keys.settings();
         for (key, value) in kvs {
-            if let Some(domain) = keys.cert_of(key) {
+            if let Some(name) = key.strip_prefix(&settings_prefix) {
+                let value = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
+                match name {
+                    "https_only" => match value.as_str() {
+                        "true" | "1" | "yes" => settings.https_only = true,
+                        "false" | "0" | "no" | "" => settings.https_only = false,
+                        _ => bad += 1,
+                    },
+                    "hsts_max_age" => match value.parse::<u64>() {
+                        Ok(0) => settings.hsts_max_age = None,
+                        Ok(n) => settings.hsts_max_age = Some(n),
+                        Err(_) => bad += 1,
+                    },
+                    _ => {}
+                }
+            } else if let Some(domain) = keys.cert_of(key) {
                 match bus_schema::discovery::parse::<bus_schema::discovery::CertRecord>(key, value)
                     .ok()
                     .and_then(|r| certified_key(&r))
@@ -94,6 +121,7 @@ impl Table {
             controllers,
             builders,
             domains,
+            settings,
             certs,
             platform_domain: platform_domain.trim_end_matches('.').to_ascii_lowercase(),
             app_metrics: HashMap::new(),
@@ -242,9 +270,12 @@ mod tests {
             ("/deis/domains/bad.example".to_owned(), b"Not An App".to_vec()),
             ("/deis/domains/*.wild.example".to_owned(), b"shop".to_vec()),
             ("/deis/certs/broken.example".to_owned(), br#"{"certificate":"x","key":"y"}"#.to_vec()),
+            ("/deis/settings/https_only".to_owned(), b"true".to_vec()),
+            ("/deis/settings/hsts_max_age".to_owned(), b"lots".to_vec()),
         ]);
         let (table, bad) = Table::build(&keys, &kvs, "deis.local");
-        assert_eq!(bad, 3);
+        assert_eq!(bad, 4);
+        assert_eq!(table.settings, Settings { https_only: true, hsts_max_age: None });
         table
     }
 

@@ -360,3 +360,39 @@ async fn two_certificates_are_served_by_sni() {
         assert_eq!(version, reqwest::Version::HTTP_2, "clients that offer HTTP/2 over TLS get it");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_https_only_setting_redirects_and_hsts_is_sent() {
+    let mut rig = Rig::start("hsts", TestServices::get().etcd_endpoints).await;
+    let (a, _ta) = backend("alpha").await;
+    rig.put_route("shop", "c1", a).await;
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["secure.example".to_owned()]).unwrap();
+    let record = serde_json::json!({"certificate": cert.pem(), "key": key_pair.serialize_pem()}).to_string();
+    rig.etcd.put(format!("{}/certs/secure.example", rig.prefix), record, None).await.unwrap();
+    rig.etcd.put(format!("{}/domains/secure.example", rig.prefix), "shop", None).await.unwrap();
+    rig.etcd.put(format!("{}/settings/https_only", rig.prefix), "true", None).await.unwrap();
+    rig.etcd.put(format!("{}/settings/hsts_max_age", rig.prefix), "31536000", None).await.unwrap();
+
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let location = eventually("plain HTTP is redirected", Duration::from_secs(3), || {
+        let plain = plain.clone();
+        let url = format!("http://{}/cart?x=1", rig.http);
+        async move {
+            let resp = plain.get(url).header("host", "secure.example").send().await.ok()?;
+            (resp.status() == 301).then(|| resp.headers()["location"].to_str().unwrap().to_owned())
+        }
+    })
+    .await;
+    assert_eq!(location, "https://secure.example/cart?x=1");
+
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .resolve("secure.example", rig.https)
+        .build()
+        .unwrap();
+    let resp = tls.get(format!("https://secure.example:{}/", rig.https.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=31536000");
+}
