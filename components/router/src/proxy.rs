@@ -357,10 +357,13 @@ impl Proxy {
         };
         handles.observe(status, elapsed);
         let mut resp = resp;
-        if let (true, Some(age)) = (https, table.settings.hsts_max_age) {
-            if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
-                resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, v);
-            }
+        let hsts = table
+            .settings
+            .hsts_max_age
+            .filter(|_| https)
+            .and_then(|age| HeaderValue::from_str(&format!("max-age={age}")).ok());
+        if let Some(value) = hsts {
+            resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, value);
         }
         if let (Some(app), Some(bus)) = (app, &self.bus) {
             let bytes = resp
