@@ -142,7 +142,10 @@ async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let https = tls.is_some();
-            let service = hyper::service::service_fn(move |req| proxy.clone().handle(req, peer, https));
+            let affinity = Arc::new(proxy::Affinity::default());
+            let service = hyper::service::service_fn(move |req| {
+                proxy.clone().handle(req, peer, https, affinity.clone())
+            });
             let served = match tls {
                 None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
                 Some(acceptor) => {

@@ -16,9 +16,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 use crate::config::RouterConfig;
 use crate::metrics::Metrics;
@@ -42,7 +43,6 @@ const HOP_BY_HOP: [&str; 8] = [
 pub struct Proxy {
     pub table: Arc<ArcSwap<Table>>,
     pub ejections: Ejections,
-    client: Client<HttpConnector, Body>,
     config: RouterConfig,
     bus: Option<Bus>,
     metrics: Metrics,
@@ -81,18 +81,10 @@ impl Proxy {
         local_port: u16,
         https_port: u16,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms.max(1))));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let request_prefix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         Self {
             table,
             ejections: Ejections::default(),
-            client,
             config,
             bus,
             metrics,
@@ -115,6 +107,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         peer: SocketAddr,
         https: bool,
+        affinity: Arc<Affinity>,
     ) -> Result<Response<Body>, Infallible> {
         let start = Instant::now();
         let host = req
@@ -241,12 +234,12 @@ impl Proxy {
                 }
                 (None, None) => break,
             };
-            let mut out = Request::builder().method(method.clone()).uri(format!("http://{backend}{path}"));
+            let mut out = Request::builder().method(method.clone()).uri(path.as_str());
             if let Some(h) = out.headers_mut() {
                 *h = headers.clone();
             }
             let Ok(out) = out.body(body) else { break };
-            match tokio::time::timeout(timeout, self.client.request(out)).await {
+            match tokio::time::timeout(timeout, self.send(&affinity, backend, out, buffered.as_ref())).await {
                 Ok(Ok(mut resp)) => {
                     if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade {
@@ -406,6 +399,104 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Backend connections owned by one client connection. An HTTP/1.1 client sends one request at a
+/// time, so its requests can reuse the same backend connection with no shared pool and no lock
+/// contention between clients.
+#[derive(Default)]
+pub struct Affinity {
+    conns: std::sync::Mutex<HashMap<String, SendRequest<Body>>>,
+}
+
+impl std::fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Affinity").finish_non_exhaustive()
+    }
+}
+
+/// Why a request could not be sent to a backend.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: nothing of the request reached the backend.
+    Connect(std::io::Error),
+    Http(hyper::Error),
+}
+
+impl SendError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, SendError::Connect(_))
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connecting: {e}"),
+            SendError::Http(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Proxy {
+    async fn connect(&self, backend: &str) -> Result<SendRequest<Body>, SendError> {
+        let connect = tokio::net::TcpStream::connect(backend);
+        let stream =
+            tokio::time::timeout(Duration::from_millis(self.config.connect_timeout_ms.max(1)), connect)
+                .await
+                .map_err(|_| {
+                    SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))
+                })?
+                .map_err(SendError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Sends a request on this client connection's backend connection, or a new one. A reused
+    /// connection the backend closed meanwhile is replaced, and a buffered request sent again.
+    async fn send(
+        &self,
+        affinity: &Affinity,
+        backend: &str,
+        req: Request<Body>,
+        buffered: Option<&Bytes>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let cached = affinity.conns.lock().ok().and_then(|mut m| m.remove(backend));
+        let reused = cached.is_some();
+        let mut sender = match cached {
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => self.connect(backend).await?,
+            },
+            None => self.connect(backend).await?,
+        };
+        let (parts, body) = req.into_parts();
+        let copy = buffered.map(|b| Request::from_parts(parts.clone(), full(b.clone())));
+        let result = match sender.send_request(Request::from_parts(parts, body)).await {
+            Err(e)
+                if reused
+                    && copy.is_some()
+                    && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+            {
+                sender = self.connect(backend).await?;
+                match copy {
+                    Some(again) => sender.send_request(again).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        };
+        let resp = result.map_err(SendError::Http)?;
+        if let Ok(mut m) = affinity.conns.lock() {
+            m.insert(backend.to_owned(), sender);
+        }
+        Ok(resp)
+    }
 }
 
 /// The headers sent on to the backend.
