@@ -161,16 +161,18 @@ impl Proxy {
             let (method, path) = (req.method().clone(), req.uri().to_string());
             let resp = page(StatusCode::SERVICE_UNAVAILABLE, "No healthy containers", &text);
             return Ok(self.finish(
-                &table,
-                &target,
-                &method,
-                &path,
-                &host,
+                &Exchange {
+                    table: &table,
+                    target: &target,
+                    method: &method,
+                    path: &path,
+                    host: &host,
+                    start,
+                    request_id: &request_id,
+                    peer,
+                    https,
+                },
                 resp,
-                start,
-                &request_id,
-                peer,
-                https,
             ));
         }
         let declared = req
@@ -198,6 +200,17 @@ impl Proxy {
             &request_id,
             upgrade,
         );
+        let exchange = Exchange {
+            table: &table,
+            target: &target,
+            method: &method,
+            path: &path,
+            host: &host,
+            start,
+            request_id: &request_id,
+            peer,
+            https,
+        };
         let has_body =
             declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
 
@@ -249,18 +262,7 @@ impl Proxy {
                         let (mut parts, _) = resp.into_parts();
                         strip_hop_by_hop(&mut parts.headers, true);
                         let resp = Response::from_parts(parts, full(Bytes::new()));
-                        return Ok(self.finish(
-                            &table,
-                            &target,
-                            &method,
-                            &path,
-                            &host,
-                            resp,
-                            start,
-                            &request_id,
-                            peer,
-                            https,
-                        ));
+                        return Ok(self.finish(&exchange, resp));
                     }
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers, false);
@@ -270,18 +272,7 @@ impl Proxy {
                     );
                     let resp =
                         Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
-                    return Ok(self.finish(
-                        &table,
-                        &target,
-                        &method,
-                        &path,
-                        &host,
-                        resp,
-                        start,
-                        &request_id,
-                        peer,
-                        https,
-                    ));
+                    return Ok(self.finish(&exchange, resp));
                 }
                 Ok(Err(error)) if error.is_connect() => {
                     // Nothing of the request reached this backend: skip it for a while, try the next.
@@ -301,41 +292,18 @@ impl Proxy {
                     self.ejections.eject(backend, Duration::from_secs(self.config.eject_secs));
                     let resp =
                         page(StatusCode::GATEWAY_TIMEOUT, "Timed out", "The app did not answer in time.");
-                    return Ok(self.finish(
-                        &table,
-                        &target,
-                        &method,
-                        &path,
-                        &host,
-                        resp,
-                        start,
-                        &request_id,
-                        peer,
-                        https,
-                    ));
+                    return Ok(self.finish(&exchange, resp));
                 }
             }
         }
         tracing::warn!(%app, error = %last_error, "no backend answered");
         let resp = page(StatusCode::BAD_GATEWAY, "Bad gateway", "The app's containers could not be reached.");
-        Ok(self.finish(&table, &target, &method, &path, &host, resp, start, &request_id, peer, https))
+        Ok(self.finish(&exchange, resp))
     }
 
     /// Counts the request and writes its access line into the app's log stream.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        table: &Table,
-        target: &Target,
-        method: &hyper::Method,
-        path: &str,
-        host: &str,
-        resp: Response<Body>,
-        start: Instant,
-        request_id: &str,
-        peer: SocketAddr,
-        https: bool,
-    ) -> Response<Body> {
+    fn finish(&self, x: &Exchange<'_>, resp: Response<Body>) -> Response<Body> {
+        let Exchange { table, target, method, path, host, start, request_id, peer, https } = *x;
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
         let app = match target {
@@ -399,6 +367,20 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// What the access line and metrics need to know of one request.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    table: &'a Table,
+    target: &'a Target,
+    method: &'a hyper::Method,
+    path: &'a str,
+    host: &'a str,
+    start: Instant,
+    request_id: &'a str,
+    peer: SocketAddr,
+    https: bool,
 }
 
 /// Backend connections owned by one client connection. An HTTP/1.1 client sends one request at a
