@@ -123,7 +123,14 @@ async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: Shutdown,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that takes longer than this to send a request's headers (slowloris) is cut off.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
