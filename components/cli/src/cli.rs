@@ -74,6 +74,10 @@ pub enum Command {
     #[command(name = "apps:info", visible_alias = "info")]
     AppsInfo,
 
+    /// Open the app's URL in a browser (prints it when there is none).
+    #[command(name = "apps:open", visible_alias = "open")]
+    AppsOpen,
+
     /// Destroy an app and everything it runs.
     #[command(name = "apps:destroy", visible_alias = "destroy")]
     AppsDestroy(AppsDestroyArgs),

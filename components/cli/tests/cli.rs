@@ -192,6 +192,7 @@ fn app_lifecycle_in_a_git_repository() {
     assert!(out.contains("Git remote deis added"), "{out}");
 
     // From here on the app comes from the git remote.
+    assert_eq!(m.deis_with(&["open"], &[("DISPLAY", "")]).ok().trim(), "http://foo.deis.local");
     let info = m.deis(&["info"]).ok().to_owned();
     assert!(info.starts_with("=== foo Application\n"), "{info}");
     assert!(m.deis(&["apps"]).ok().contains("foo\n"));

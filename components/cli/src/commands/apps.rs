@@ -70,6 +70,28 @@ pub async fn list(ctx: &Ctx) -> Result<()> {
     })
 }
 
+/// `deis open`: the app's URL, handed to the desktop's browser when there is one. The URL is an
+/// argument to `xdg-open`, never part of a shell line.
+pub async fn open(ctx: &Ctx) -> Result<()> {
+    let app = ctx.session()?.client.app(&ctx.app()?).await?;
+    let url = format!("http://{}", app.url);
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let has_display = set("DISPLAY") || set("WAYLAND_DISPLAY");
+    let opened = has_display
+        && std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if opened {
+        ctx.note(&format!("Opening {url}\n"))?;
+    } else {
+        println!("{url}");
+    }
+    Ok(())
+}
+
 pub async fn info(ctx: &Ctx) -> Result<()> {
     let session = ctx.session()?;
     let app = session.client.app(&ctx.app()?).await?;

@@ -30,6 +30,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::AppsCreate(args) => apps::create(&ctx, args).await,
         Command::AppsList => apps::list(&ctx).await,
         Command::AppsInfo => apps::info(&ctx).await,
+        Command::AppsOpen => apps::open(&ctx).await,
         Command::AppsDestroy(args) => apps::destroy(&ctx, args).await,
         Command::AppsTransfer { username } => apps::transfer(&ctx, &username).await,
         Command::GitRemote { remote } => apps::git_remote(&ctx, &remote).await,
