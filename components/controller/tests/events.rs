@@ -17,6 +17,16 @@ fn set(k: &str, v: &str) -> ConfigUpdate {
     ConfigUpdate { values: BTreeMap::from([(k.to_owned(), Some(v.to_owned()))]), ..Default::default() }
 }
 
+/// Waits until the relay has published every outbox row.
+async fn outbox_empties(db: &tokio_postgres::Client, what: &str) {
+    eventually(what, Duration::from_secs(10), || async {
+        let n: i64 =
+            db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
+        (n == 0).then_some(())
+    })
+    .await;
+}
+
 /// Everything the desired-state consumer has, acked.
 async fn drain(consumer: &async_nats::jetstream::consumer::PullConsumer) -> Vec<DesiredChange> {
     let mut out = Vec::new();
@@ -70,30 +80,14 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
     // Instance B starts with the relay on and publishes what A left.
     config.relay_enabled = true;
     let b = TestController::start_with(config.clone(), ns.clone(), database.clone()).await;
-    eventually("the outbox empties", Duration::from_secs(10), || {
-        let db = &db;
-        async move {
-            let n: i64 =
-                db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
-            (n == 0).then_some(())
-        }
-    })
-    .await;
+    outbox_empties(&db, "the outbox empties").await;
     let first = drain(&consumer).await;
     assert_eq!(releases_of(&first), vec![1, 2]);
 
     // A relay that dies after publishing but before marking republishes the same rows: the
     // copies carry the same message ids, and JetStream stores none of them again.
     db.execute("UPDATE outbox SET published = NULL", &[]).await.unwrap();
-    eventually("the outbox is republished", Duration::from_secs(10), || {
-        let db = &db;
-        async move {
-            let n: i64 =
-                db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
-            (n == 0).then_some(())
-        }
-    })
-    .await;
+    outbox_empties(&db, "the outbox is republished").await;
     let again = drain(&consumer).await;
     assert!(again.is_empty(), "duplicates reached the consumer: {again:?}");
     b.stop().await;
@@ -266,15 +260,7 @@ async fn the_relay_declares_its_streams_when_no_consumer_has_yet() {
     let alice = ctl.user("alice").await;
     alice.app_create(Some("early")).await.unwrap();
     let db = ctl.db().await;
-    eventually("the outbox empties with no consumer around", Duration::from_secs(10), || {
-        let db = &db;
-        async move {
-            let n: i64 =
-                db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
-            (n == 0).then_some(())
-        }
-    })
-    .await;
+    outbox_empties(&db, "the outbox empties with no consumer around").await;
     // A scheduler arriving later finds everything.
     let bus = ctl.bus().await;
     let consumer = ensure_consumer(

@@ -9,7 +9,7 @@ use rand::seq::IndexedRandom;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{Body, Paging, Query, json, no_content, parse_body, ts};
+use super::{Body, Paging, Query, json, no_content, parse_body, parse_optional_body, ts};
 use crate::ctx::{Access, Ctx, app_for};
 use crate::error::{ApiError, is_unique_violation};
 use crate::releases::{self, ConfigData};
@@ -75,8 +75,7 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
     responses((status = 201, description = "Created", body = App)))]
 pub async fn create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let body = body?;
-    let req: AppCreateRequest = if body.is_empty() { AppCreateRequest::default() } else { parse_body(body)? };
+    let req: AppCreateRequest = parse_optional_body(body)?;
     let name = match &req.id {
         Some(name) => validate::app_name(name)?,
         None => validate::app_name(&generate_name())?,

@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{Body, Paging, Query, json, no_content, parse_body, ts};
+use super::{Body, Paging, Query, json, no_content, parse_body, parse_optional_body, ts};
 use crate::auth;
 use crate::config::RegistrationMode;
 use crate::ctx::Ctx;
@@ -155,8 +155,7 @@ pub async fn passwd(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
     responses((status = 204, description = "Removed")))]
 pub async fn cancel(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let body = body?;
-    let req: CancelRequest = if body.is_empty() { CancelRequest::default() } else { parse_body(body)? };
+    let req: CancelRequest = parse_optional_body(body)?;
     let client = ctx.pool.get().await?;
     let (id, name) = match req.username {
         Some(name) if name != user.username => {
@@ -185,9 +184,7 @@ pub async fn cancel(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
     responses((status = 200, description = "New token; with `all`, yours", body = TokenResponse)))]
 pub async fn regenerate(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let body = body?;
-    let req: RegenerateTokenRequest =
-        if body.is_empty() { RegenerateTokenRequest::default() } else { parse_body(body)? };
+    let req: RegenerateTokenRequest = parse_optional_body(body)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let target = if req.all {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{Body, Paging, Query, json, parse_body, ts};
+use super::{Body, Paging, Query, json, parse_body, parse_optional_body, ts};
 use crate::ctx::{Access, AppRow, Ctx, app_for};
 use crate::error::ApiError;
 use crate::releases::{self, ReleaseRow};
@@ -302,8 +302,7 @@ pub async fn rollback(
     body: Body,
 ) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let body = body?;
-    let req: RollbackRequest = if body.is_empty() { RollbackRequest::default() } else { parse_body(body)? };
+    let req: RollbackRequest = parse_optional_body(body)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Use, true).await?;

@@ -57,6 +57,12 @@ pub fn parse_body<T: DeserializeOwned>(body: Bytes) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+/// Like [`parse_body`], for requests whose body may be left out: empty means the defaults.
+pub fn parse_optional_body<T: DeserializeOwned + Default>(body: Body) -> Result<T, ApiError> {
+    let body = body?;
+    if body.is_empty() { Ok(T::default()) } else { parse_body(body) }
+}
+
 fn has_nul(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::String(s) => s.contains('\0'),

@@ -5,26 +5,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus_schema::messages::{AppStatus, AppStatusRequest, DeployState};
+use bus_schema::{Bus, Request, Subject};
 use controller_api::{Container, DeployStatus, RestartRequest, RestartResponse};
 use warp::Reply as _;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{Body, Paging, Query, json, parse_body};
+use super::{Body, Paging, Query, json, parse_body, parse_optional_body};
 use crate::ctx::{Access, Ctx, app_for};
 use crate::error::ApiError;
 use crate::validate;
 
-async fn ask(ctx: &Ctx, app: &str) -> Result<AppStatus, ApiError> {
-    let bus = ctx.bus.get().ok_or_else(|| {
-        ApiError::Unavailable("the controller is not connected to the bus yet; retry".into())
-    })?;
-    let request = bus.envelope(AppStatusRequest { app: validate::app_name(app)? });
+/// The bus, or why the request cannot be served yet.
+fn bus(ctx: &Ctx) -> Result<&Bus, ApiError> {
+    ctx.bus
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("the controller is not connected to the bus yet; retry".into()))
+}
+
+/// Asks the scheduler's leader and waits for its answer.
+async fn ask_scheduler<R: Request>(
+    bus: &Bus,
+    subject: &Subject<R>,
+    body: R,
+    timeout: Duration,
+) -> Result<R::Reply, ApiError> {
     let reply = bus
-        .request(&bus.namespace().app_status(), &request, Duration::from_secs(3))
+        .request(subject, &bus.envelope(body), timeout)
         .await
         .map_err(|e| ApiError::Unavailable(format!("the scheduler did not answer: {e}")))?;
     Ok(reply.body)
+}
+
+async fn ask(ctx: &Ctx, app: &str) -> Result<AppStatus, ApiError> {
+    let bus = bus(ctx)?;
+    let request = AppStatusRequest { app: validate::app_name(app)? };
+    ask_scheduler(bus, &bus.namespace().app_status(), request, Duration::from_secs(3)).await
 }
 
 /// The app's containers and their state.
@@ -100,8 +116,7 @@ pub async fn restart(
     body: Body,
 ) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let body = body?;
-    let req: RestartRequest = if body.is_empty() { RestartRequest::default() } else { parse_body(body)? };
+    let req: RestartRequest = parse_optional_body(body)?;
     let process_type = req.process_type.as_deref().map(validate::process_type).transpose()?;
     if req.num.is_some() && process_type.is_none() {
         return Err(ApiError::Invalid("a container number needs its type, like web.2".into()));
@@ -110,23 +125,15 @@ pub async fn restart(
         let client = ctx.pool.get().await?;
         app_for(&client, &user, &app, Access::Use, false).await?;
     }
-    let bus = ctx.bus.get().ok_or_else(|| {
-        ApiError::Unavailable("the controller is not connected to the bus yet; retry".into())
-    })?;
-    let request = bus.envelope(bus_schema::messages::RestartRequest {
-        app: validate::app_name(&app)?,
-        process_type,
-        index: req.num,
-    });
-    let reply = bus
-        .request(&bus.namespace().restart(), &request, Duration::from_secs(3))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the scheduler did not answer: {e}")))?;
-    if reply.body.restarting == 0 {
+    let bus = bus(&ctx)?;
+    let request =
+        bus_schema::messages::RestartRequest { app: validate::app_name(&app)?, process_type, index: req.num };
+    let reply = ask_scheduler(bus, &bus.namespace().restart(), request, Duration::from_secs(3)).await?;
+    if reply.restarting == 0 {
         return Err(ApiError::NotFound(format!("{app} has no running container like that to restart")));
     }
-    tracing::info!(%app, user = %user.username, restarting = reply.body.restarting, "restart requested");
-    Ok(json(StatusCode::OK, &RestartResponse { restarting: reply.body.restarting }))
+    tracing::info!(%app, user = %user.username, restarting = reply.restarting, "restart requested");
+    Ok(json(StatusCode::OK, &RestartResponse { restarting: reply.restarting }))
 }
 
 /// Run a one-off command in a new container of the current release (`deis run`). The answer
@@ -151,11 +158,7 @@ pub async fn run(
         let client = ctx.pool.get().await?;
         app_for(&client, &user, &app, Access::Use, false).await?;
     }
-    let bus = ctx
-        .bus
-        .get()
-        .ok_or_else(|| ApiError::Unavailable("the controller is not connected to the bus yet; retry".into()))?
-        .clone();
+    let bus = bus(&ctx)?.clone();
     let ns = bus.namespace().clone();
     let run_id = uuid::Uuid::now_v7();
     // Listen before asking, so not a line is missed.
@@ -167,17 +170,15 @@ pub async fn run(
         .subscribe_subject(&ns.run_exited(run_id))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let request = bus.envelope(bus_schema::messages::RunRequest {
+    let request = bus_schema::messages::RunRequest {
         app: validate::app_name(&app)?,
         run_id,
         command: command.clone(),
         user: user.username.clone(),
-    });
-    let reply = bus
-        .request(&ns.run(), &request, Duration::from_secs(300))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the scheduler did not answer: {e}")))?;
-    if let bus_schema::messages::RunReply::Failed { reason } = reply.body {
+    };
+    // Long enough for the chosen node to pull the release's image.
+    let reply = ask_scheduler(&bus, &ns.run(), request, Duration::from_secs(300)).await?;
+    if let bus_schema::messages::RunReply::Failed { reason } = reply {
         return Err(ApiError::Invalid(format!("cannot run `{command}`: {reason}")));
     }
     tracing::info!(%app, user = %user.username, %run_id, "one-off started");
