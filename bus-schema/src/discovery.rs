@@ -86,6 +86,22 @@ impl Keys {
     pub fn settings(&self) -> String {
         format!("{}/settings/", self.prefix)
     }
+    /// Every app's log drains: `<prefix>/drains/<app>/<drain id>` = [`DrainSpec`].
+    pub fn drains(&self) -> String {
+        format!("{}/drains/", self.prefix)
+    }
+    pub fn drain(&self, app: &AppName, id: &str) -> String {
+        format!("{}/drains/{app}/{id}", self.prefix)
+    }
+    /// The app and drain id of a drain key.
+    pub fn drain_of(&self, key: &str) -> Option<(AppName, String)> {
+        let rest = key.strip_prefix(&self.drains())?;
+        let (app, id) = rest.split_once('/')?;
+        if id.is_empty() || id.contains('/') {
+            return None;
+        }
+        Some((AppName::parse(app).ok()?, id.to_owned()))
+    }
 
     /// The node id at the end of a node key.
     pub fn node_of(&self, key: &str) -> Option<NodeId> {
@@ -132,6 +148,15 @@ pub struct RouteRecord {
 pub struct CertRecord {
     pub certificate: String,
     pub key: String,
+}
+
+/// A log drain of an app: where the logger forwards every line of the app's stream. The URL's
+/// scheme says how: `syslog://host:port` (RFC 5424 over TCP, octet counting),
+/// `syslog+tls://host:port`, or `https://…` / `http://…` (Logplex-style batches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainSpec {
+    pub url: String,
 }
 
 /// Parses a JSON value read from etcd, with the key in the error.

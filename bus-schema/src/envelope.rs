@@ -141,6 +141,8 @@ pub enum Kind {
     NodeInventory = 32,
     LogLine = 40,
     ControllerEvent = 41,
+    LogQuery = 42,
+    LogQueryReply = 43,
 }
 
 impl Kind {
@@ -172,6 +174,8 @@ impl Kind {
         Kind::NodeInventory,
         Kind::LogLine,
         Kind::ControllerEvent,
+        Kind::LogQuery,
+        Kind::LogQueryReply,
     ];
 
     /// A stable snake_case name (golden file names, metrics labels).
@@ -203,6 +207,8 @@ impl Kind {
             Kind::NodeInventory => "node_inventory",
             Kind::LogLine => "log_line",
             Kind::ControllerEvent => "controller_event",
+            Kind::LogQuery => "log_query",
+            Kind::LogQueryReply => "log_query_reply",
         }
     }
 }

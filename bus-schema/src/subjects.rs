@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::messages::{
     AppDestroyed, AppStatusRequest, BuildCompleted, BuildFailed, BuildLogLine, BuildRequested,
     ContainerEvent, ContainerEventKind, ControllerEvent, DesiredStateRequest, DrainRecord, FormationChanged,
-    LogLine, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, RunExited, RunOneOff, RunRequest,
+    LogLine, LogQuery, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, RunExited, RunOneOff, RunRequest,
     StartContainer, StopContainer,
 };
 use crate::names::{AppName, NameError, NodeId};
@@ -294,6 +294,13 @@ impl Namespace {
     }
     pub fn all_controller_events(&self) -> Filter<ControllerEvent> {
         self.f("events.*")
+    }
+    /// History queries to the loggers (a queue group: one logger answers).
+    pub fn log_query(&self) -> Subject<LogQuery> {
+        self.s(format_args!("logger.query"))
+    }
+    pub fn log_queries(&self) -> Filter<LogQuery> {
+        self.f("logger.query")
     }
     /// The public drain stream of one app (JSON, see the crate README).
     pub fn drain(&self, app: &AppName) -> Subject<DrainRecord> {

@@ -205,6 +205,25 @@ macro_rules! for_each_sample {
             action: "scale".into(),
             message: "alice scaled web=3".into(),
         }));
+        kinds.push($check(LogQuery {
+            app: app(),
+            lines: 500,
+            since: Some(Timestamp(1_795_780_000_000_000_000)),
+            process: Some("web".into()),
+            contains: Some("GET /".into()),
+        }));
+        kinds.push($check(LogQueryReply {
+            lines: vec![LogLine {
+                app: app(),
+                time: Timestamp(1_795_780_800_123_456_789),
+                source: LogSource::Router,
+                stream: Stream::Stdout,
+                node: None,
+                seq: 1,
+                message: "method=GET path=/ status=200".into(),
+            }],
+            error: None,
+        }));
         kinds
     }};
 }

@@ -22,6 +22,9 @@ pub enum LogSource {
     Builder,
     /// The scheduler's words about a rollout ("release v3 failed: health check timed out").
     Scheduler,
+    /// The logger's own notices about the stream ("1200 lines dropped: the app logs faster
+    /// than its history can be written").
+    Logger,
 }
 
 impl LogSource {
@@ -34,6 +37,7 @@ impl LogSource {
             LogSource::Controller => "controller",
             LogSource::Builder => "builder",
             LogSource::Scheduler => "scheduler",
+            LogSource::Logger => "logger",
         }
     }
 }
@@ -48,6 +52,7 @@ impl fmt::Display for LogSource {
             LogSource::Controller => f.write_str("deis-controller"),
             LogSource::Builder => f.write_str("deis-builder"),
             LogSource::Scheduler => f.write_str("deis-scheduler"),
+            LogSource::Logger => f.write_str("deis-logger"),
         }
     }
 }
@@ -75,6 +80,72 @@ impl LogLine {
     pub fn display(&self) -> String {
         format!("{} {}[{}]: {}", self.time.to_rfc3339(), self.app, self.source, self.message)
     }
+}
+
+/// A question to the loggers about an app's history: the last `lines` lines that pass every
+/// filter, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    pub app: AppName,
+    /// At most this many lines (the logger caps it, see [`LogQuery::MAX_LINES`]).
+    pub lines: u32,
+    /// Only lines at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only lines whose process tag is this (`web.1`) or whose process type is this (`web`),
+    /// or whose source kind is this (`router`, `controller`, `builder` …).
+    pub process: Option<String>,
+    /// Only lines containing this text (plain, case-sensitive).
+    pub contains: Option<String>,
+}
+
+impl LogQuery {
+    /// The most lines one answer holds, so a reply stays well under the bus's message size.
+    pub const MAX_LINES: u32 = 10_000;
+
+    /// Whether a line passes the query's filters (the line count is applied by the caller).
+    pub fn matches(&self, line: &LogLine) -> bool {
+        if let Some(since) = self.since
+            && line.time < since
+        {
+            return false;
+        }
+        if let Some(process) = &self.process {
+            let tag = line.source.to_string();
+            let of_type = match &line.source {
+                LogSource::App { process_type, .. } => process_type.as_str() == process,
+                _ => false,
+            };
+            if tag != *process && !of_type && line.source.kind() != process {
+                return false;
+            }
+        }
+        if let Some(text) = &self.contains
+            && !line.message.contains(text.as_str())
+        {
+            return false;
+        }
+        true
+    }
+}
+
+impl Message for LogQuery {
+    const KIND: Kind = Kind::LogQuery;
+}
+
+impl crate::envelope::Request for LogQuery {
+    type Reply = LogQueryReply;
+}
+
+/// The lines a logger holds for a query, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQueryReply {
+    pub lines: Vec<LogLine>,
+    /// Set when the logger could not read all of its history (a damaged segment, say).
+    pub error: Option<String>,
+}
+
+impl Message for LogQueryReply {
+    const KIND: Kind = Kind::LogQueryReply;
 }
 
 /// What the controller did, for the app's log stream and audit.

@@ -20,7 +20,7 @@ use bus_schema::{Component, Sender};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
-use service_kit::{Backoff, Health, OpsServer, Shutdown};
+use service_kit::{Health, OpsServer, Shutdown};
 use tokio::net::TcpListener;
 
 pub use config::RouterConfig;
@@ -185,57 +185,12 @@ async fn follow_etcd(
     metrics: metrics::Metrics,
     shutdown: Shutdown,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        let Ok(mut client) = service_kit::etcd::connect(&config.etcd, &shutdown).await else { return };
-        let prefix = format!("{}/", keys.prefix());
-        let result: Result<(), etcd_client::Error> = async {
-            let resp =
-                client.get(prefix.as_bytes(), Some(etcd_client::GetOptions::new().with_prefix())).await?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            let mut kvs: BTreeMap<String, Vec<u8>> = resp
-                .kvs()
-                .iter()
-                .filter_map(|kv| kv.key_str().ok().map(|k| (k.to_owned(), kv.value().to_vec())))
-                .collect();
-            install(&keys, &kvs, &config, &table, &metrics);
-            loaded.store(true, Ordering::Relaxed);
-            backoff.reset();
-            let mut watch = client
-                .watch(
-                    prefix.as_bytes(),
-                    Some(etcd_client::WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
-                )
-                .await?;
-            loop {
-                let msg = tokio::select! {
-                    m = watch.message() => m?,
-                    _ = shutdown.cancelled() => return Ok(()),
-                };
-                let Some(msg) = msg else { return Ok(()) };
-                for event in msg.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let Ok(key) = kv.key_str() else { continue };
-                    match event.event_type() {
-                        etcd_client::EventType::Put => kvs.insert(key.to_owned(), kv.value().to_vec()),
-                        etcd_client::EventType::Delete => kvs.remove(key),
-                    };
-                }
-                install(&keys, &kvs, &config, &table, &metrics);
-            }
-        }
-        .await;
-        if shutdown.is_shutting_down() {
-            return;
-        }
-        if let Err(error) = result {
-            tracing::warn!(%error, "etcd watch lost; serving the last route table while reconnecting");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
+    let prefix = format!("{}/", keys.prefix());
+    service_kit::etcd::follow_prefix(&config.etcd, &prefix, &shutdown, |kvs| {
+        install(&keys, kvs, &config, &table, &metrics);
+        loaded.store(true, Ordering::Relaxed);
+    })
+    .await;
 }
 
 fn install(

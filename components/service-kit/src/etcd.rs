@@ -208,3 +208,62 @@ enum KeepAliveEnd {
     Stopped,
     Lost(String),
 }
+
+/// Keeps `on_change` fed with every key and value under `prefix`: a full read, then a watch from
+/// that revision, calling `on_change` with the whole set after the read and after each batch of
+/// events. When etcd is unreachable or the watch breaks it reconnects with backoff; meanwhile the
+/// caller keeps what it last saw (so a router keeps routing, a logger keeps forwarding). Returns
+/// at shutdown.
+pub async fn follow_prefix<F>(config: &EtcdConfig, prefix: &str, shutdown: &Shutdown, mut on_change: F)
+where
+    F: FnMut(&std::collections::BTreeMap<String, Vec<u8>>) + Send,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let Ok(mut client) = connect(config, shutdown).await else { return };
+        let result: Result<(), etcd_client::Error> = async {
+            let resp = client.get(prefix.as_bytes(), Some(etcd_client::GetOptions::new().with_prefix())).await?;
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let mut kvs: std::collections::BTreeMap<String, Vec<u8>> = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| kv.key_str().ok().map(|k| (k.to_owned(), kv.value().to_vec())))
+                .collect();
+            on_change(&kvs);
+            backoff.reset();
+            let mut watch = client
+                .watch(
+                    prefix.as_bytes(),
+                    Some(etcd_client::WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
+                )
+                .await?;
+            loop {
+                let msg = tokio::select! {
+                    m = watch.message() => m?,
+                    _ = shutdown.cancelled() => return Ok(()),
+                };
+                let Some(msg) = msg else { return Ok(()) };
+                for event in msg.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Ok(key) = kv.key_str() else { continue };
+                    match event.event_type() {
+                        etcd_client::EventType::Put => kvs.insert(key.to_owned(), kv.value().to_vec()),
+                        etcd_client::EventType::Delete => kvs.remove(key),
+                    };
+                }
+                on_change(&kvs);
+            }
+        }
+        .await;
+        if shutdown.is_shutting_down() {
+            return;
+        }
+        if let Err(error) = result {
+            tracing::warn!(%prefix, %error, "etcd watch lost; keeping what was last seen while reconnecting");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
