@@ -326,3 +326,102 @@ async fn run(inner: Arc<Inner>, shared: DrainShared) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bus_schema::envelope::Timestamp;
+    use bus_schema::messages::{LogSource, Stream};
+    use bus_schema::names::ProcessType;
+
+    use super::*;
+
+    fn inner(capacity: usize) -> Inner {
+        let app = AppName::parse("myapp").unwrap();
+        Inner {
+            buffer: Buffer::new(app.clone(), capacity),
+            app,
+            id: "d1".into(),
+            url: DrainUrl::parse("syslog://127.0.0.1:514").unwrap(),
+            wake: Notify::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    fn push(inner: &Inner, n: u64) {
+        let line = LogLine {
+            app: inner.app.clone(),
+            time: Timestamp::now(),
+            source: LogSource::App { process_type: ProcessType::parse("web").unwrap(), index: 1 },
+            stream: Stream::Stdout,
+            node: None,
+            seq: n,
+            message: format!("line {n}"),
+        };
+        inner.buffer.push(&line);
+        inner.wake.notify_one();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_batch_waits_for_the_linger_and_a_full_one_does_not() {
+        let inner = inner(100);
+        let linger = Duration::from_millis(200);
+        push(&inner, 0);
+        let start = tokio::time::Instant::now();
+        let batch = inner.next_batch(3, Some(linger)).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(start.elapsed() >= linger);
+
+        let start = tokio::time::Instant::now();
+        for n in 1..=4 {
+            push(&inner, n);
+        }
+        let batch = inner.next_batch(3, Some(linger)).await.unwrap();
+        // Still the same first line: nothing was removed yet.
+        assert_eq!(batch.iter().map(|e| e.line.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        inner.buffer.remove_delivered(3);
+
+        // Lines arriving while the batch lingers join it.
+        let filler = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            push(&inner, 5);
+        };
+        let (batch, ()) = tokio::join!(inner.next_batch(3, Some(linger)), filler);
+        assert_eq!(batch.unwrap().iter().map(|e| e.line.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_stopped_what_is_left_goes_at_once_and_then_nothing() {
+        let inner = inner(100);
+        push(&inner, 0);
+        inner.stop.cancel();
+        let start = tokio::time::Instant::now();
+        let batch = inner.next_batch(10, Some(Duration::from_secs(5))).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        inner.buffer.remove_delivered(1);
+        assert!(inner.next_batch(10, None).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_drain_wakes_on_a_line_or_on_stop() {
+        let inner = Arc::new(inner(100));
+        let waiter = tokio::spawn({
+            let inner = inner.clone();
+            async move { inner.next_batch(10, None).await.map(|b| b.len()) }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished());
+        push(&inner, 0);
+        assert_eq!(waiter.await.unwrap(), Some(1));
+        inner.buffer.remove_delivered(1);
+
+        let waiter = tokio::spawn({
+            let inner = inner.clone();
+            async move { inner.next_batch(10, None).await.map(|b| b.len()) }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        inner.stop.cancel();
+        assert_eq!(waiter.await.unwrap(), None);
+    }
+}
