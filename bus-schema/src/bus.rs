@@ -198,6 +198,20 @@ impl Bus {
         }
     }
 
+    /// Subscribes to an app's public drain stream (JSON records), as any log consumer would.
+    pub async fn subscribe_drain(
+        &self,
+        subject: &Subject<DrainRecord>,
+    ) -> Result<impl Stream<Item = Result<DrainRecord, CodecError>> + Unpin + Send + use<>, BusError> {
+        let sub = self
+            .client
+            .subscribe(subject.to_nats())
+            .await
+            .map_err(|e| BusError::Subscribe { subject: subject.to_string(), reason: e.to_string() })?;
+        self.round_trip(subject.as_str()).await?;
+        Ok(sub.map(|msg| DrainRecord::from_json(&msg.payload)))
+    }
+
     /// Publishes one record on an app's public drain stream, as JSON.
     pub async fn publish_drain(
         &self,

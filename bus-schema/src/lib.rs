@@ -12,6 +12,7 @@
 pub mod bus;
 pub mod codec;
 pub mod discovery;
+pub mod drain_url;
 pub mod envelope;
 pub mod messages;
 pub mod names;

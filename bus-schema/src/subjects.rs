@@ -38,8 +38,8 @@ use uuid::Uuid;
 use crate::messages::{
     AppDestroyed, AppStatusRequest, BuildCompleted, BuildFailed, BuildLogLine, BuildRequested,
     ContainerEvent, ContainerEventKind, ControllerEvent, DesiredStateRequest, DrainRecord, FormationChanged,
-    LogLine, LogQuery, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, RunExited, RunOneOff, RunRequest,
-    StartContainer, StopContainer,
+    LogLine, LogQuery, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, RunExited, RunOneOff,
+    RunRequest, StartContainer, StopContainer,
 };
 use crate::names::{AppName, NameError, NodeId};
 

@@ -78,6 +78,11 @@ pub enum Command {
     #[command(name = "apps:open", visible_alias = "open")]
     AppsOpen,
 
+    /// Show the app's logs: its containers' output, the router's access lines, builds and the
+    /// controller's events. `deis logs -n 500`, `deis logs -f`.
+    #[command(name = "apps:logs", visible_alias = "logs")]
+    AppsLogs(LogsArgs),
+
     /// Destroy an app and everything it runs.
     #[command(name = "apps:destroy", visible_alias = "destroy")]
     AppsDestroy(AppsDestroyArgs),
@@ -206,6 +211,18 @@ pub enum Command {
     /// Remove a custom domain from an app.
     #[command(name = "domains:remove")]
     DomainsRemove { domain: String },
+
+    /// List the app's log drains.
+    #[command(name = "drains:list", visible_alias = "drains")]
+    DrainsList,
+
+    /// Forward the app's logs to a drain: syslog://host:port, syslog+tls://host:port or https://…
+    #[command(name = "drains:add")]
+    DrainsAdd { url: String },
+
+    /// Stop forwarding the app's logs to a drain (its URL or id).
+    #[command(name = "drains:remove")]
+    DrainsRemove { url: String },
 
     /// List SSL certificates.
     #[command(name = "certs:list", visible_alias = "certs")]
@@ -401,6 +418,25 @@ pub struct AppsCreateArgs {
     /// The git remote's name.
     #[arg(long, default_value = crate::git::DEFAULT_REMOTE, conflicts_with = "no_remote")]
     pub remote: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// How many of the newest lines to show.
+    #[arg(short = 'n', long = "lines", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub lines: u32,
+    /// Keep showing new lines as they come (Ctrl-C to stop).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only this process type (`web`), process (`web.1`) or source (`router`, `builder`).
+    #[arg(short = 'p', long = "process", visible_alias = "ps")]
+    pub process: Option<String>,
+    /// Only lines at or after this time: RFC 3339 (`2026-11-27T10:00:00Z`) or an age (`10m`, `2h`, `1d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines containing this text.
+    #[arg(long)]
+    pub contains: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -354,3 +354,180 @@ fn perms_share_an_app_between_two_users() {
     alice.deis(&["perms:create", "bob", "--admin"]).ok();
     assert!(bob.deis(&["users"]).ok().contains("alice"));
 }
+
+/// Polls `check` from a synchronous test until it returns `Some`, or panics naming `what`.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{what} did not happen within 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `deis logs`, `deis logs -f` and `drains:*` against a real controller and a real logger that
+/// share NATS and etcd, with lines published on the bus as an agent would.
+#[test]
+fn logs_and_drains_through_the_controller_and_logger() {
+    use bus_schema::messages::{LogLine, LogSource, Stream};
+    use bus_schema::names::{AppName, ProcessType};
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::sync::{Arc, Mutex};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let services = service_kit::testing::TestServices::get();
+    let prefix = format!("/tlogs{}", uuid::Uuid::new_v4().simple());
+    let etcd = service_kit::EtcdConfig {
+        endpoints: services.etcd_endpoints.clone(),
+        prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let (mut config, ns, database) =
+        runtime.block_on(controller::testing::TestController::config("cli-logs"));
+    config.register_in_etcd = true;
+    config.etcd = etcd.clone();
+    let controller =
+        runtime.block_on(controller::testing::TestController::start_with(config, ns.clone(), database));
+    let data = tempfile::tempdir().unwrap();
+    let logger_config = logger::LoggerConfig {
+        data_dir: data.path().to_owned(),
+        instance: "l1".into(),
+        nats: service_kit::NatsConfig {
+            url: services.nats_url.clone(),
+            namespace: ns.root().to_owned(),
+            ..Default::default()
+        },
+        etcd,
+        ..Default::default()
+    };
+    let shutdown = service_kit::Shutdown::new();
+    let logger_task = {
+        let s = shutdown.clone();
+        runtime.spawn(async move {
+            let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            logger::run(logger_config, ops, s).await.unwrap();
+        })
+    };
+    let bus = runtime.block_on(async {
+        let client = async_nats::connect(&services.nats_url).await.unwrap();
+        bus_schema::Bus::new(
+            client,
+            ns.clone(),
+            bus_schema::Sender { component: bus_schema::Component::Test, instance: "cli".into() },
+        )
+    });
+    let shop = AppName::parse("shop").unwrap();
+    let publish = |seq: u64, message: &str| {
+        let line = LogLine {
+            app: shop.clone(),
+            time: bus_schema::Timestamp::now(),
+            source: LogSource::App { process_type: ProcessType::parse("web").unwrap(), index: 1 },
+            stream: Stream::Stdout,
+            node: None,
+            seq,
+            message: message.to_owned(),
+        };
+        runtime.block_on(bus.publish(&ns.log_lines(&shop), &bus.envelope(line))).unwrap();
+    };
+
+    let m = Machine::new();
+    m.register(&controller.url);
+    m.deis(&["create", "shop", "--no-remote"]).ok();
+    // The logger may still be subscribing: publish until `deis logs` shows the line.
+    let mut seq = 0;
+    wait_for("deis logs shows a line", || {
+        seq += 1;
+        publish(seq, &format!("hello {seq}"));
+        let out = m.deis(&["logs", "-a", "shop", "-n", "1"]);
+        (out.code == Some(0) && out.stdout.contains("shop[web.1]: hello")).then_some(())
+    });
+    for n in 0..5 {
+        publish(1000 + n, &format!("request {n}"));
+    }
+    let out = wait_for("five more lines", || {
+        let out = m.deis(&["logs", "-a", "shop", "-n", "3"]);
+        out.stdout.contains("request 4").then_some(out.stdout)
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[2].ends_with(" shop[web.1]: request 4"), "{out}");
+    assert!(lines[2].split(' ').next().unwrap().ends_with('Z'), "RFC 3339 UTC time first: {out}");
+    let filtered = m.deis(&["logs", "-a", "shop", "--contains", "request 1"]).ok().to_owned();
+    assert_eq!(filtered.lines().count(), 1, "{filtered}");
+    assert!(m.deis(&["logs", "-a", "shop", "-n", "0"]).fails().contains("0 is not in 1..=10000"));
+
+    // A syslog drain added with the CLI receives the app's lines.
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(String::new()));
+    {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = receiver.accept() else { return };
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                received.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let url = format!("syslog://127.0.0.1:{port}");
+    let out = m.deis(&["drains:add", &url, "-a", "shop"]).ok().to_owned();
+    assert!(out.contains("Adding drain"), "{out}");
+    assert!(m.deis(&["drains", "-a", "shop"]).ok().contains(&url));
+    assert!(m.deis(&["drains:add", "ftp://x", "-a", "shop"]).fails().contains("drain URLs start with"));
+    wait_for("the drain receives lines", || {
+        seq += 1;
+        publish(seq, &format!("to the drain {seq}"));
+        let got = received.lock().unwrap().contains("to the drain");
+        got.then_some(())
+    });
+    assert!(
+        received.lock().unwrap().contains(" shop web.1 - - to the drain"),
+        "{}",
+        received.lock().unwrap()
+    );
+    // The controller's own event about it is in the stream too.
+    runtime.block_on(service_kit::testing::eventually(
+        "the event in the logs",
+        std::time::Duration::from_secs(20),
+        || {
+            let out = m.deis(&["logs", "-a", "shop", "--process", "controller"]);
+            async move {
+                out.stdout
+                    .contains("shop[deis-controller]: alice added drain syslog://127.0.0.1")
+                    .then_some(())
+            }
+        },
+    ));
+    m.deis(&["drains:remove", &url, "-a", "shop"]).ok();
+    assert!(m.deis(&["drains", "-a", "shop"]).ok().contains("No drains"));
+
+    // `deis logs -f` prints the history, then new lines as they come.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_deis"))
+        .args(["logs", "-f", "-n", "1", "-a", "shop"])
+        .current_dir(&m.work)
+        .env("HOME", &m.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("shop["), "{first}");
+    publish(99_999, "live line");
+    let live = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("live line"))).unwrap().unwrap();
+    assert!(live.ends_with(" shop[web.1]: live line"), "{live}");
+    follow.kill().unwrap();
+    let _ = follow.wait();
+
+    shutdown.trigger();
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), logger_task).await;
+        controller.stop().await;
+    });
+}

@@ -58,6 +58,22 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// Sends a request whose answer is streamed, and returns the response once its status says
+/// success; an error status becomes the API's `{"detail"}` error.
+async fn open_stream(req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ApiError> {
+    let transport = |e: reqwest::Error| ApiError::Transport { url: url.to_owned(), reason: with_causes(&e) };
+    let resp = req.send().await.map_err(transport)?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let bytes = resp.bytes().await.map_err(transport)?;
+    let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|b| b.detail)
+        .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
+    Err(ApiError::Status { status: status.as_u16(), detail })
+}
+
 impl Client {
     /// A client of the controller at `base` (e.g. `http://deis.example.com`), with or without a
     /// token.
@@ -265,22 +281,11 @@ impl Client {
         let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
         let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
         // One-offs may run long: no overall timeout, only the connect timeout.
-        let resp = reqwest::Client::new()
+        let req = reqwest::Client::new()
             .post(&url)
             .header("Authorization", format!("token {token}"))
-            .json(&RunRequest { command: command.to_owned() })
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp.bytes().await.map_err(transport)?;
-            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.detail)
-                .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
-            return Err(ApiError::Status { status: status.as_u16(), detail });
-        }
-        let mut body = resp.bytes_stream();
+            .json(&RunRequest { command: command.to_owned() });
+        let mut body = open_stream(req, &url).await?.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut exit = None;
         while let Some(chunk) = body.next().await {
@@ -301,6 +306,48 @@ impl Client {
             url: url.clone(),
             reason: "the run ended without an exit status".into(),
         })
+    }
+
+    /// An app's log lines as `deis logs` prints them (`<time> <app>[<process>]: <message>`), each
+    /// passed to `on_line` as it arrives; with `query.follow` this returns only when the
+    /// controller ends the answer or the connection drops.
+    pub async fn logs(
+        &self,
+        app: &str,
+        query: &LogsQuery,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(), ApiError> {
+        use futures::StreamExt;
+        let url = format!("{}/v1/apps/{app}/logs/?{}", self.base, query.to_query_string());
+        let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
+        let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
+        // Following has no end: no overall timeout, only the connect timeout.
+        let req = reqwest::Client::new().get(&url).header("Authorization", format!("token {token}"));
+        let mut body = open_stream(req, &url).await?.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(transport)?);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                on_line(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref());
+            }
+        }
+        if !buf.is_empty() {
+            on_line(String::from_utf8_lossy(&buf).as_ref());
+        }
+        Ok(())
+    }
+
+    pub async fn drains(&self, app: &str) -> Result<Vec<Drain>, ApiError> {
+        self.all(&format!("/v1/apps/{app}/drains/")).await
+    }
+
+    pub async fn drain_add(&self, app: &str, url: &str) -> Result<Drain, ApiError> {
+        self.post(&format!("/v1/apps/{app}/drains/"), &DrainCreateRequest { url: url.to_owned() }).await
+    }
+
+    pub async fn drain_remove(&self, app: &str, id: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/apps/{app}/drains/{id}")).await
     }
 
     /// The rollout of the app's newest release; `None` before its first deploy.

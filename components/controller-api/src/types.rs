@@ -374,3 +374,70 @@ pub enum RunEvent {
         exit_code: Option<i64>,
     },
 }
+
+/// A log drain of an app: the logger forwards every line of the app's stream to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Drain {
+    pub id: String,
+    pub owner: String,
+    pub app: String,
+    /// `syslog://host:port`, `syslog+tls://host:port`, `https://…` or `http://…`.
+    pub url: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainCreateRequest {
+    pub url: String,
+}
+
+/// Which log lines `GET /v1/apps/{app}/logs/` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// The newest this many lines (100 when absent, at most 10,000).
+    pub lines: Option<u32>,
+    /// Only lines at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only lines of this process type (`web`), process (`web.1`) or source (`router`).
+    pub process: Option<String>,
+    /// Only lines containing this text.
+    pub contains: Option<String>,
+    /// Keep the answer open and stream new lines as they come.
+    pub follow: bool,
+}
+
+impl LogsQuery {
+    /// The query string, percent-encoded.
+    pub fn to_query_string(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(n) = self.lines {
+            pairs.push(("lines", n.to_string()));
+        }
+        if let Some(s) = &self.since {
+            pairs.push(("since", s.clone()));
+        }
+        if let Some(p) = &self.process {
+            pairs.push(("process", p.clone()));
+        }
+        if let Some(c) = &self.contains {
+            pairs.push(("contains", c.clone()));
+        }
+        if self.follow {
+            pairs.push(("follow", "true".into()));
+        }
+        pairs.into_iter().map(|(k, v)| format!("{k}={}", percent_encode(&v))).collect::<Vec<_>>().join("&")
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

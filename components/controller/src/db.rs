@@ -4,7 +4,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 /// Migrations in order. A migration is never edited once released; a change is a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "drains", include_str!("../migrations/0002_drains.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

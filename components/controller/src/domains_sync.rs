@@ -1,5 +1,6 @@
 //! Publishes custom domains (`<prefix>/domains/<domain>` = app) and the certificates attached to
-//! them (`<prefix>/certs/<domain>`) to etcd for the routers. Postgres
+//! them (`<prefix>/certs/<domain>`) to etcd for the routers, and apps' log drains
+//! (`<prefix>/drains/<app>/<id>`) for the loggers. Postgres
 //! holds the truth; this loop makes etcd match it after every change, every 30 seconds, and
 //! whenever etcd comes back empty, so etcd never holds the only copy.
 
@@ -18,7 +19,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: Shutdown) {
     loop {
         match sync_once(&ctx, &mut client, &keys).await {
             Ok((put, deleted)) if put + deleted > 0 => {
-                tracing::info!(put, deleted, "domains published to etcd")
+                tracing::info!(put, deleted, "domains, certificates and drains published to etcd")
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "publishing domains to etcd failed; will retry"),
@@ -60,9 +61,23 @@ pub async fn sync_once(
             serde_json::to_string(&record).map_err(|e| e.to_string())?,
         );
     }
+    let rows = db
+        .query("SELECT a.name, d.id, d.url FROM drains d JOIN apps a ON a.id = d.app_id", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut drains = BTreeMap::new();
+    for r in &rows {
+        let Ok(app) = bus_schema::AppName::parse(r.get::<_, &str>(0)) else { continue };
+        let spec = bus_schema::discovery::DrainSpec { url: r.get(2) };
+        drains.insert(
+            keys.drain(&app, &r.get::<_, uuid::Uuid>(1).to_string()),
+            serde_json::to_string(&spec).map_err(|e| e.to_string())?,
+        );
+    }
     let (p1, d1) = reconcile(client, &keys.domains(), &domains).await?;
     let (p2, d2) = reconcile(client, &keys.certs(), &certs).await?;
-    Ok((p1 + p2, d1 + d2))
+    let (p3, d3) = reconcile(client, &keys.drains(), &drains).await?;
+    Ok((p1 + p2 + p3, d1 + d2 + d3))
 }
 
 /// Makes the keys under `prefix` equal `want`.

@@ -9,7 +9,7 @@ use crate::api;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Deis controller API", version = "1", description = "The platform's API: apps, config, builds, releases, scale, domains, certs, keys, perms and users. Authenticate with `Authorization: token <key>` from `/v1/auth/login/`."),
+    info(title = "Deis controller API", version = "1", description = "The platform's API: apps, config, builds, releases, scale, logs and drains, domains, certs, keys, perms and users. Authenticate with `Authorization: token <key>` from `/v1/auth/login/`."),
     paths(
         api::auth::register, api::auth::login, api::auth::whoami, api::auth::passwd, api::auth::cancel,
         api::auth::regenerate, api::auth::users,
@@ -18,6 +18,7 @@ use crate::api;
         api::builds::list, api::builds::create, api::builds::releases, api::builds::release, api::builds::rollback,
         api::builds::scale, api::processes::containers, api::processes::deploy, api::processes::restart, api::processes::run,
         api::domains::list, api::domains::add, api::domains::remove,
+        api::logs::logs, api::logs::drains, api::logs::drain_add, api::logs::drain_remove,
         api::certs::list, api::certs::add, api::certs::info, api::certs::remove, api::certs::attach, api::certs::detach,
         api::keys::list, api::keys::add, api::keys::remove,
         api::perms::list, api::perms::create, api::perms::delete, api::perms::admins, api::perms::admin_create,

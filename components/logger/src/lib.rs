@@ -41,7 +41,9 @@ pub async fn run(config: LoggerConfig, ops: TcpListener, shutdown: Shutdown) -> 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
     let sender = Sender { component: Component::Logger, instance: config.instance.clone() };
-    let bus = service_kit::nats::connect_bus(&config.nats, sender, &shutdown).await.context("connecting to NATS")?;
+    let bus = service_kit::nats::connect_bus(&config.nats, sender, &shutdown)
+        .await
+        .context("connecting to NATS")?;
     let ns = bus.namespace().clone();
     let metrics = Metrics::default();
     let mut registry = Registry::default();
@@ -65,7 +67,13 @@ pub async fn run(config: LoggerConfig, ops: TcpListener, shutdown: Shutdown) -> 
     let queries = bus.queue_subscribe(&ns.log_queries(), "logger").await?;
 
     shutdown.spawn(follow_etcd(config.clone(), ownership, drains, metrics.clone(), shutdown.clone()));
-    shutdown.spawn(answer_queries(queries, bus.clone(), config.data_dir.clone(), metrics.clone(), shutdown.clone()));
+    shutdown.spawn(answer_queries(
+        queries,
+        bus.clone(),
+        config.data_dir.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let health_bus = bus.clone();
     let ops_server = OpsServer::new(registry, move || {
         let state = health_bus.client().connection_state();
@@ -205,13 +213,15 @@ async fn answer_queries(
                 tokio::task::spawn_blocking(move || store::read(&root, &q.app, &q, MAX_REPLY_BYTES)).await;
             let reply = match result {
                 Ok(Ok(history)) => LogQueryReply {
-                    error: history.truncated.then(|| {
-                        format!("only the newest {} lines fit in one answer", history.lines.len())
-                    }),
+                    error: history
+                        .truncated
+                        .then(|| format!("only the newest {} lines fit in one answer", history.lines.len())),
                     lines: history.lines,
                 },
                 Ok(Err(error)) => LogQueryReply { lines: Vec::new(), error: Some(error.to_string()) },
-                Err(error) => LogQueryReply { lines: Vec::new(), error: Some(format!("reading history: {error}")) },
+                Err(error) => {
+                    LogQueryReply { lines: Vec::new(), error: Some(format!("reading history: {error}")) }
+                }
             };
             if let Err(error) = bus.reply(&query, reply).await {
                 tracing::warn!(%error, "answering a history query failed");

@@ -25,8 +25,16 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("deis_logger");
         r.register("lines_in", "Log lines taken from the bus", self.lines_in.clone());
-        r.register("lines_dropped", "Lines dropped because their app's queue was full", self.lines_dropped.clone());
-        r.register("lines_forwarded", "Lines forwarded to drain streams and drains", self.lines_forwarded.clone());
+        r.register(
+            "lines_dropped",
+            "Lines dropped because their app's queue was full",
+            self.lines_dropped.clone(),
+        );
+        r.register(
+            "lines_forwarded",
+            "Lines forwarded to drain streams and drains",
+            self.lines_forwarded.clone(),
+        );
         r.register("bad_messages", "Undecodable or inconsistent log messages", self.bad_messages.clone());
         r.register("store_errors", "Failed appends to history", self.store_errors.clone());
         r.register("publish_errors", "Failed publishes on drain streams", self.publish_errors.clone());

@@ -70,7 +70,7 @@ mod tests {
     use super::*;
 
     fn apps(n: usize) -> Vec<AppName> {
-        (0..n).map(|i| AppName::parse(&format!("app{i}")).unwrap()).collect()
+        (0..n).map(|i| AppName::parse(format!("app{i}")).unwrap()).collect()
     }
 
     #[test]

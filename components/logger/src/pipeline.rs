@@ -144,7 +144,12 @@ fn notice(app: &AppName, lost: u64) -> LogLine {
     }
 }
 
-async fn app_task(app: AppName, mut rx: mpsc::Receiver<LogLine>, dropped: Arc<AtomicU64>, shared: Arc<Shared>) {
+async fn app_task(
+    app: AppName,
+    mut rx: mpsc::Receiver<LogLine>,
+    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+) {
     let root: PathBuf = shared.config.data_dir.clone();
     let mut log = match AppLog::open(&root, &app, shared.config.retention.clone()) {
         Ok(log) => Some(log),
@@ -173,7 +178,7 @@ async fn app_task(app: AppName, mut rx: mpsc::Receiver<LogLine>, dropped: Arc<At
             }
         }
         let owned = shared.ownership.owns(&app);
-        reconcile_drains(&app, owned, &shared, &mut drains).await;
+        reconcile_drains(&app, owned, &shared, &mut drains);
         if owned {
             for line in &batch {
                 if let Err(error) = shared.bus.publish_drain(&subject, &DrainRecord::from_line(line)).await {
@@ -195,7 +200,7 @@ async fn app_task(app: AppName, mut rx: mpsc::Receiver<LogLine>, dropped: Arc<At
 
 /// Makes the running drains equal what etcd lists for the app, or none when another instance
 /// owns it.
-async fn reconcile_drains(
+fn reconcile_drains(
     app: &AppName,
     owned: bool,
     shared: &Shared,
@@ -212,13 +217,21 @@ async fn reconcile_drains(
     for id in stale {
         if let Some((url, drain)) = running.remove(&id) {
             tracing::info!(%app, drain = %id, %url, "drain stopped");
-            drain.stop().await;
+            // A drain whose receiver is down may take seconds to give up; the app's lines
+            // must not wait for it.
+            tokio::spawn(drain.stop());
         }
     }
     for (id, url) in wanted {
         if !running.contains_key(id) {
             tracing::info!(%app, drain = %id, %url, "drain started");
-            let drain = Drain::spawn(app.clone(), id.clone(), url.clone(), shared.drain_shared.clone(), &shared.shutdown);
+            let drain = Drain::spawn(
+                app.clone(),
+                id.clone(),
+                url.clone(),
+                shared.drain_shared.clone(),
+                &shared.shutdown,
+            );
             running.insert(id.clone(), (url.clone(), drain));
         }
     }

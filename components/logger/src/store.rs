@@ -72,7 +72,10 @@ pub fn app_dir(root: &Path, app: &AppName) -> PathBuf {
 /// The apps that have history under `root`.
 pub fn apps(root: &Path) -> Vec<AppName> {
     let Ok(entries) = fs::read_dir(root.join("apps")) else { return Vec::new() };
-    entries.flatten().filter_map(|e| AppName::parse(e.file_name().to_string_lossy().into_owned()).ok()).collect()
+    entries
+        .flatten()
+        .filter_map(|e| AppName::parse(e.file_name().to_string_lossy().into_owned()).ok())
+        .collect()
 }
 
 /// An app's segments, oldest first.
@@ -128,7 +131,8 @@ impl AppLog {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let current = match segments(&dir)?.pop() {
             Some((number, path)) => {
-                let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+                let mut file =
+                    OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
                 let size = repair_tail(&mut file).map_err(io_err(&path))?;
                 Some(Segment { number, path, file, size })
             }
@@ -375,20 +379,30 @@ mod tests {
         let lines: Vec<LogLine> =
             (0..40).map(|n| line(n, if n % 2 == 0 { "web" } else { "worker" }, 1)).collect();
         log.append(&lines).unwrap();
-        let web = read(root.path(), &app(), &LogQuery { process: Some("web".into()), ..query(100) }, usize::MAX)
-            .unwrap();
+        let web =
+            read(root.path(), &app(), &LogQuery { process: Some("web".into()), ..query(100) }, usize::MAX)
+                .unwrap();
         assert_eq!(web.lines.len(), 20);
         assert!(web.lines.iter().all(|l| l.seq % 2 == 0));
         let tagged =
             read(root.path(), &app(), &LogQuery { process: Some("worker.1".into()), ..query(3) }, usize::MAX)
                 .unwrap();
         assert_eq!(tagged.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![35, 37, 39]);
-        let text = read(root.path(), &app(), &LogQuery { contains: Some("line 3".into()), ..query(100) }, usize::MAX)
-            .unwrap();
+        let text = read(
+            root.path(),
+            &app(),
+            &LogQuery { contains: Some("line 3".into()), ..query(100) },
+            usize::MAX,
+        )
+        .unwrap();
         assert_eq!(text.lines.len(), 11, "line 3 and line 30..39");
-        let since =
-            read(root.path(), &app(), &LogQuery { since: Some(Timestamp(35_000_000_000)), ..query(100) }, usize::MAX)
-                .unwrap();
+        let since = read(
+            root.path(),
+            &app(),
+            &LogQuery { since: Some(Timestamp(35_000_000_000)), ..query(100) },
+            usize::MAX,
+        )
+        .unwrap();
         assert_eq!(since.lines.first().map(|l| l.seq), Some(35));
     }
 

@@ -43,7 +43,11 @@ impl Rig {
         LoggerConfig {
             data_dir: data.to_owned(),
             instance: instance.to_owned(),
-            nats: NatsConfig { url: services.nats_url, namespace: self.namespace.clone(), ..Default::default() },
+            nats: NatsConfig {
+                url: services.nats_url,
+                namespace: self.namespace.clone(),
+                ..Default::default()
+            },
             etcd: EtcdConfig {
                 endpoints: services.etcd_endpoints,
                 prefix: self.prefix.clone(),
@@ -83,7 +87,8 @@ impl Rig {
     }
 
     async fn query(&self, app: &AppName, lines: u32) -> Option<Vec<LogLine>> {
-        self.query_with(LogQuery { app: app.clone(), lines, since: None, process: None, contains: None }).await
+        self.query_with(LogQuery { app: app.clone(), lines, since: None, process: None, contains: None })
+            .await
     }
 
     async fn put_drain(&self, app: &AppName, id: &str, url: &str) {
@@ -148,7 +153,8 @@ async fn syslog_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
                     if reader.read_until(b' ', &mut len).await.unwrap_or(0) == 0 {
                         return;
                     }
-                    let Ok(n) = std::str::from_utf8(&len[..len.len() - 1]).unwrap_or("x").parse::<usize>() else {
+                    let Ok(n) = std::str::from_utf8(&len[..len.len() - 1]).unwrap_or("x").parse::<usize>()
+                    else {
                         return;
                     };
                     let mut frame = vec![0; n];
@@ -188,7 +194,13 @@ async fn lines_come_back_from_history_in_order_per_container_and_filtered() {
     assert_eq!(last.len(), 10);
     assert_eq!(last.last().unwrap().message, "worker2 299");
     let web = rig
-        .query_with(LogQuery { app: shop.clone(), lines: 1000, since: None, process: Some("web".into()), contains: None })
+        .query_with(LogQuery {
+            app: shop.clone(),
+            lines: 1000,
+            since: None,
+            process: Some("web".into()),
+            contains: None,
+        })
         .await
         .unwrap();
     assert_eq!(web.len(), 300);
@@ -205,7 +217,13 @@ async fn lines_come_back_from_history_in_order_per_container_and_filtered() {
     assert_eq!(text.len(), 11, "worker2 29 and 290..299");
     let since = all[500].time;
     let recent = rig
-        .query_with(LogQuery { app: shop.clone(), lines: 1000, since: Some(since), process: None, contains: None })
+        .query_with(LogQuery {
+            app: shop.clone(),
+            lines: 1000,
+            since: Some(since),
+            process: None,
+            contains: None,
+        })
         .await
         .unwrap();
     assert!(recent.len() >= 100 && recent.len() < 600, "{} lines since the 500th", recent.len());
@@ -215,7 +233,11 @@ async fn lines_come_back_from_history_in_order_per_container_and_filtered() {
         rig.query(&shop, 1).await.and_then(|l| l.into_iter().find(|l| l.seq == 300))
     })
     .await;
-    assert!(cut.message.len() < 11_000 && cut.message.ends_with("[cut 39760 bytes]"), "{}", &cut.message[10_200..]);
+    assert!(
+        cut.message.len() < 11_000 && cut.message.ends_with("[cut 39760 bytes]"),
+        "{}",
+        &cut.message[10_200..]
+    );
     logger.stop().await;
 }
 
@@ -235,20 +257,26 @@ async fn history_survives_a_restart_and_controller_events_join_the_stream() {
         message: "alice created release v3".into(),
     };
     rig.bus.publish(&rig.bus.namespace().controller_events(&shop), &rig.bus.envelope(event)).await.unwrap();
-    eventually("51 lines stored", PATIENCE, || async { rig.query(&shop, 100).await.filter(|l| l.len() == 51) })
-        .await;
+    eventually("51 lines stored", PATIENCE, || async {
+        rig.query(&shop, 100).await.filter(|l| l.len() == 51)
+    })
+    .await;
     logger.stop().await;
 
     let logger = rig.start(rig.config("l1", data.path())).await;
     rig.publish(line(&shop, "web", 1, 50, "after".into())).await;
-    let lines =
-        eventually("52 lines after the restart", PATIENCE, || async { rig.query(&shop, 100).await.filter(|l| l.len() == 52) })
-            .await;
+    let lines = eventually("52 lines after the restart", PATIENCE, || async {
+        rig.query(&shop, 100).await.filter(|l| l.len() == 52)
+    })
+    .await;
     // The event comes on its own subject, so it may land anywhere among the app's lines.
     let (events, app_lines): (Vec<&LogLine>, Vec<&LogLine>) =
         lines.iter().partition(|l| l.source == LogSource::Controller);
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].display().split_once(' ').unwrap().1, "shop[deis-controller]: alice created release v3");
+    assert_eq!(
+        events[0].display().split_once(' ').unwrap().1,
+        "shop[deis-controller]: alice created release v3"
+    );
     let mut expected: Vec<String> = (0..50).map(|n| format!("before {n}")).collect();
     expected.push("after".into());
     assert_eq!(app_lines.iter().map(|l| l.message.clone()).collect::<Vec<_>>(), expected);
@@ -264,7 +292,8 @@ async fn the_public_drain_stream_carries_each_line_as_json_promptly() {
     let mut follow = rig.bus.client().subscribe(rig.bus.namespace().drain(&shop).to_nats()).await.unwrap();
     rig.bus.round_trip("follow").await.unwrap();
     rig.publish(line(&shop, "web", 3, 7, "hello drain".into())).await;
-    let msg = tokio::time::timeout(Duration::from_secs(1), follow.next()).await.expect("within a second").unwrap();
+    let msg =
+        tokio::time::timeout(Duration::from_secs(1), follow.next()).await.expect("within a second").unwrap();
     let record = DrainRecord::from_json(&msg.payload).unwrap();
     assert_eq!(record.app, "shop");
     assert_eq!(record.process, "web.3");
@@ -354,7 +383,8 @@ async fn two_instances_share_forwarding_and_no_drain_gets_a_line_twice() {
     let mut seq = 0;
     eventually("every drain receives probes", PATIENCE, || {
         seq += 1;
-        let lines: Vec<LogLine> = apps.iter().map(|a| line(a, "web", 1, seq, format!("probe {seq}"))).collect();
+        let lines: Vec<LogLine> =
+            apps.iter().map(|a| line(a, "web", 1, seq, format!("probe {seq}"))).collect();
         let (rig, receivers) = (&rig, &receivers);
         async move {
             for l in lines {
@@ -375,8 +405,13 @@ async fn two_instances_share_forwarding_and_no_drain_gets_a_line_twice() {
         })
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let lines: Vec<String> = got.lock().unwrap().iter().filter(|m| m.starts_with("line ")).cloned().collect();
-        assert_eq!(lines, (0..200).map(|n| format!("line {n}")).collect::<Vec<_>>(), "{a}: once each, in order");
+        let lines: Vec<String> =
+            got.lock().unwrap().iter().filter(|m| m.starts_with("line ")).cloned().collect();
+        assert_eq!(
+            lines,
+            (0..200).map(|n| format!("line {n}")).collect::<Vec<_>>(),
+            "{a}: once each, in order"
+        );
     }
     // Both instances hold every app's history.
     let forwarded_a = a.metric("deis_logger_lines_forwarded_total").await.unwrap_or(0.0);
@@ -434,10 +469,14 @@ async fn a_destroyed_app_loses_its_history() {
     eventually("stored", PATIENCE, || async { rig.query(&shop, 10).await.filter(|l| l.len() == 1) }).await;
     let ns = rig.bus.namespace();
     rig.bus
-        .publish(&ns.app_destroyed(&shop), &rig.bus.envelope(AppDestroyed { app: shop.clone(), destroyed_by: "alice".into() }))
+        .publish(
+            &ns.app_destroyed(&shop),
+            &rig.bus.envelope(AppDestroyed { app: shop.clone(), destroyed_by: "alice".into() }),
+        )
         .await
         .unwrap();
-    eventually("history gone", PATIENCE, || async { rig.query(&shop, 10).await.filter(|l| l.is_empty()) }).await;
+    eventually("history gone", PATIENCE, || async { rig.query(&shop, 10).await.filter(|l| l.is_empty()) })
+        .await;
     assert!(!data.path().join("apps/shop").exists());
     logger.stop().await;
 }
@@ -447,8 +486,13 @@ fn tools_python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/deis-tools/venv"));
     let python = venv.join("bin/python");
-    let ok = std::process::Command::new(&python).args(["-c", "import nats"]).status().is_ok_and(|s| s.success());
-    assert!(ok, "{} with nats-py is missing: run compose/test (it installs the test tools)", python.display());
+    let ok =
+        std::process::Command::new(&python).args(["-c", "import nats"]).status().is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} with nats-py is missing: run compose/test (it installs the test tools)",
+        python.display()
+    );
     python
 }
 
@@ -508,7 +552,11 @@ asyncio.run(main())
     }
     assert_eq!(
         got,
-        vec!["1 shop web.1 stdout py line 0", "1 shop worker.1 stderr py line 1", "1 shop web.1 stdout py line 2"]
+        vec![
+            "1 shop web.1 stdout py line 0",
+            "1 shop worker.1 stderr py line 1",
+            "1 shop web.1 stdout py line 2"
+        ]
     );
     assert!(child.wait().await.unwrap().success());
     logger.stop().await;

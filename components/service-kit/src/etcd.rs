@@ -222,7 +222,8 @@ where
     loop {
         let Ok(mut client) = connect(config, shutdown).await else { return };
         let result: Result<(), etcd_client::Error> = async {
-            let resp = client.get(prefix.as_bytes(), Some(etcd_client::GetOptions::new().with_prefix())).await?;
+            let resp =
+                client.get(prefix.as_bytes(), Some(etcd_client::GetOptions::new().with_prefix())).await?;
             let revision = resp.header().map_or(0, |h| h.revision());
             let mut kvs: std::collections::BTreeMap<String, Vec<u8>> = resp
                 .kvs()

@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod domains;
 mod keys;
+mod logs;
 mod perms;
 mod releases;
 
@@ -31,6 +32,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::AppsList => apps::list(&ctx).await,
         Command::AppsInfo => apps::info(&ctx).await,
         Command::AppsOpen => apps::open(&ctx).await,
+        Command::AppsLogs(args) => logs::logs(&ctx, args).await,
+        Command::DrainsList => logs::drains_list(&ctx).await,
+        Command::DrainsAdd { url } => logs::drains_add(&ctx, &url).await,
+        Command::DrainsRemove { url } => logs::drains_remove(&ctx, &url).await,
         Command::AppsDestroy(args) => apps::destroy(&ctx, args).await,
         Command::AppsTransfer { username } => apps::transfer(&ctx, &username).await,
         Command::GitRemote { remote } => apps::git_remote(&ctx, &remote).await,

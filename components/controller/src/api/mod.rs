@@ -8,6 +8,7 @@ pub mod certs;
 pub mod config;
 pub mod domains;
 pub mod keys;
+pub mod logs;
 pub mod perms;
 pub mod processes;
 
@@ -372,6 +373,33 @@ pub fn routes(
             .and(c.clone())
             .and(authz)
             .then(|app, d, c, a| respond(domains::remove(c, app, d, a))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "logs")
+            .and(warp::get())
+            .and(c.clone())
+            .and(authz)
+            .and(query)
+            .then(|app, c, a, q| respond(logs::logs(c, app, a, q))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "drains")
+            .and(warp::get())
+            .and(c.clone())
+            .and(authz)
+            .and(query)
+            .then(|app, c, a, q| respond(logs::drains(c, app, a, q))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "drains")
+            .and(warp::post())
+            .and(c.clone())
+            .and(authz)
+            .and(body.clone())
+            .then(|app, c, a, b| respond(logs::drain_add(c, app, a, b))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "drains" / String)
+            .and(warp::delete())
+            .and(c.clone())
+            .and(authz)
+            .then(|app, id, c, a| respond(logs::drain_remove(c, app, id, a))))
         .unify()
         .or(path!("v1" / "apps" / String / "perms")
             .and(warp::get())

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::validate;
 
 /// The bus, or why the request cannot be served yet.
-fn bus(ctx: &Ctx) -> Result<&Bus, ApiError> {
+pub(super) fn bus(ctx: &Ctx) -> Result<&Bus, ApiError> {
     ctx.bus
         .get()
         .ok_or_else(|| ApiError::Unavailable("the controller is not connected to the bus yet; retry".into()))

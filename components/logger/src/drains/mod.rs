@@ -7,7 +7,6 @@ mod buffer;
 mod format;
 mod http;
 mod syslog;
-mod url;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use self::format::rfc5424;
-pub use self::url::{DrainUrl, DrainUrlError};
 use buffer::{Buffer, Entry, Pushed};
+pub use bus_schema::drain_url::{DrainUrl, DrainUrlError};
 
 /// How long a stopped drain may go on delivering what it still holds.
 const STOP_GRACE: Duration = Duration::from_secs(2);

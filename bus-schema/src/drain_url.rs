@@ -1,5 +1,5 @@
-//! Drain URLs as users give them to `deis drains:add`, checked once so the drain task never meets
-//! a URL it cannot use.
+//! Drain URLs as users give them to `deis drains:add`: checked by the controller when a drain is
+//! added and by the logger when it reads one from etcd, with the same rules and the same words.
 
 use std::fmt;
 
