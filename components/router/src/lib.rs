@@ -101,7 +101,8 @@ struct Sni(Arc<ArcSwap<Table>>);
 
 impl rustls::server::ResolvesServerCert for Sni {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.0.load().cert_for(hello.server_name()?)
+        let table = self.0.load();
+        hello.server_name().and_then(|name| table.cert_for(name)).or_else(|| table.platform_cert())
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub latency: Family<AppLabel, Histogram, fn() -> Histogram>,
     pub ejections: Counter,
     pub bad_routes: Counter,
+    /// Access lines not shipped because the queue to the bus was full.
+    pub access_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,7 @@ impl Default for Metrics {
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             ejections: Counter::default(),
             bad_routes: Counter::default(),
+            access_lines_dropped: Counter::default(),
         }
     }
 }
@@ -70,6 +73,11 @@ impl Metrics {
             "router_backend_ejections",
             "Backends ejected after a refused connection",
             self.ejections.clone(),
+        );
+        registry.register(
+            "router_access_lines_dropped",
+            "Access lines not shipped because the bus could not keep up",
+            self.access_lines_dropped.clone(),
         );
         registry.register(
             "router_bad_route_values",

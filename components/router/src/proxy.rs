@@ -44,7 +44,9 @@ pub struct Proxy {
     pub table: Arc<ArcSwap<Table>>,
     pub ejections: Ejections,
     config: RouterConfig,
-    bus: Option<Bus>,
+    /// Access lines go to one shipping task through this queue: a `try_send` per request is
+    /// far cheaper than a task per request, and a slow bus drops lines, never requests.
+    access: Option<tokio::sync::mpsc::Sender<LogLine>>,
     metrics: Metrics,
     local_port: u16,
     https_port: u16,
@@ -82,11 +84,21 @@ impl Proxy {
         https_port: u16,
     ) -> Self {
         let request_prefix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let access = bus.map(|bus| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(8192);
+            tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    let subject = bus.namespace().log_lines(&line.app);
+                    let _ = bus.publish(&subject, &bus.envelope(line)).await;
+                }
+            });
+            tx
+        });
         Self {
             table,
             ejections: Ejections::default(),
             config,
-            bus,
+            access,
             metrics,
             local_port,
             https_port,
@@ -326,7 +338,7 @@ impl Proxy {
         if let Some(value) = hsts {
             resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, value);
         }
-        if let (Some(app), Some(bus)) = (app, &self.bus) {
+        if let (Some(app), Some(access)) = (app, &self.access) {
             let bytes = resp
                 .headers()
                 .get(header::CONTENT_LENGTH)
@@ -350,10 +362,9 @@ impl Proxy {
                 seq: 0,
                 message,
             };
-            let bus = bus.clone();
-            tokio::spawn(async move {
-                let _ = bus.publish(&bus.namespace().log_lines(&app), &bus.envelope(line)).await;
-            });
+            if access.try_send(line).is_err() {
+                self.metrics.access_lines_dropped.inc();
+            }
         }
         resp
     }

@@ -157,6 +157,16 @@ impl Table {
         Target::Unknown
     }
 
+    /// The platform certificate (`*.<platform domain>`, set by the operator with `deisctl`), for
+    /// clients that send no server name or one no certificate covers: a connection by IP
+    /// address still gets TLS rather than a failed handshake.
+    pub fn platform_cert(&self) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        self.certs
+            .get(&format!("*.{}", self.platform_domain))
+            .or_else(|| self.certs.get(&self.platform_domain))
+            .cloned()
+    }
+
     /// The certificate for a TLS server name: exact, else a one-label wildcard.
     pub fn cert_for(&self, name: &str) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
         let name = name.to_ascii_lowercase();

@@ -362,6 +362,39 @@ async fn two_certificates_are_served_by_sni() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_certificate_serves_app_hosts_and_clients_without_sni() {
+    let mut rig = Rig::start("platformtls", TestServices::get().etcd_endpoints).await;
+    let (a, _ta) = backend("alpha").await;
+    rig.put_route("shop", "c1", a).await;
+    // What `deisctl` installs: one certificate for every app under the platform domain, also
+    // valid for the address operators reach the routers by.
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["*.deis.local".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let record = serde_json::json!({"certificate": cert.pem(), "key": key_pair.serialize_pem()}).to_string();
+    rig.etcd.put(format!("{}/certs/*.deis.local", rig.prefix), record, None).await.unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .resolve("shop.deis.local", rig.https)
+        .build()
+        .unwrap();
+    // By name: SNI names shop.deis.local and the wildcard covers it.
+    let by_name = format!("https://shop.deis.local:{}/", rig.https.port());
+    let body = eventually("the wildcard is served", Duration::from_secs(3), || {
+        let client = client.clone();
+        let url = by_name.clone();
+        async move { client.get(&url).send().await.ok()?.text().await.ok() }
+    })
+    .await;
+    assert!(body.starts_with("alpha"), "{body}");
+    // By address: no SNI at all, yet the handshake succeeds with the platform certificate.
+    let by_ip = format!("https://127.0.0.1:{}/", rig.https.port());
+    let resp = client.get(&by_ip).header("host", "shop.deis.local").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().starts_with("alpha"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_https_only_setting_redirects_and_hsts_is_sent() {
     let mut rig = Rig::start("hsts", TestServices::get().etcd_endpoints).await;
     let (a, _ta) = backend("alpha").await;
