@@ -76,6 +76,7 @@ impl russh::server::Server for Server {
             peer,
             user: None,
             refused_keys: Vec::new(),
+            told: false,
             channels: HashMap::new(),
         }
     }
@@ -89,6 +90,8 @@ pub struct Connection {
     user: Option<HookKeyOwner>,
     /// Fingerprints offered that no user registered, to say so if nothing else works.
     refused_keys: Vec<String>,
+    /// Whether that has been said (clients retry keyboard-interactive; once is enough).
+    told: bool,
     channels: HashMap<ChannelId, Channel<Msg>>,
 }
 
@@ -133,9 +136,10 @@ impl russh::server::Handler for Connection {
         _submethods: &str,
         response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        if response.is_some() {
+        if response.is_some() || self.told {
             return Ok(Auth::reject());
         }
+        self.told = true;
         let keys =
             if self.refused_keys.is_empty() { "none".to_owned() } else { self.refused_keys.join(", ") };
         Ok(Auth::Partial {

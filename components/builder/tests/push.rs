@@ -69,8 +69,11 @@ async fn a_procfile_app_is_pushed_built_released_and_served() {
     let releases = alice.client.releases(&app).await.unwrap();
     assert_eq!(releases[0].version, 2);
     assert_eq!(releases[0].image, format!("{}/{app}:git-{}", p.builder_config.registry, &sha[..8]));
-    // The push ended when the release was healthy: it serves now.
-    assert_eq!(serving(&p, &app).await, vec!["hello from the first push".to_owned()]);
+    // The push ended when the scheduler saw the release healthy; its route follows.
+    eventually("the release serves", Duration::from_secs(20), || async {
+        (serving(&p, &app).await == vec!["hello from the first push".to_owned()]).then_some(())
+    })
+    .await;
 
     // A second push rolls out a new release, and the branch follows.
     commit(&repo, &files(&procfile_app("hello from the second push")));
@@ -81,9 +84,14 @@ async fn a_procfile_app_is_pushed_built_released_and_served() {
         (serving(&p, &app).await == vec!["hello from the second push".to_owned()]).then_some(())
     })
     .await;
-    let remote =
-        alice.git(&repo).args(["ls-remote", &alice.remote(&app), "refs/heads/main"]).output().await.unwrap();
-    assert!(String::from_utf8_lossy(&remote.stdout).starts_with(&head(&repo)));
+    let bare = p.builder_config.repos_dir().join(format!("{app}.git"));
+    let main = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&bare)
+        .args(["rev-parse", "refs/heads/main"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&main.stdout).trim(), head(&repo));
     p.stop().await;
 }
 
@@ -116,7 +124,10 @@ async fn a_python_app_builds_in_a_virtualenv_that_the_next_push_reuses() {
         assert!(pushed.stderr.contains(expected), "the push shows `{expected}`:\n{}", pushed.stderr);
     }
     // `web` is the buildpack's default, run by the virtualenv's python.
-    assert_eq!(serving(&p, &app).await, vec!["hello from /app/.venv".to_owned()]);
+    eventually("the release serves", Duration::from_secs(20), || async {
+        (serving(&p, &app).await == vec!["hello from /app/.venv".to_owned()]).then_some(())
+    })
+    .await;
     assert!(p.builder_config.cache_dir().join(format!("{app}.tar")).exists(), "the build cache is kept");
 
     let second = app_py("hi again");

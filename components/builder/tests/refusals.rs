@@ -139,8 +139,9 @@ async fn a_failing_build_fails_the_push_shows_its_output_and_moves_nothing() {
     .unwrap();
     assert_eq!(line.source.kind(), "builder");
     assert!(alice.client.builds(&app).await.unwrap().is_empty(), "nothing was built");
-    let branch = alice.git(&repo).args(["ls-remote", &alice.remote(&app)]).output().await.unwrap();
-    assert!(String::from_utf8_lossy(&branch.stdout).trim().is_empty(), "the branch was not created");
+    let bare = p.builder_config.repos_dir().join(format!("{app}.git"));
+    let refs = std::process::Command::new("git").arg("--git-dir").arg(&bare).args(["show-ref"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&refs.stdout).trim().is_empty(), "the branch was not created");
 
     // A Dockerfile app whose build step fails.
     let app = p.app_name("baddocker");

@@ -130,13 +130,14 @@ pub fn base_images(dockerfile: &str) -> Vec<String> {
         }
         let mut words = words.skip_while(|w| w.starts_with("--"));
         let Some(image) = words.next() else { continue };
+        // A stage named earlier is not an image; the name this line gives counts from the next.
+        let earlier_stage = stages.contains(&image.to_ascii_lowercase());
         if let (Some(as_kw), Some(stage)) = (words.next(), words.next()) {
             if as_kw.eq_ignore_ascii_case("AS") {
                 stages.push(stage.to_ascii_lowercase());
             }
         }
-        let known_stage = stages[..stages.len().saturating_sub(1)].contains(&image.to_ascii_lowercase());
-        if image.contains('$') || image.eq_ignore_ascii_case("scratch") || known_stage {
+        if image.contains('$') || image.eq_ignore_ascii_case("scratch") || earlier_stage {
             continue;
         }
         if !bases.iter().any(|b| b == image) {

@@ -342,6 +342,6 @@ pub fn procfile_app(greeting: &str) -> Vec<(&'static str, String, bool)> {
     ]
 }
 
-pub fn files(v: &[(&'static str, String, bool)]) -> Vec<(&'static str, &str, bool)> {
+pub fn files<'a>(v: &'a [(&'static str, String, bool)]) -> Vec<(&'static str, &'a str, bool)> {
     v.iter().map(|(p, t, x)| (*p, t.as_str(), *x)).collect()
 }
