@@ -39,17 +39,16 @@ async fn bench(runs: usize) {
     for run in 1..=runs {
         commit(&repo, &files(&procfile_app(&format!("run {run}"))));
         let start = Instant::now();
-        let push = tokio::spawn({
-            let repo = repo.clone();
-            let app = app.clone();
-            let alice_push = alice.push(&repo, &app);
-            async move { alice_push.await }
-        });
-        tokio::time::timeout(Duration::from_secs(300), completed.next()).await.unwrap().unwrap().unwrap();
-        let image = start.elapsed();
-        let pushed = push.await.unwrap();
+        let push = async {
+            let pushed = alice.push(&repo, &app).await;
+            (pushed, start.elapsed())
+        };
+        let image = async {
+            tokio::time::timeout(Duration::from_secs(300), completed.next()).await.unwrap().unwrap().unwrap();
+            start.elapsed()
+        };
+        let ((pushed, healthy), image) = tokio::join!(push, image);
         assert!(pushed.ok, "{}", pushed.stderr);
-        let healthy = start.elapsed();
         let peer = docker_build_and_push(&docker, &repo, &p.builder_config.registry, &app, run).await;
         println!(
             "run {run}: git push → image in registry {:.2}s, → healthy release {:.2}s; docker build + push {:.2}s; ratio {:.2}",

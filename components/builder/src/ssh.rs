@@ -286,11 +286,8 @@ async fn run_receive_pack(builder: &Builder, repo: &Path, token: &str, ch: Chann
     let to_git = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
             match msg {
-                ChannelMsg::Data { data } => {
-                    if stdin.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+                ChannelMsg::Data { data } if stdin.write_all(&data).await.is_err() => break,
+                ChannelMsg::Data { .. } => {}
                 ChannelMsg::Eof | ChannelMsg::Close => break,
                 _ => {}
             }

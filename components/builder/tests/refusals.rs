@@ -140,7 +140,8 @@ async fn a_failing_build_fails_the_push_shows_its_output_and_moves_nothing() {
     assert_eq!(line.source.kind(), "builder");
     assert!(alice.client.builds(&app).await.unwrap().is_empty(), "nothing was built");
     let bare = p.builder_config.repos_dir().join(format!("{app}.git"));
-    let refs = std::process::Command::new("git").arg("--git-dir").arg(&bare).args(["show-ref"]).output().unwrap();
+    let refs =
+        std::process::Command::new("git").arg("--git-dir").arg(&bare).args(["show-ref"]).output().unwrap();
     assert!(String::from_utf8_lossy(&refs.stdout).trim().is_empty(), "the branch was not created");
 
     // A Dockerfile app whose build step fails.

@@ -27,7 +27,6 @@ pub async fn build(
         .t(&image)
         .rm(true)
         .forcerm(true)
-        .labels(&job.labels())
         .memory(i32::try_from(config.build_memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i32::MAX))
         .build();
     let body = bollard::body_full(job.tree.clone().into());

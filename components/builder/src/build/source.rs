@@ -132,10 +132,10 @@ pub fn base_images(dockerfile: &str) -> Vec<String> {
         let Some(image) = words.next() else { continue };
         // A stage named earlier is not an image; the name this line gives counts from the next.
         let earlier_stage = stages.contains(&image.to_ascii_lowercase());
-        if let (Some(as_kw), Some(stage)) = (words.next(), words.next()) {
-            if as_kw.eq_ignore_ascii_case("AS") {
-                stages.push(stage.to_ascii_lowercase());
-            }
+        if let (Some(as_kw), Some(stage)) = (words.next(), words.next())
+            && as_kw.eq_ignore_ascii_case("AS")
+        {
+            stages.push(stage.to_ascii_lowercase());
         }
         if image.contains('$') || image.eq_ignore_ascii_case("scratch") || earlier_stage {
             continue;

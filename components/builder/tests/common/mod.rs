@@ -178,16 +178,24 @@ impl Drop for Platform {
                 docker(&args);
             }
         }
-        for app in self.apps.lock().unwrap().iter() {
-            if let Some(out) = docker(&["images", "-q", "--filter", &format!("label=io.deis.app={app}")]) {
-                let mut ids: Vec<String> =
-                    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
-                ids.dedup();
-                if !ids.is_empty() {
-                    let mut args = vec!["rmi", "-f"];
-                    args.extend(ids.iter().map(String::as_str));
-                    docker(&args);
-                }
+        // The apps' images: `<registry>/<app>:git-…` (and the benchmark's `<app>-peer`).
+        let registry = &self.builder_config.registry;
+        let apps = self.apps.lock().unwrap().clone();
+        if let Some(out) = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]) {
+            let refs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|r| {
+                    apps.iter().any(|app| {
+                        r.starts_with(&format!("{registry}/{app}:"))
+                            || r.starts_with(&format!("{registry}/{app}-peer:"))
+                    })
+                })
+                .map(str::to_owned)
+                .collect();
+            if !refs.is_empty() {
+                let mut args = vec!["rmi", "-f"];
+                args.extend(refs.iter().map(String::as_str));
+                docker(&args);
             }
         }
     }
