@@ -55,6 +55,8 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 pub struct Client {
     base: String,
     token: Option<String>,
+    /// The builder's secret, for `/v1/hooks/` (only the builder has one).
+    builder_key: Option<String>,
     http: reqwest::Client,
 }
 
@@ -84,7 +86,12 @@ impl Client {
             .user_agent(concat!("deis-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_owned(), token, http }
+        Self { base: base.trim_end_matches('/').to_owned(), token, builder_key: None, http }
+    }
+
+    /// The builder's client: it calls `/v1/hooks/` with the builder's own secret.
+    pub fn for_builder(base: &str, builder_key: &str) -> Self {
+        Self { builder_key: Some(builder_key.to_owned()), ..Self::new(base, None) }
     }
 
     pub fn base(&self) -> &str {
@@ -119,7 +126,10 @@ impl Client {
     ) -> Result<Vec<u8>, ApiError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
-        if auth {
+        if path.starts_with("/v1/hooks/") {
+            let key = self.builder_key.as_ref().ok_or(ApiError::NotLoggedIn)?;
+            req = req.header(BUILDER_AUTH_HEADER, key);
+        } else if auth {
             let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
             req = req.header("Authorization", format!("token {token}"));
         }
@@ -445,5 +455,47 @@ impl Client {
 
     pub async fn admin_delete(&self, username: &str) -> Result<(), ApiError> {
         self.delete(&format!("/v1/admin/perms/{username}")).await
+    }
+
+    // --- builder hooks (the builder's own secret, see `for_builder`) ---------------------------
+
+    /// Who registered the SSH key with this fingerprint (`SHA256:…`).
+    pub async fn hook_key_owner(&self, fingerprint: &str) -> Result<HookKeyOwner, ApiError> {
+        self.get(&format!("/v1/hooks/key/{}", encode_segment(fingerprint))).await
+    }
+
+    /// Whether `username` may push to `app`, and the app's build settings if so.
+    pub async fn hook_push(&self, username: &str, app: &str) -> Result<HookPush, ApiError> {
+        self.post("/v1/hooks/push/", &HookPushRequest { username: username.to_owned(), app: app.to_owned() })
+            .await
+    }
+
+    /// The release made from a build, and how the app's rollout is going.
+    pub async fn hook_build_status(&self, app: &str, build: uuid::Uuid) -> Result<HookBuildStatus, ApiError> {
+        self.get(&format!("/v1/hooks/apps/{app}/builds/{build}/")).await
+    }
+}
+
+/// Percent-encodes a path segment: SSH fingerprints are base64, whose `/` and `+` would
+/// otherwise split or change the path.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_stay_one_segment() {
+        assert_eq!(encode_segment("SHA256:ab/c+d"), "SHA256%3Aab%2Fc%2Bd");
     }
 }

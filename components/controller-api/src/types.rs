@@ -441,3 +441,55 @@ fn percent_encode(s: &str) -> String {
     }
     out
 }
+
+// --- builder hooks ----------------------------------------------------------------------------
+//
+// Deis v1's `/v1/hooks/`: what only the builder asks, authenticated with the builder's own
+// secret (`X-Deis-Builder-Auth`), never a user's token.
+
+/// The header the builder authenticates with on `/v1/hooks/`.
+pub const BUILDER_AUTH_HEADER: &str = "X-Deis-Builder-Auth";
+
+/// Who registered an SSH key (`deis keys:add`): the builder's SSH login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HookKeyOwner {
+    pub username: String,
+    /// The key's id (its name) in the user's key list.
+    pub key_id: String,
+    /// `SHA256:…`.
+    pub fingerprint: String,
+}
+
+/// May this user push to this app? (`git push` over SSH).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookPushRequest {
+    pub username: String,
+    pub app: String,
+}
+
+/// Yes: what the build needs to know about the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HookPush {
+    pub app: String,
+    pub username: String,
+    /// The app's current config (`BUILDPACK_URL` and the build's environment).
+    pub config: BTreeMap<String, String>,
+    /// Where the app answers once released, like `http://myapp.deis.local`.
+    pub url: String,
+}
+
+/// What became of a build the builder announced: its release and that release's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HookBuildStatus {
+    pub build: Uuid,
+    /// The release made from the build, once the controller has recorded it.
+    pub release: Option<u32>,
+    /// How the app's newest release is rolling out, when the scheduler answered (its version
+    /// may be newer than this build's release if another deploy followed).
+    pub deploy: Option<DeployStatus>,
+    /// Why the rollout is unknown (the scheduler did not answer), when it is.
+    pub deploy_unknown: Option<String>,
+    /// Where the app answers, like `http://myapp.deis.local`.
+    pub url: String,
+}

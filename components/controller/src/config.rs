@@ -42,6 +42,9 @@ pub struct ControllerConfig {
     pub register_in_etcd: bool,
     /// The address others reach this instance at, written to its etcd registration.
     pub advertise: String,
+    /// The secret the builder sends in `X-Deis-Builder-Auth` to use `/v1/hooks/` (the same
+    /// value as the builder's `builder_key`). While unset, the hooks refuse every request.
+    pub builder_key: Option<String>,
     pub nats: NatsConfig,
     pub etcd: EtcdConfig,
     pub log: LogConfig,
@@ -61,6 +64,7 @@ impl Default for ControllerConfig {
             consume_builds: true,
             register_in_etcd: true,
             advertise: "127.0.0.1:8000".to_owned(),
+            builder_key: None,
             nats: NatsConfig::default(),
             etcd: EtcdConfig::default(),
             log: LogConfig::default(),

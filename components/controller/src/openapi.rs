@@ -9,7 +9,7 @@ use crate::api;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Deis controller API", version = "1", description = "The platform's API: apps, config, builds, releases, scale, logs and drains, domains, certs, keys, perms and users. Authenticate with `Authorization: token <key>` from `/v1/auth/login/`."),
+    info(title = "Deis controller API", version = "1", description = "The platform's API: apps, config, builds, releases, scale, logs and drains, domains, certs, keys, perms and users. Authenticate with `Authorization: token <key>` from `/v1/auth/login/`. `/v1/hooks/` serves only the builder, which authenticates with its own secret."),
     paths(
         api::auth::register, api::auth::login, api::auth::whoami, api::auth::passwd, api::auth::cancel,
         api::auth::regenerate, api::auth::users,
@@ -23,6 +23,7 @@ use crate::api;
         api::keys::list, api::keys::add, api::keys::remove,
         api::perms::list, api::perms::create, api::perms::delete, api::perms::admins, api::perms::admin_create,
         api::perms::admin_delete,
+        api::hooks::key_owner, api::hooks::push, api::hooks::build_status,
     ),
     components(schemas(controller_api::ErrorBody)),
     modifiers(&TokenAuth, &ErrorResponses),
@@ -40,6 +41,13 @@ impl Modify for TokenAuth {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "Authorization",
                 "`token <key>`, the key from /v1/auth/login/",
+            ))),
+        );
+        components.add_security_scheme(
+            "builder",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                controller_api::BUILDER_AUTH_HEADER,
+                "the builder's own secret (`builder_key` in the controller's config); only `/v1/hooks/` accepts it",
             ))),
         );
     }

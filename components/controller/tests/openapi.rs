@@ -24,7 +24,10 @@ fn schemathesis() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_5xx_and_no_response_breaking_the_document() {
-    let ctl = TestController::start("schemathesis").await;
+    // The builder's hooks are exercised too, with the builder's secret beside the user's token.
+    let (mut config, ns, database) = TestController::config("schemathesis").await;
+    config.builder_key = Some("schemathesis-builder-secret".to_owned());
+    let ctl = TestController::start_with(config, ns, database).await;
     // The process endpoints ask the scheduler, so the system under test includes one.
     let scheduler_shutdown = service_kit::Shutdown::new();
     let scheduler_config = scheduler::SchedulerConfig {
@@ -91,6 +94,7 @@ async fn schemathesis_finds_no_5xx_and_no_response_breaking_the_document() {
             .arg(format!("{}/v1/openapi.json", ctl.url))
             .args(["--url", &ctl.url])
             .args(["-H", &format!("Authorization: token {token}")])
+            .args(["-H", "X-Deis-Builder-Auth: schemathesis-builder-secret"])
             .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
             .args(["--max-examples", examples, "--seed", "1", "--workers", "1", "--no-color", "--request-timeout", "20"])
             .args(["--phases", "examples,coverage,fuzzing"])

@@ -7,6 +7,7 @@ pub mod builds;
 pub mod certs;
 pub mod config;
 pub mod domains;
+pub mod hooks;
 pub mod keys;
 pub mod logs;
 pub mod perms;
@@ -502,6 +503,28 @@ pub fn routes(
         .unify()
         .boxed();
 
+    // Only the builder may use these, with its own secret.
+    let builder_auth = warp::header::optional::<String>("x-deis-builder-auth");
+    let hook_routes = path!("v1" / "hooks" / "key" / String)
+        .and(warp::get())
+        .and(c.clone())
+        .and(builder_auth)
+        .then(|f, c, a| respond(hooks::key_owner(c, f, a)))
+        .or(path!("v1" / "hooks" / "push")
+            .and(warp::post())
+            .and(c.clone())
+            .and(builder_auth)
+            .and(body.clone())
+            .then(|c, a, b| respond(hooks::push(c, a, b))))
+        .unify()
+        .or(path!("v1" / "hooks" / "apps" / String / "builds" / String)
+            .and(warp::get())
+            .and(c.clone())
+            .and(builder_auth)
+            .then(|app, b, c, a| respond(hooks::build_status(c, app, b, a))))
+        .unify()
+        .boxed();
+
     let doc = path!("v1" / "openapi.json").and(warp::get()).map(move || {
         warp::reply::with_header(openapi.as_str().to_owned(), "content-type", "application/json")
             .into_response()
@@ -516,6 +539,8 @@ pub fn routes(
         .or(domain_routes)
         .unify()
         .or(cert_key_routes)
+        .unify()
+        .or(hook_routes)
         .unify()
         .or(doc)
         .unify()

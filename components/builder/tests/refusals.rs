@@ -1,0 +1,185 @@
+//! What the builder refuses, and how a failed build looks: with the real controller, builder,
+//! `ssh` and `git` clients, Docker engine and NATS. No data plane: none of these reach a release.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+use std::time::Duration;
+
+use bus_schema::AppName;
+use common::{Platform, files, procfile_app, work_tree};
+use futures::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_key_is_refused_and_nothing_is_received() {
+    let p = Platform::start("unregistered", false).await;
+    let alice = p.user("alice", true).await;
+    let mallory = p.user("mallory", false).await;
+    let app = p.app_name("keys");
+    alice.client.app_create(Some(&app)).await.unwrap();
+    let repo = work_tree(&p.dir.path().join("w"), &files(&procfile_app("hi")));
+
+    let pushed = mallory.push(&repo, &app).await;
+    assert!(!pushed.ok);
+    assert!(pushed.stderr.contains("Permission denied"), "{}", pushed.stderr);
+    assert!(pushed.stderr.contains("is registered with Deis"), "the refusal says why: {}", pushed.stderr);
+    assert!(!p.builder_config.repos_dir().join(format!("{app}.git")).exists(), "nothing was received");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_access_and_any_other_command_are_refused_clearly() {
+    let p = Platform::start("noaccess", false).await;
+    let alice = p.user("alice", true).await;
+    let bob = p.user("bob", true).await;
+    let app = p.app_name("private");
+    alice.client.app_create(Some(&app)).await.unwrap();
+    let repo = work_tree(&p.dir.path().join("w"), &files(&procfile_app("hi")));
+
+    let pushed = bob.push(&repo, &app).await;
+    assert!(!pushed.ok);
+    assert!(
+        pushed.stderr.contains(&format!("bob does not have permission to push to {app}")),
+        "{}",
+        pushed.stderr
+    );
+
+    let missing = bob.push(&repo, "nosuchapp").await;
+    assert!(!missing.ok);
+    assert!(missing.stderr.contains("app 'nosuchapp' not found"), "{}", missing.stderr);
+
+    // Cloning, a shell command and a path that is not an app are refused with the reason.
+    let clone = bob.ssh(&format!("git-upload-pack '/{app}.git'")).await;
+    assert!(!clone.ok && clone.stderr.contains("only `git push` is supported"), "{clone:?}");
+    let shell = bob.ssh("cat /etc/passwd").await;
+    assert!(!shell.ok && shell.stderr.contains("only `git push` is supported"), "{shell:?}");
+    let escape = bob.ssh("git-receive-pack '../../etc.git'").await;
+    assert!(!escape.ok && escape.stderr.contains("is not an app"), "{escape:?}");
+
+    // Shared with bob, the same push gets past the access check (and is built).
+    alice.client.perm_create(&app, "bob").await.unwrap();
+    let subscriber = p.ctl.bus().await;
+    let ns = p.ns.clone();
+    let mut requested = subscriber.subscribe(&ns.all_builds_requested()).await.unwrap();
+    let shared = tokio::spawn({
+        let repo = repo.clone();
+        let app = app.clone();
+        async move { bob.push(&repo, &app).await }
+    });
+    let event =
+        tokio::time::timeout(Duration::from_secs(60), requested.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(event.envelope.body.app, AppName::parse(&app).unwrap());
+    assert_eq!(event.envelope.body.user, "bob");
+    shared.abort();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_build_fails_the_push_shows_its_output_and_moves_nothing() {
+    let p = Platform::start("failing", false).await;
+    let alice = p.user("alice", true).await;
+    let bus = p.ctl.bus().await;
+
+    // A buildpack app: BUILDPACK_URL picks a custom buildpack (from a local repository) whose
+    // compile step fails.
+    let app = p.app_name("badpack");
+    alice.client.app_create(Some(&app)).await.unwrap();
+    let pack = work_tree(
+        &p.dir.path().join("pack"),
+        &[
+            ("bin/detect", "#!/bin/sh\necho Failing\n", true),
+            (
+                "bin/compile",
+                "#!/bin/sh\necho \"compiling $(ls $1)\"\necho 'oh no, compile is broken' >&2\nexit 3\n",
+                true,
+            ),
+            ("bin/release", "#!/bin/sh\necho '--- {}'\n", true),
+        ],
+    );
+    let url = format!("file://{}", pack.display());
+    alice
+        .client
+        .config_update(
+            &app,
+            &controller_api::ConfigUpdate {
+                values: [("BUILDPACK_URL".to_owned(), Some(url))].into_iter().collect(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut failed = bus.subscribe(&p.ns.all_builds_failed()).await.unwrap();
+    let mut logs = bus.subscribe(&p.ns.all_log_lines()).await.unwrap();
+    let repo = work_tree(&p.dir.path().join("w1"), &files(&procfile_app("hi")));
+    let pushed = alice.push(&repo, &app).await;
+    assert!(!pushed.ok, "a failed build fails the push");
+    for expected in [
+        "Fetching custom buildpack",
+        "-----> Failing app detected",
+        "compiling Procfile",
+        "oh no, compile is broken",
+        "the buildpack's compile step failed",
+        "pre-receive hook declined",
+    ] {
+        assert!(pushed.stderr.contains(expected), "the push shows `{expected}`:\n{}", pushed.stderr);
+    }
+    let event = tokio::time::timeout(Duration::from_secs(10), failed.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(event.envelope.body.app.as_str(), app);
+    assert!(event.envelope.body.reason.contains("compile step failed"), "{:?}", event.envelope.body);
+    // The build's lines are in the app's log stream too.
+    let line = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let l = logs.next().await.unwrap().unwrap().envelope.body;
+            if l.message.contains("oh no, compile is broken") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(line.source.kind(), "builder");
+    assert!(alice.client.builds(&app).await.unwrap().is_empty(), "nothing was built");
+    let bare = p.builder_config.repos_dir().join(format!("{app}.git"));
+    let refs =
+        std::process::Command::new("git").arg("--git-dir").arg(&bare).args(["show-ref"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&refs.stdout).trim().is_empty(), "the branch was not created");
+
+    // A Dockerfile app whose build step fails.
+    let app = p.app_name("baddocker");
+    alice.client.app_create(Some(&app)).await.unwrap();
+    let repo = work_tree(
+        &p.dir.path().join("w2"),
+        &[("Dockerfile", "FROM deis/stack\nRUN echo 'step output before failing' && exit 7\n", false)],
+    );
+    let pushed = alice.push(&repo, &app).await;
+    assert!(!pushed.ok);
+    assert!(pushed.stderr.contains("step output before failing"), "{}", pushed.stderr);
+    assert!(pushed.stderr.contains("the Docker build failed"), "{}", pushed.stderr);
+
+    // A base image that is nowhere is named.
+    let repo =
+        work_tree(&p.dir.path().join("w3"), &[("Dockerfile", "FROM deis-test/nowhere:1\nCMD true\n", false)]);
+    let pushed = alice.push(&repo, &app).await;
+    assert!(!pushed.ok);
+    assert!(
+        pushed.stderr.contains(
+            "the base image deis-test/nowhere:1 is not on the builder and not in the platform registry"
+        ),
+        "{}",
+        pushed.stderr
+    );
+
+    // Pushing another branch than main, or deleting main, is refused with what to do.
+    let other = alice
+        .git(&repo)
+        .args(["push", &alice.remote(&app), "HEAD:refs/heads/feature"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && stderr.contains("Deis builds the main (or master) branch"),
+        "{stderr}"
+    );
+    p.stop().await;
+}
