@@ -33,6 +33,8 @@ pub struct PushContext {
     /// The app's build lock, held from the start of this push's build until its
     /// `git receive-pack` exits: the next push of the app then sees the branch as this one left it.
     pub lock: tokio::sync::Mutex<Option<OwnedMutexGuard<()>>>,
+    /// Cancelled when the pusher hangs up: the build is abandoned (its containers removed).
+    pub abandoned: tokio_util::sync::CancellationToken,
 }
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -114,6 +116,21 @@ async fn handle(builder: &Builder, req: HookRequest, tx: &mpsc::UnboundedSender<
     let Some(push) = builder.push(&req.token) else {
         return refuse(tx, "this push is not one the builder let in; push again");
     };
+    tokio::select! {
+        code = handle_push(builder, &push, req, tx) => code,
+        _ = push.abandoned.cancelled() => {
+            tracing::info!(app = %push.app, "the pusher hung up; abandoning the build");
+            1
+        }
+    }
+}
+
+async fn handle_push(
+    builder: &Builder,
+    push: &PushContext,
+    req: HookRequest,
+    tx: &mpsc::UnboundedSender<HookFrame>,
+) -> i32 {
     if !req.quarantine.is_inside(&push.repo) {
         return refuse(tx, "git reported objects outside the app's repository; push refused");
     }
@@ -174,7 +191,7 @@ async fn handle(builder: &Builder, req: HookRequest, tx: &mpsc::UnboundedSender<
 
     let build_id = Uuid::now_v7();
     let span = tracing::info_span!("build", app = %push.app, build_id = %build_id, user = %push.user);
-    build_and_release(builder, &push, &update, &req.quarantine, build_id, tx).instrument(span).await
+    build_and_release(builder, push, &update, &req.quarantine, build_id, tx).instrument(span).await
 }
 
 async fn build_and_release(

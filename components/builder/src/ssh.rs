@@ -247,14 +247,16 @@ async fn serve_push(builder: Arc<Builder>, user: String, app: AppName, ch: Chann
                 return refuse(ch, format!("the builder cannot prepare the repository: {error}\n")).await;
             }
         };
+        let abandoned = tokio_util::sync::CancellationToken::new();
         let token = builder.add_push(PushContext {
             app: app.clone(),
             user,
             settings,
             repo: repo.clone(),
             lock: tokio::sync::Mutex::new(None),
+            abandoned: abandoned.clone(),
         });
-        let status = run_receive_pack(&builder, &repo, &token, ch).await;
+        let status = run_receive_pack(&builder, &repo, &token, ch, abandoned).await;
         // Forgetting the push releases the app's build lock, now that git has recorded the ref.
         builder.forget_push(&token);
         tracing::info!(status, "receive-pack finished");
@@ -263,8 +265,15 @@ async fn serve_push(builder: Arc<Builder>, user: String, app: AppName, ch: Chann
     .await
 }
 
-/// Connects the channel to `git receive-pack` and returns its exit status.
-async fn run_receive_pack(builder: &Builder, repo: &Path, token: &str, ch: Channel<Msg>) -> u32 {
+/// Connects the channel to `git receive-pack` and returns its exit status. When the client
+/// hangs up first, `abandoned` is cancelled (the build stops) and git is killed.
+async fn run_receive_pack(
+    builder: &Builder,
+    repo: &Path,
+    token: &str,
+    ch: Channel<Msg>,
+    abandoned: tokio_util::sync::CancellationToken,
+) -> u32 {
     let cfg = &builder.config;
     let mut child =
         match git::receive_pack(&cfg.git, repo, &builder.hook_exe, &cfg.hook_socket(), token).spawn() {
@@ -274,7 +283,7 @@ async fn run_receive_pack(builder: &Builder, repo: &Path, token: &str, ch: Chann
                 return 1;
             }
         };
-    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+    let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         refuse(ch, "the builder cannot run git\n".into()).await;
@@ -283,16 +292,26 @@ async fn run_receive_pack(builder: &Builder, repo: &Path, token: &str, ch: Chann
     let (mut read, write) = ch.split();
     let mut out_writer = write.make_writer();
     let mut err_writer = write.make_writer_ext(Some(1));
+    let hung_up = abandoned.clone();
     let to_git = tokio::spawn(async move {
+        let mut stdin = Some(stdin);
         while let Some(msg) = read.wait().await {
             match msg {
-                ChannelMsg::Data { data } if stdin.write_all(&data).await.is_err() => break,
-                ChannelMsg::Data { .. } => {}
-                ChannelMsg::Eof | ChannelMsg::Close => break,
+                ChannelMsg::Data { data } => {
+                    if let Some(pipe) = stdin.as_mut()
+                        && pipe.write_all(&data).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                // Dropping stdin closes it: git sees the end of the client's input.
+                ChannelMsg::Eof => stdin = None,
+                ChannelMsg::Close => break,
                 _ => {}
             }
         }
-        // Dropping stdin closes it: git sees the end of the client's input.
+        // The channel closed before git finished: the pusher went away.
+        hung_up.cancel();
     });
     let from_git = async {
         let out = tokio::io::copy(&mut stdout, &mut out_writer);
@@ -301,8 +320,18 @@ async fn run_receive_pack(builder: &Builder, repo: &Path, token: &str, ch: Chann
         let _ = out_writer.flush().await;
         let _ = err_writer.flush().await;
     };
-    from_git.await;
-    let status = match child.wait().await {
+    let finished = async {
+        from_git.await;
+        child.wait().await
+    };
+    let waited = tokio::select! {
+        w = finished => w,
+        _ = abandoned.cancelled() => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
+    let status = match waited {
         Ok(s) => s.code().and_then(|c| u32::try_from(c).ok()).unwrap_or(1),
         Err(_) => 1,
     };

@@ -61,16 +61,32 @@ async fn a_user_without_access_and_any_other_command_are_refused_clearly() {
     let subscriber = p.ctl.bus().await;
     let ns = p.ns.clone();
     let mut requested = subscriber.subscribe(&ns.all_builds_requested()).await.unwrap();
-    let shared = tokio::spawn({
-        let repo = repo.clone();
-        let app = app.clone();
-        async move { bob.push(&repo, &app).await }
-    });
+    let group = bob.start_push(&repo, &app);
     let event =
         tokio::time::timeout(Duration::from_secs(60), requested.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(event.envelope.body.app, AppName::parse(&app).unwrap());
     assert_eq!(event.envelope.body.user, "bob");
-    shared.abort();
+    // Hanging up (git and ssh killed, as Ctrl-C does) abandons the build, and the builder
+    // removes what it had started.
+    let killed =
+        std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status().unwrap();
+    assert!(killed.success());
+    let prefix = p.prefix.clone();
+    service_kit::testing::eventually(
+        "the abandoned build's container is removed",
+        Duration::from_secs(30),
+        || {
+            let prefix = prefix.clone();
+            async move {
+                let out = std::process::Command::new("docker")
+                    .args(["ps", "-aq", "--filter", &format!("name={prefix}")])
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout).trim().is_empty().then_some(())
+            }
+        },
+    )
+    .await;
     p.stop().await;
 }
 

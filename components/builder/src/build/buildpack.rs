@@ -61,12 +61,9 @@ pub async fn build(
         }),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::new().name(&name).build();
-    docker
-        .create_container(Some(options), body)
+    let guard = create(docker, &name, body)
         .await
         .map_err(|e| format!("creating the build container from {} failed: {e}", config.stack_image))?;
-    let guard = ContainerGuard { docker: docker.clone(), name: name.clone() };
 
     // Everything the build needs goes in before it starts.
     let cache_file = cache_file(config, job);
@@ -400,12 +397,9 @@ async fn commit_slug(
         labels: Some(job.labels()),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::new().name(&name).build();
-    docker
-        .create_container(Some(options), body)
+    let _guard = create(docker, &name, body)
         .await
         .map_err(|e| format!("creating the image's container failed: {e}"))?;
-    let _guard = ContainerGuard { docker: docker.clone(), name: name.clone() };
     upload(docker, &name, "/", runner_archive()?).await?;
     upload(docker, &name, "/", slug).await?;
     let options = CommitContainerOptionsBuilder::new()
@@ -421,6 +415,20 @@ async fn commit_slug(
         .await
         .map_err(|e| format!("committing the app's image failed: {e}"))?;
     Ok(())
+}
+
+/// Creates a container and returns the guard that removes it. The creation runs in a task of
+/// its own: a build abandoned while the engine creates the container (the pusher hung up) still
+/// gets the guard, and so the removal, once the container exists.
+async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<ContainerGuard, String> {
+    let (docker, name) = (docker.clone(), name.to_owned());
+    tokio::spawn(async move {
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        docker.create_container(Some(options), body).await.map_err(|e| e.to_string())?;
+        Ok(ContainerGuard { docker, name })
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 fn human_size(bytes: usize) -> String {

@@ -249,6 +249,21 @@ impl User {
         cmd
     }
 
+    /// Starts `git push <remote> HEAD:main` in a process group of its own, and returns the group
+    /// id: killing the group is a pusher pressing Ctrl-C (git and its ssh both go).
+    pub fn start_push(&self, repo: &Path, app: &str) -> u32 {
+        let child = self
+            .git(repo)
+            .args(["push", &self.remote(app), "HEAD:main"])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .unwrap();
+        child.id().unwrap()
+    }
+
     /// `git push <remote> HEAD:main`.
     pub async fn push(&self, repo: &Path, app: &str) -> Pushed {
         let out = tokio::time::timeout(
