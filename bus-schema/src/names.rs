@@ -140,9 +140,10 @@ impl ProcessType {
         Self("web".to_owned())
     }
 
-    /// Whether this is the process type that receives HTTP traffic and gets routes.
+    /// Whether this process type receives HTTP traffic and gets routes: `web`, and `cmd`, the
+    /// type of a Dockerfile app without a Procfile (its image's CMD), as in Deis v1.
     pub fn is_web(&self) -> bool {
-        self.0 == "web"
+        self.0 == "web" || self.0 == "cmd"
     }
 }
 
