@@ -74,7 +74,7 @@ pub async fn run(config: &DeisctlConfig, node: Option<NodeId>, watched: Vec<Watc
     let mut seen: HashMap<String, (bool, String, i64)> = HashMap::new();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        let Ok(mut etcd) = service_kit::etcd::connect(&config.etcd, &shutdown).await else { return };
+        let Some(mut etcd) = crate::etcd::connect(&config.etcd, &shutdown).await else { return };
         let session = Session {
             keys: &keys,
             node: node.as_ref(),

@@ -7,6 +7,7 @@
 
 pub mod announce;
 pub mod config;
+pub mod etcd;
 pub mod parts;
 pub mod probe;
 pub mod settings;
@@ -210,16 +211,12 @@ async fn docker_parts(config: &DeisctlConfig) -> anyhow::Result<Parts> {
 
 /// etcd, refusing to wait forever: an operator wants an answer, not a retry loop.
 async fn etcd(config: &DeisctlConfig) -> anyhow::Result<etcd_client::Client> {
-    let shutdown = Shutdown::new();
-    let connect = service_kit::etcd::connect(&config.etcd, &shutdown);
-    match tokio::time::timeout(Duration::from_secs(10), connect).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => bail!(
-            "etcd at {} did not answer within 10 s (is the cluster up? are the credentials right?)",
-            config.etcd.endpoints.join(", ")
-        ),
-    }
+    etcd::connect_once(&config.etcd).await.map_err(|failures| {
+        anyhow::anyhow!(
+            "no etcd member answers (is the cluster up? are the credentials right?):\n  {}",
+            failures.join("\n  ")
+        )
+    })
 }
 
 fn unix_now() -> i64 {
@@ -280,7 +277,7 @@ async fn nodes(config: &DeisctlConfig, keys: &Keys) -> anyhow::Result<ExitCode> 
     let mut etcd = etcd(config).await?;
     let observed = observe(config, keys, &mut etcd).await?;
     let rows: Vec<status::Row> =
-        status::rows(&observed).into_iter().filter(|r| !r.part.contains('@')).collect();
+        status::rows(&observed).into_iter().filter(|r| r.component == parts::NODE).collect();
     if rows.is_empty() {
         bail!("no node has registered in etcd under {}", keys.nodes());
     }

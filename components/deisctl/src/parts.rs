@@ -47,9 +47,14 @@ impl Container {
     }
 }
 
-/// How a part is written: a node by its name (`node2`), anything else as `component@instance`.
+/// How a part is written: a node by its name (`node2`), a part that is the only one of its kind
+/// by its component (`lb`), anything else as `component@instance`.
 pub fn part_name(component: &str, instance: &str) -> String {
-    if component == NODE { instance.to_owned() } else { format!("{component}@{instance}") }
+    if component == NODE || component == instance {
+        instance.to_owned()
+    } else {
+        format!("{component}@{instance}")
+    }
 }
 
 /// What a command applies to.

@@ -55,6 +55,7 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub part: String,
+    pub component: String,
     pub node: Option<String>,
     pub state: State,
     /// Seconds in this state, when known.
@@ -110,6 +111,7 @@ pub fn rows(observed: &Observed) -> Vec<Row> {
         let row = match observed.nodes.get(node) {
             Some(record) => Row {
                 part: node.clone(),
+                component: NODE.to_owned(),
                 node: Some(node.clone()),
                 state: State::Up,
                 for_secs: None,
@@ -128,6 +130,7 @@ pub fn rows(observed: &Observed) -> Vec<Row> {
                 }
                 Row {
                     part: node.clone(),
+                    component: NODE.to_owned(),
                     node: Some(node.clone()),
                     state: State::Down,
                     for_secs: None,
@@ -144,6 +147,7 @@ pub fn rows(observed: &Observed) -> Vec<Row> {
         let mut row = match observed.health.get(&key) {
             Some(h) => Row {
                 part: part_name(component, instance),
+                component: component.clone(),
                 node: h.node.as_ref().map(ToString::to_string).or(member_node),
                 state: if h.healthy { State::Healthy } else { State::Unhealthy },
                 for_secs: Some((observed.now - h.since).max(0)),
@@ -160,7 +164,14 @@ pub fn rows(observed: &Observed) -> Vec<Row> {
                     }
                     None => "no health report".to_owned(),
                 };
-                Row { part: part_name(component, instance), node, state: State::Down, for_secs: None, detail }
+                Row {
+                    part: part_name(component, instance),
+                    component: component.clone(),
+                    node,
+                    state: State::Down,
+                    for_secs: None,
+                    detail,
+                }
             }
         };
         if component == "scheduler" && observed.leader.as_deref() == Some(instance.as_str()) {
@@ -170,8 +181,7 @@ pub fn rows(observed: &Observed) -> Vec<Row> {
         rows.push(row);
     }
     rows.sort_by(|a, b| {
-        let component = |r: &Row| r.part.split_once('@').map_or(NODE.to_owned(), |(c, _)| c.to_owned());
-        (rank(&component(a)), component(a), &a.part).cmp(&(rank(&component(b)), component(b), &b.part))
+        (rank(&a.component), &a.component, &a.part).cmp(&(rank(&b.component), &b.component, &b.part))
     });
     rows
 }
