@@ -11,6 +11,8 @@
 //! | `<prefix>/domains/<domain>`                | app name      | none (controller, rebuilt from Postgres) |
 //! | `<prefix>/certs/<domain>`                  | `CertRecord`  | none (controller, rebuilt from Postgres) |
 //! | `<prefix>/settings/<name>`                 | text          | none (deisctl)   |
+//! | `<prefix>/health/<component>/<instance>`   | `HealthRecord`| the host's announcer (`deisctl announce`) |
+//! | `<prefix>/members/<component>/<instance>`  | `MemberRecord`| none (the announcer, once) |
 
 use std::collections::BTreeMap;
 
@@ -102,6 +104,36 @@ impl Keys {
         }
         Some((AppName::parse(app).ok()?, id.to_owned()))
     }
+    /// One platform setting (`domain`, `https_only`, `hsts_max_age`).
+    pub fn setting(&self, name: &str) -> String {
+        format!("{}/settings/{name}", self.prefix)
+    }
+    pub fn setting_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/settings/")
+            .filter(|s| !s.is_empty() && !s.contains('/'))
+    }
+    /// Every part's health, as its host's announcer last saw it (leased: gone when the host is).
+    pub fn health(&self) -> String {
+        format!("{}/health/", self.prefix)
+    }
+    pub fn part_health(&self, component: &str, instance: &str) -> String {
+        format!("{}/health/{component}/{instance}", self.prefix)
+    }
+    /// The component and instance of a health key.
+    pub fn health_of<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {
+        two_labels(key.strip_prefix(&self.health())?)
+    }
+    /// Every part that ever announced itself (not leased: a part that is down stays listed).
+    pub fn members(&self) -> String {
+        format!("{}/members/", self.prefix)
+    }
+    pub fn member(&self, component: &str, instance: &str) -> String {
+        format!("{}/members/{component}/{instance}", self.prefix)
+    }
+    pub fn member_of<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {
+        two_labels(key.strip_prefix(&self.members())?)
+    }
 
     /// The node id at the end of a node key.
     pub fn node_of(&self, key: &str) -> Option<NodeId> {
@@ -117,6 +149,13 @@ impl Keys {
         }
         Some((AppName::parse(app).ok()?, container.to_owned()))
     }
+}
+
+/// `<component>/<instance>`, both non-empty and without further slashes.
+fn two_labels(rest: &str) -> Option<(&str, &str)> {
+    let (component, instance) = rest.split_once('/')?;
+    (!component.is_empty() && !instance.is_empty() && !instance.contains('/'))
+        .then_some((component, instance))
 }
 
 /// A live node, written by its agent under the node's lease.
@@ -159,6 +198,30 @@ pub struct DrainSpec {
     pub url: String,
 }
 
+/// A part's health as its host's announcer probes it, kept under the announcer's lease: the key
+/// disappears when the host (or its announcer) stops, so a missing key means "down".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthRecord {
+    pub healthy: bool,
+    /// `ok`, or what the probe found wrong.
+    pub detail: String,
+    /// What is probed, e.g. `http://127.0.0.1:9090/healthz`.
+    pub probe: String,
+    /// The node the part runs on (`None` for parts outside the nodes, like the front door).
+    pub node: Option<NodeId>,
+    /// Unix time (seconds) at which the part entered its current state.
+    pub since: i64,
+}
+
+/// A part of the platform, recorded when it is first announced and kept when it goes down, so
+/// an operator sees what is missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRecord {
+    pub node: Option<NodeId>,
+}
+
 /// Parses a JSON value read from etcd, with the key in the error.
 pub fn parse<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, String> {
     serde_json::from_slice(value).map_err(|e| format!("malformed value at {key}: {e}"))
@@ -183,6 +246,11 @@ mod tests {
         assert_eq!(keys.node_of("/deis/nodes/a/b"), None);
         assert_eq!(keys.domain_of(&keys.domain("www.example.com")), Some("www.example.com"));
         assert_eq!(keys.domain_of("/deis/domains/"), None);
+        assert_eq!(keys.health_of(&keys.part_health("etcd", "node1")), Some(("etcd", "node1")));
+        assert_eq!(keys.member_of(&keys.member("lb", "lb")), Some(("lb", "lb")));
+        assert_eq!(keys.health_of("/deis/health/etcd/"), None);
+        assert_eq!(keys.health_of("/deis/health/etcd/a/b"), None);
+        assert_eq!(keys.setting_of(&keys.setting("domain")), Some("domain"));
     }
 
     #[test]

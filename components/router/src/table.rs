@@ -58,6 +58,7 @@ impl Table {
         let mut domains = HashMap::new();
         let mut certs = HashMap::new();
         let mut settings = Settings::default();
+        let mut domain = None;
         let components = keys.components();
         let settings_prefix = keys.settings();
         for (key, value) in kvs {
@@ -73,6 +74,13 @@ impl Table {
                         Ok(0) => settings.hsts_max_age = None,
                         Ok(n) => settings.hsts_max_age = Some(n),
                         Err(_) => bad += 1,
+                    },
+                    // `deisctl config platform set domain=…` overrides the configured domain.
+                    "domain" => match value.trim_end_matches('.') {
+                        d if d.contains('.') && !d.contains('/') && !d.contains(' ') => {
+                            domain = Some(d.to_owned())
+                        }
+                        _ => bad += 1,
                     },
                     _ => {}
                 }
@@ -123,7 +131,8 @@ impl Table {
             domains,
             settings,
             certs,
-            platform_domain: platform_domain.trim_end_matches('.').to_ascii_lowercase(),
+            platform_domain: domain
+                .unwrap_or_else(|| platform_domain.trim_end_matches('.').to_ascii_lowercase()),
             app_metrics: HashMap::new(),
             controller_metrics: None,
             cursors,
@@ -308,6 +317,21 @@ mod tests {
         assert_eq!(t.resolve("any.wild.example"), Target::App(AppName::parse("shop").unwrap()));
         assert_eq!(t.resolve("a.b.wild.example"), Target::Unknown);
         assert_eq!(t.resolve("a.b.deis.local"), Target::Unknown);
+    }
+
+    #[test]
+    fn the_domain_setting_overrides_the_configured_domain() {
+        let keys = Keys::new("/deis");
+        let mut kvs = BTreeMap::from([("/deis/settings/domain".to_owned(), b"Apps.Example.COM.".to_vec())]);
+        let (t, bad) = Table::build(&keys, &kvs, "deis.local");
+        assert_eq!(bad, 0);
+        assert_eq!(t.resolve("shop.apps.example.com"), Target::App(AppName::parse("shop").unwrap()));
+        assert_eq!(t.resolve("deis.apps.example.com"), Target::Controller);
+        assert_eq!(t.resolve("shop.deis.local"), Target::Unknown);
+        kvs.insert("/deis/settings/domain".to_owned(), b"nodots".to_vec());
+        let (t, bad) = Table::build(&keys, &kvs, "deis.local");
+        assert_eq!(bad, 1, "a malformed domain is counted and the configured one kept");
+        assert_eq!(t.resolve("shop.deis.local"), Target::App(AppName::parse("shop").unwrap()));
     }
 
     #[test]

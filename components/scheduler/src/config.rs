@@ -21,6 +21,9 @@ pub struct SchedulerConfig {
     pub stop_grace_secs: u32,
     /// How long an agent may take to answer a start (image pulls included), in seconds.
     pub command_timeout_secs: u64,
+    /// Where to serve `/healthz` and `/metrics` (none by default; the cluster's announcer probes
+    /// it).
+    pub listen_ops: Option<String>,
     pub nats: NatsConfig,
     pub etcd: EtcdConfig,
     pub log: LogConfig,
@@ -36,6 +39,7 @@ impl Default for SchedulerConfig {
             settle_ms: 3000,
             stop_grace_secs: 10,
             command_timeout_secs: 300,
+            listen_ops: None,
             nats: NatsConfig::default(),
             etcd: EtcdConfig::default(),
             log: LogConfig::default(),

@@ -34,6 +34,8 @@ pub enum SchedulerError {
     Nats(#[from] service_kit::nats::NatsError),
     #[error(transparent)]
     Etcd(#[from] service_kit::etcd::EtcdError),
+    #[error("binding the ops address {0}: {1}")]
+    Ops(String, std::io::Error),
 }
 
 /// Runs the scheduler until shutdown: campaigns, and leads while elected.
@@ -42,6 +44,19 @@ pub async fn run(config: SchedulerConfig, shutdown: Shutdown) -> Result<(), Sche
     let bus = service_kit::nats::connect_bus(&config.nats, sender, &shutdown).await?;
     let etcd = service_kit::etcd::connect(&config.etcd, &shutdown).await?;
     let keys = Keys::new(&config.etcd.prefix);
+    if let Some(addr) = &config.listen_ops {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| SchedulerError::Ops(addr.clone(), e))?;
+        let client = bus.client().clone();
+        let ops = service_kit::OpsServer::new(prometheus_client::registry::Registry::default(), move || {
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            service_kit::Health::from_checks([(
+                "nats".to_owned(),
+                if connected { Ok(()) } else { Err("disconnected; reconnecting".to_owned()) },
+            )])
+        });
+        shutdown.spawn(ops.serve(listener, shutdown.clone()));
+    }
     let config = Arc::new(config);
     loop {
         let ttl = Duration::from_secs(config.leader_ttl_secs.max(1));

@@ -1,0 +1,5 @@
+# deis/etcd: the etcd member of a node, from Debian's packages.
+FROM deis/base
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /usr/share/doc/*
