@@ -10,7 +10,7 @@
 
 cluster=${DEIS_CLUSTER:-${COMPOSE_PROJECT_NAME:-deis}}
 export COMPOSE_PROJECT_NAME=$cluster
-compose_file=compose/cluster/docker-compose.yml
+compose_file=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/docker-compose.yml
 state=${DEIS_CLUSTER_STATE:-${XDG_STATE_HOME:-$HOME/.local/state}/deis-cluster/$cluster}
 http_port=${DEIS_HTTP_PORT:-8080}
 https_port=${DEIS_HTTPS_PORT:-8443}
