@@ -109,22 +109,32 @@ impl LogQuery {
         {
             return false;
         }
-        if let Some(process) = &self.process {
-            let tag = line.source.to_string();
-            let of_type = match &line.source {
-                LogSource::App { process_type, .. } => process_type.as_str() == process,
-                _ => false,
-            };
-            if tag != *process && !of_type && line.source.kind() != process {
-                return false;
-            }
-        }
-        if let Some(text) = &self.contains
-            && !line.message.contains(text.as_str())
+        let process_type = match &line.source {
+            LogSource::App { process_type, .. } => Some(process_type.as_str()),
+            _ => None,
+        };
+        self.matches_parts(&line.source.to_string(), process_type, line.source.kind(), &line.message)
+    }
+
+    /// The process and text filters applied to a record of the public drain stream (a live
+    /// follow: the count and `since` do not apply to lines that have not happened yet).
+    pub fn matches_record(&self, record: &DrainRecord) -> bool {
+        let process_type =
+            (record.source == "app").then(|| record.process.rsplit_once('.').map_or("", |(t, _)| t));
+        self.matches_parts(&record.process, process_type, &record.source, &record.message)
+    }
+
+    /// `process` names the tag (`web.1`), the process type (`web`) or the source kind
+    /// (`router`); `contains` is plain text.
+    fn matches_parts(&self, tag: &str, process_type: Option<&str>, kind: &str, message: &str) -> bool {
+        if let Some(process) = &self.process
+            && tag != process
+            && process_type != Some(process.as_str())
+            && kind != process
         {
             return false;
         }
-        true
+        self.contains.as_ref().is_none_or(|text| message.contains(text.as_str()))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bus_schema::Timestamp;
 use bus_schema::drain_url::DrainUrl;
-use bus_schema::messages::{DrainRecord, LogQuery};
+use bus_schema::messages::LogQuery;
 use controller_api::{Drain, DrainCreateRequest};
 use futures::StreamExt;
 use warp::Reply;
@@ -145,7 +145,7 @@ pub async fn logs(
             tokio::select! {
                 record = live.next() => match record {
                     Some(Ok(record)) => {
-                        if !request_matches(&request, &record) || seen.contains(&(record.time.clone(), record.process.clone(), record.message.clone())) {
+                        if !request.matches_record(&record) || seen.contains(&(record.time.clone(), record.process.clone(), record.message.clone())) {
                             continue;
                         }
                         let line = format!("{} {}[{}]: {}\n", record.time, record.app, record.process, record.message);
@@ -163,17 +163,6 @@ pub async fn logs(
     });
     Ok(warp::reply::with_header(warp::reply::stream(rx), "content-type", "text/plain; charset=utf-8")
         .into_response())
-}
-
-/// The history query's filters applied to a live record (the count does not apply to a follow).
-fn request_matches(q: &LogQuery, r: &DrainRecord) -> bool {
-    if let Some(p) = &q.process {
-        let of_type = r.source == "app" && r.process.rsplit_once('.').is_some_and(|(t, _)| t == p);
-        if r.process != *p && !of_type && r.source != *p {
-            return false;
-        }
-    }
-    q.contains.as_ref().is_none_or(|c| r.message.contains(c.as_str()))
 }
 
 /// The app's drains.
@@ -306,6 +295,7 @@ pub async fn drain_remove(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bus_schema::messages::DrainRecord;
 
     fn q(pairs: &[(&str, &str)]) -> Query {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -351,9 +341,9 @@ mod tests {
             node: None,
             message: message.into(),
         };
-        assert!(request_matches(&q, &rec("app", "web.2", "GET /")));
-        assert!(!request_matches(&q, &rec("app", "worker.1", "GET /")));
-        assert!(!request_matches(&q, &rec("app", "web.1", "POST /")));
-        assert!(!request_matches(&q, &rec("router", "deis-router", "GET /")));
+        assert!(q.matches_record(&rec("app", "web.2", "GET /")));
+        assert!(!q.matches_record(&rec("app", "worker.1", "GET /")));
+        assert!(!q.matches_record(&rec("app", "web.1", "POST /")));
+        assert!(!q.matches_record(&rec("router", "deis-router", "GET /")));
     }
 }
