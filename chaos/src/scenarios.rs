@@ -1,0 +1,555 @@
+//! The scenarios: each applies one fault under load, measures when the platform noticed and
+//! when it served as asked again, heals the fault, and says which log lines it may cost.
+//!
+//! Named like Antithesis' test commands, by what they do; `run all` runs them in this order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::Suite;
+use crate::invariants::{Acked, Check};
+use crate::report::TargetResult;
+
+pub const SCENARIOS: &[(&str, &str)] = &[
+    ("steady-state", "no fault: git push to serving, and scale out to healthy, under load"),
+    (
+        "kill-node",
+        "SIGKILL every container of a node at once: its engine and app containers, etcd, NATS, router, agent",
+    ),
+    (
+        "pause-node",
+        "freeze every container of a node (docker pause) until the platform has replaced it, then thaw",
+    ),
+    (
+        "partition-node",
+        "cut a node off the cluster network (its firewall drops its uplink) until replaced, then heal",
+    ),
+    ("kill-etcd-leader", "SIGKILL the etcd member that leads, then start it again"),
+    (
+        "kill-nats-member",
+        "SIGKILL the NATS member that leads JetStream, scale meanwhile, then start it again",
+    ),
+    ("kill-scheduler-leader", "SIGKILL the leading scheduler, scale meanwhile, then start it again"),
+    (
+        "kill-controller-mid-deploy",
+        "config:set starts a deploy, SIGKILL the controller at once, start it 5 s later",
+    ),
+    ("restart-postgres", "restart Postgres while the API takes a write every 250 ms"),
+    ("kill-builder-mid-push", "SIGKILL the builder while it builds a git push, start it, push again"),
+    ("flood-logs", "one app writes 200,000 lines as fast as it can, under load"),
+];
+
+/// The replicas of the app that must see no failed GET when a node dies.
+pub const MANY: u32 = 3;
+
+/// What a scenario found; the runner adds the load's numbers and the invariants.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub fault_at: Option<Instant>,
+    pub detect: Option<Duration>,
+    pub detected_by: String,
+    pub recover: Option<Duration>,
+    pub recovered_when: String,
+    pub measures: BTreeMap<String, f64>,
+    pub targets: Vec<TargetResult>,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+    /// Log lines this fault may cost, by design.
+    pub lossy: Vec<Lossy>,
+    /// Whether the app with several replicas must see no failed GET.
+    pub no_failed_gets_for_many: bool,
+}
+
+/// Lines answered in `[from, until]` by these containers (hostnames; empty = any) may be lost.
+#[derive(Debug, Clone)]
+pub struct Lossy {
+    pub from: Instant,
+    pub until: Instant,
+    pub containers: BTreeSet<String>,
+    pub app: Option<String>,
+    pub why: String,
+}
+
+/// Polls `check` every `every` until it is true; how long that took, or `None` at `patience`.
+pub async fn poll<F, Fut>(
+    since: Instant,
+    patience: Duration,
+    every: Duration,
+    mut check: F,
+) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        if check().await {
+            return Some(since.elapsed());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100.0).round() / 100.0
+}
+
+fn target(name: &str, met: bool, detail: String) -> TargetResult {
+    TargetResult { name: name.to_owned(), met, detail }
+}
+
+pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
+    match name {
+        "steady-state" => steady_state(s).await,
+        "kill-node" => node_fault(s, NodeFault::Kill).await,
+        "pause-node" => node_fault(s, NodeFault::Pause).await,
+        "partition-node" => node_fault(s, NodeFault::Partition).await,
+        "kill-etcd-leader" => kill_etcd_leader(s).await,
+        "kill-nats-member" => kill_nats_member(s).await,
+        "kill-scheduler-leader" => kill_scheduler_leader(s).await,
+        "kill-controller-mid-deploy" => kill_controller_mid_deploy(s).await,
+        "restart-postgres" => restart_postgres(s).await,
+        "kill-builder-mid-push" => kill_builder_mid_push(s).await,
+        "flood-logs" => flood_logs(s).await,
+        other => bail!("no scenario named '{other}' (chaos list shows them)"),
+    }
+}
+
+// ------------------------------------------------------------------------------ steady state
+
+async fn steady_state(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let before = s.deployed_version(&s.one).await?;
+    let sha = s.p.commit(&s.repo, "steady state").await?;
+    let start = Instant::now();
+    let built = s.push(&s.one.clone()).await?;
+    s.ledger.push(Acked::Build { app: s.one.clone(), sha });
+    let pushed = start.elapsed();
+    let serving = poll(start, Duration::from_secs(120), Duration::from_millis(100), || {
+        s.serves_release_above(&s.one, before)
+    })
+    .await
+    .context("the pushed release never served")?;
+    out.measures.insert("git push → serving new release (s)".into(), secs(serving));
+    out.measures.insert("git push returned (s)".into(), secs(pushed));
+    if let Some(built) = built {
+        let platform = serving.saturating_sub(built.duration_since(start));
+        out.measures.insert("build done → serving, platform time (s)".into(), secs(platform));
+        out.targets.push(target(
+            "git push to serving in under 5 s of platform time (build excluded)",
+            platform < Duration::from_secs(5),
+            format!("{:.2} s from \"Built and pushed\" to the new release answering", platform.as_secs_f64()),
+        ));
+    }
+    let two = s.two.clone();
+    let scaled = Instant::now();
+    s.scale(&two, MANY + 1).await?;
+    let healthy = poll(scaled, Duration::from_secs(90), Duration::from_millis(100), || s.serving_app(&two))
+        .await
+        .context("scale out never became healthy")?;
+    out.measures.insert(format!("scale web={} → healthy and routed (s)", MANY + 1), secs(healthy));
+    s.scale(&two, MANY).await?;
+    poll(Instant::now(), Duration::from_secs(90), Duration::from_millis(200), || s.serving_app(&two))
+        .await
+        .context("scale back in never settled")?;
+    out.notes.push("node loss to replaced is measured by kill-node".into());
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------ node faults
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeFault {
+    Kill,
+    Pause,
+    Partition,
+}
+
+async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> {
+    let mut out = Outcome { no_failed_gets_for_many: true, ..Default::default() };
+    let victim = s.victim.clone();
+    let ours: Vec<_> =
+        s.p.cluster
+            .app_containers(&victim)
+            .await?
+            .into_iter()
+            .filter(|c| c.running && (c.app == s.one || c.app == s.two))
+            .collect();
+    let lost: BTreeSet<String> = ours.iter().map(|c| c.hostname().to_owned()).collect();
+    out.measures.insert(format!("app containers on {victim}"), ours.len() as f64);
+    if ours.is_empty() {
+        out.notes.push(format!("placement put none of the suite's containers on {victim}"));
+    }
+    let parts = s.p.cluster.node_parts(&victim).await?;
+    let fault_at = Instant::now();
+    match fault {
+        NodeFault::Kill => s.p.cluster.kill(&parts).await?,
+        NodeFault::Pause => s.p.cluster.pause(&parts).await?,
+        NodeFault::Partition => s.p.cluster.partition(&victim).await?,
+    }
+    out.fault_at = Some(fault_at);
+    out.detected_by = format!("{victim}'s lease expired: its nodes/ key is gone from etcd");
+    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
+        s.p.live_nodes().await.is_ok_and(|n| !n.contains_key(&victim))
+    })
+    .await;
+    out.recovered_when = "every app runs the replicas asked on live nodes, each routed and answering".into();
+    out.recover =
+        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    if let Some(r) = out.recover {
+        out.targets.push(target(
+            "lost containers replaced and serving within 10 s",
+            r <= Duration::from_secs(10),
+            format!("{:.2} s", r.as_secs_f64()),
+        ));
+    }
+    out.lossy.push(Lossy {
+        from: fault_at - Duration::from_secs(2),
+        until: Instant::now(),
+        containers: lost,
+        app: None,
+        why: format!("lines of {victim}'s containers its agent had not yet published"),
+    });
+    // Heal.
+    let healing = Instant::now();
+    match fault {
+        NodeFault::Kill => s.p.cluster.start(&victim).await?,
+        NodeFault::Pause => s.p.cluster.unpause(&parts).await?,
+        NodeFault::Partition => s.p.cluster.heal_partition(&victim).await?,
+    }
+    let back = poll(healing, Duration::from_secs(240), Duration::from_millis(250), || s.whole()).await;
+    match back {
+        Some(d) => {
+            out.measures.insert(format!("{victim} healed → every part healthy again (s)"), secs(d));
+        }
+        None => out.notes.push(format!("{victim} did not come back healthy within 240 s")),
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------ control plane
+
+async fn kill_etcd_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let leader = s.p.etcd_leader().await?.context("no etcd member says who leads")?;
+    let part = s.p.cluster.part("etcd", &leader).await?;
+    let fault_at = Instant::now();
+    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
+    out.fault_at = Some(fault_at);
+    out.notes.push(format!("the leader was {leader}'s member"));
+    out.detected_by = "another member leads".into();
+    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
+        s.p.etcd_leader().await.ok().flatten().is_some_and(|l| l != leader)
+    })
+    .await;
+    // A write through the new leader: the platform takes desired state again.
+    let two = s.two.clone();
+    let web = s.ledger_web(&two).unwrap_or(MANY);
+    s.scale_retrying(&two, web, Duration::from_secs(30)).await?;
+    out.recovered_when = "a new leader, and every app served as asked".into();
+    out.recover =
+        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    s.p.cluster.start_container(&part).await?;
+    heal_whole(s, &mut out).await;
+    Ok(out)
+}
+
+async fn kill_nats_member(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let leader = s.p.nats_meta_leader().await?.context("no NATS member says who leads JetStream")?;
+    let part = s.p.cluster.part("nats", &leader).await?;
+    let fault_at = Instant::now();
+    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
+    out.fault_at = Some(fault_at);
+    out.notes.push(format!("JetStream's meta leader was {leader}"));
+    // Desired state must still flow: a scale acknowledged now has to happen.
+    let two = s.two.clone();
+    s.scale_retrying(&two, MANY + 1, Duration::from_secs(30)).await?;
+    out.detected_by = "another member leads JetStream".into();
+    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(200), || async {
+        s.p.nats_meta_leader().await.ok().flatten().is_some_and(|l| l != leader)
+    })
+    .await;
+    out.recovered_when =
+        format!("the scale to web={} acknowledged during the fault runs and is routed", MANY + 1);
+    out.recover =
+        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    out.lossy.push(Lossy {
+        from: fault_at - Duration::from_secs(1),
+        until: fault_at + Duration::from_secs(10),
+        containers: BTreeSet::new(),
+        app: None,
+        why: "lines published to the killed member before its clients reconnected (core NATS)".into(),
+    });
+    s.p.cluster.start_container(&part).await?;
+    heal_whole(s, &mut out).await;
+    s.scale_retrying(&two, MANY, Duration::from_secs(30)).await?;
+    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || s.serving_all()).await;
+    Ok(out)
+}
+
+async fn kill_scheduler_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let leader = s.p.scheduler_leader().await?.context("no scheduler leads")?;
+    let part = s.p.cluster.part("scheduler", &leader).await?;
+    let fault_at = Instant::now();
+    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
+    out.fault_at = Some(fault_at);
+    out.notes.push(format!("the leader was {leader}"));
+    let one = s.one.clone();
+    s.scale_retrying(&one, 2, Duration::from_secs(30)).await?;
+    out.detected_by = "another scheduler holds the leader key".into();
+    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
+        s.p.scheduler_leader().await.ok().flatten().is_some_and(|l| l != leader)
+    })
+    .await;
+    out.recovered_when = "the scale to web=2 acknowledged during the fault runs and is routed".into();
+    out.recover =
+        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    s.p.cluster.start_container(&part).await?;
+    heal_whole(s, &mut out).await;
+    s.scale_retrying(&one, 1, Duration::from_secs(30)).await?;
+    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || s.serving_all()).await;
+    Ok(out)
+}
+
+async fn kill_controller_mid_deploy(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let two = s.two.clone();
+    let before = s.deployed_version(&two).await?;
+    let part = s.p.cluster.part("controller", "node2").await?;
+    let value = format!("{}", rand::random::<u32>());
+    s.config_set(&two, "CHAOS_DEPLOY", &value).await?;
+    // At once: the release is committed and the deploy has just begun.
+    let fault_at = Instant::now();
+    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
+    out.fault_at = Some(fault_at);
+    out.detected_by = "the controller's health key says down".into();
+    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
+        s.p.health().await.is_ok_and(|h| h.get("controller/node2") == Some(&false))
+    })
+    .await;
+    let down_for = Duration::from_secs(5).saturating_sub(fault_at.elapsed());
+    tokio::time::sleep(down_for).await;
+    s.p.cluster.start_container(&part).await?;
+    out.recovered_when = format!("the release made before the kill (after v{before}) serves every replica");
+    out.recover = poll(fault_at, Duration::from_secs(120), Duration::from_millis(200), || async {
+        s.serves_release_above(&two, before).await && s.serving_all().await
+    })
+    .await;
+    heal_whole(s, &mut out).await;
+    Ok(out)
+}
+
+async fn restart_postgres(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let part = s.p.cluster.part("database", "node1").await?;
+    let one = s.one.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted = {
+        let cluster = s.p.cluster.clone();
+        let part = part.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let at = Instant::now();
+            cluster.restart(&part, 10).await.map(|()| at)
+        })
+    };
+    // Writes every 250 ms until 5 s after the first write that succeeds after a refused one.
+    let mut acked = 0u32;
+    let mut refused = 0u32;
+    let mut first_refused: Option<Instant> = None;
+    let mut back: Option<Instant> = None;
+    let writing = Instant::now();
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) && writing.elapsed() < Duration::from_secs(90) {
+        n += 1;
+        let domain = format!("w{n}-{}.chaos.example.com", s.run_id);
+        let attempt = tokio::time::timeout(Duration::from_secs(5), s.p.api.domain_add(&one, &domain)).await;
+        match attempt {
+            Ok(Ok(_)) => {
+                acked += 1;
+                s.ledger.push(Acked::Domain { app: one.clone(), domain });
+                if first_refused.is_some() && back.is_none() {
+                    back = Some(Instant::now());
+                }
+            }
+            _ => {
+                refused += 1;
+                first_refused.get_or_insert_with(Instant::now);
+            }
+        }
+        if back.is_some_and(|b| b.elapsed() > Duration::from_secs(5))
+            || (first_refused.is_none()
+                && restarted.is_finished()
+                && writing.elapsed() > Duration::from_secs(20))
+        {
+            stop.store(true, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let fault_at = restarted.await.context("the restart task")??;
+    out.fault_at = Some(fault_at);
+    out.measures.insert("writes acknowledged".into(), f64::from(acked));
+    out.measures.insert("writes refused (not acknowledged)".into(), f64::from(refused));
+    out.detected_by = "the first write the API refused".into();
+    out.detect = first_refused.map(|t| t.saturating_duration_since(fault_at));
+    out.recovered_when = "the first write acknowledged after that".into();
+    out.recover = back.map(|t| t.saturating_duration_since(fault_at));
+    if first_refused.is_none() {
+        out.notes.push("no write was refused: the restart fell between writes".into());
+    }
+    heal_whole(s, &mut out).await;
+    Ok(out)
+}
+
+async fn kill_builder_mid_push(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let one = s.one.clone();
+    let before = s.deployed_version(&one).await?;
+    let part = s.p.cluster.part("builder", "node3").await?;
+    s.p.commit(&s.repo, "killed mid-push").await?;
+    // The push runs while the suite watches its lines; the builder dies once it is building.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let first = {
+        let p = &s.p;
+        let repo = s.repo.clone();
+        let app = one.clone();
+        async move {
+            p.push(&repo, &app, |line| {
+                println!("      | {line}");
+                let _ = tx.send(line.to_owned());
+            })
+            .await
+        }
+    };
+    let watch = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(line)) if line.contains("Step ") || line.contains("-----> Building") => {
+                    // Let the build get going, so the kill lands mid-build.
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    let at = Instant::now();
+                    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
+                    return Ok::<_, anyhow::Error>(Some(at));
+                }
+                Ok(Some(_)) => continue,
+                _ => return Ok(None),
+            }
+        }
+    };
+    let (first_result, fault_at) = tokio::join!(first, watch);
+    let fault_at = fault_at?.context("the push never started building")?;
+    out.fault_at = Some(fault_at);
+    out.notes.push(match &first_result {
+        Ok(()) => "the killed push still succeeded (the build had finished)".into(),
+        Err(e) => format!("the killed push failed, as it should: {e:#}"),
+    });
+    out.detected_by = "the builder's health key says down".into();
+    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
+        s.p.health().await.is_ok_and(|h| h.get("builder/node3") == Some(&false))
+    })
+    .await;
+    s.p.cluster.start_container(&part).await?;
+    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || async {
+        s.p.health().await.is_ok_and(|h| h.get("builder/node3") == Some(&true))
+    })
+    .await
+    .context("the builder did not come back healthy")?;
+    let sha = s.p.commit(&s.repo, "pushed again").await?;
+    s.push(&one).await?;
+    s.ledger.push(Acked::Build { app: one.clone(), sha });
+    out.recovered_when = "a second push serves its release".into();
+    out.recover = poll(fault_at, Duration::from_secs(120), Duration::from_millis(200), || async {
+        s.serves_release_above(&one, before).await && s.serving_all().await
+    })
+    .await;
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------ logs
+
+const FLOOD_LINES: u64 = 200_000;
+
+async fn flood_logs(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let one = s.one.clone();
+    let tag = format!("f{}", s.run_id);
+    let watch = s.watch(&one).context("the runner watches the app's drain")?;
+    let hosts: BTreeSet<String> = s.hostnames(&one).await?;
+    let fault_at = Instant::now();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let resp = http
+        .get(format!("http://{}/flood?lines={FLOOD_LINES}&tag={tag}", s.p.settings.http))
+        .header("Host", s.p.host_of(&one))
+        .send()
+        .await?;
+    if resp.status().as_u16() != 202 {
+        bail!("the flood was refused: {}", resp.status());
+    }
+    out.fault_at = Some(fault_at);
+    // The stream has settled once nothing new arrived for 3 s.
+    let mut last = (0usize, Instant::now());
+    let settled = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = watch.lock().map(|w| w.flood.get(&tag).map_or(0, BTreeSet::len)).unwrap_or(0);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) && now > 0 {
+            break Some(fault_at.elapsed());
+        }
+        if fault_at.elapsed() > Duration::from_secs(120) {
+            break None;
+        }
+    };
+    let (delivered, announced) = watch
+        .lock()
+        .map(|w| (w.flood.get(&tag).map_or(0, BTreeSet::len) as u64, w.dropped_notices))
+        .unwrap_or_default();
+    let unaccounted = FLOOD_LINES.saturating_sub(delivered + announced);
+    out.detected_by = "the first \"Error L10\" drop notice on the app's stream".into();
+    out.recovered_when = "the app's stream quiet for 3 s after the flood".into();
+    out.recover = settled;
+    out.measures.insert("flood lines written".into(), FLOOD_LINES as f64);
+    out.measures.insert("flood lines on the drain stream".into(), delivered as f64);
+    out.measures.insert("lines announced dropped (Error L10)".into(), announced as f64);
+    if let Some(d) = settled {
+        out.measures.insert("flood delivered, lines/s".into(), (delivered as f64 / d.as_secs_f64()).round());
+    }
+    out.checks.push(Check::new(
+        "every lost flood line announced",
+        if unaccounted == 0 {
+            Ok(format!("{delivered} delivered + {announced} announced dropped ≥ {FLOOD_LINES} written"))
+        } else {
+            Err(format!("{unaccounted} of {FLOOD_LINES} lines lost without a notice"))
+        },
+    ));
+    out.lossy.push(Lossy {
+        from: fault_at,
+        until: Instant::now(),
+        containers: hosts,
+        app: Some(one),
+        why: "the flooding app's own lines, dropped with a notice when its queue is full".into(),
+    });
+    Ok(out)
+}
+
+/// After a part is started again: wait until every part is healthy and the apps are served.
+async fn heal_whole(s: &Suite, out: &mut Outcome) {
+    let healing = Instant::now();
+    match poll(healing, Duration::from_secs(180), Duration::from_millis(250), || s.whole()).await {
+        Some(d) => {
+            out.measures.insert("healed → every part healthy again (s)".into(), secs(d));
+        }
+        None => out.notes.push("the cluster was not whole again within 180 s of healing".into()),
+    }
+}
