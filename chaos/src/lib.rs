@@ -301,6 +301,12 @@ pub async fn run_scenario(s: &mut Suite, name: &str) -> Report {
             Err(e) => r.notes.push(format!("could not follow {app}'s drain stream: {e:#}")),
         }
     }
+    if let Err(e) = scenarios::prepare(s, name).await {
+        r.error = Some(format!("preparing: {e:#}"));
+        r.invariants = final_checks(s, name, &[], &[], Instant::now()).await;
+        r.duration_s = started.elapsed().as_secs_f64();
+        return r;
+    }
     let targets = s.targets();
     let load = Load::start(Plan {
         front: s.p.settings.http,
@@ -339,7 +345,7 @@ pub async fn run_scenario(s: &mut Suite, name: &str) -> Report {
                     detail: format!("{} of {} failed", many.failed, many.total),
                 });
             }
-            if o.recover.is_none() {
+            if o.recover.is_none() && o.fault_at.is_some() {
                 r.notes.push("the platform did not recover within the scenario's patience".into());
             }
             lossy = o.lossy;

@@ -146,6 +146,7 @@ impl Platform {
         }
         let options = ConnectOptions::new()
             .with_user(self.settings.etcd_user.clone(), self.settings.etcd_password.clone())
+            .with_auto_token_refresh(true)
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3));
         let client = tokio::time::timeout(
@@ -238,13 +239,22 @@ impl Platform {
         Ok(out)
     }
 
-    /// The JetStream meta leader (a node name), from any NATS member's monitoring port.
+    /// The JetStream meta leader (a node name), as any NATS member's monitoring port says. That
+    /// port listens on the node's loopback only, so the question is asked from inside a member's
+    /// container, with a fixed script (bash's /dev/tcp: the image has no HTTP client).
     pub async fn nats_meta_leader(&self) -> anyhow::Result<Option<String>> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        const ASK: &str =
+            "exec 3<>/dev/tcp/127.0.0.1/8222 && printf 'GET /jsz HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
         for node in ["node1", "node2", "node3"] {
-            let Ok(Some(ip)) = self.cluster.node_ip(node).await else { continue };
-            let Ok(resp) = http.get(format!("http://{ip}:8222/jsz")).send().await else { continue };
-            let Ok(body) = resp.json::<serde_json::Value>().await else { continue };
+            let Ok(part) = self.cluster.part("nats", node).await else { continue };
+            let argv = ["bash", "-c", ASK].map(str::to_owned);
+            let Ok(Ok(answer)) =
+                tokio::time::timeout(Duration::from_secs(3), self.cluster.exec(&part, &argv)).await
+            else {
+                continue;
+            };
+            let Some((_, body)) = answer.split_once("\r\n\r\n") else { continue };
+            let Ok(body) = serde_json::from_str::<serde_json::Value>(body) else { continue };
             if let Some(leader) = body.pointer("/meta_cluster/leader").and_then(|v| v.as_str()) {
                 return Ok(Some(leader.to_owned()));
             }

@@ -40,7 +40,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "config:set starts a deploy, SIGKILL the controller at once, start it 5 s later",
     ),
     ("restart-postgres", "restart Postgres while the API takes a write every 250 ms"),
-    ("kill-builder-mid-push", "SIGKILL the builder while it builds a git push, start it, push again"),
+    (
+        "kill-builder-mid-push",
+        "SIGKILL the builder as soon as a git push starts building, start it, push again",
+    ),
     ("flood-logs", "one app writes 200,000 lines as fast as it can, under load"),
 ];
 
@@ -121,6 +124,30 @@ pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
         "flood-logs" => flood_logs(s).await,
         other => bail!("no scenario named '{other}' (chaos list shows them)"),
     }
+}
+
+/// Before the load starts: node faults need the several-replica app on every node (the
+/// scheduler does not move containers back after a node returns), so it is spread again by
+/// scaling to zero and back, placement putting one replica on each node.
+pub async fn prepare(s: &mut Suite, name: &str) -> anyhow::Result<()> {
+    if !matches!(name, "kill-node" | "pause-node" | "partition-node") {
+        return Ok(());
+    }
+    let two = s.two.clone();
+    let on_victim = s.p.cluster.app_containers(&s.victim).await?.iter().any(|c| c.app == two && c.running);
+    if on_victim {
+        return Ok(());
+    }
+    println!("      (spreading {two} over the nodes again: scale web=0, then web={MANY})");
+    s.scale(&two, 0).await?;
+    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || s.serving_app(&two))
+        .await
+        .context("scaling to zero")?;
+    s.scale(&two, MANY).await?;
+    poll(Instant::now(), Duration::from_secs(90), Duration::from_millis(200), || s.whole())
+        .await
+        .context("scaling back out")?;
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------ steady state
@@ -435,9 +462,8 @@ async fn kill_builder_mid_push(s: &mut Suite) -> anyhow::Result<Outcome> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(line)) if line.contains("Step ") || line.contains("-----> Building") => {
-                    // Let the build get going, so the kill lands mid-build.
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                // At once: a small app's build takes well under a second.
+                Ok(Some(line)) if line.contains("-----> Building") => {
                     let at = Instant::now();
                     s.p.cluster.kill(std::slice::from_ref(&part)).await?;
                     return Ok::<_, anyhow::Error>(Some(at));

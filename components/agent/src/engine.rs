@@ -304,16 +304,21 @@ impl Engine {
 
     /// Stops (SIGTERM, then SIGKILL after the grace period) and removes a container.
     pub async fn stop(&self, name: &str, grace_secs: u32) -> Result<(), EngineError> {
+        self.halt(name, grace_secs).await?;
+        self.remove(name).await
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after the grace period) and keeps it, so its
+    /// output can still be read to the end; gone or already stopped is fine.
+    pub async fn halt(&self, name: &str, grace_secs: u32) -> Result<(), EngineError> {
         let t = i32::try_from(grace_secs).unwrap_or(30);
         match self.docker.stop_container(name, Some(StopContainerOptions { t: Some(t), signal: None })).await
         {
-            Ok(()) => {}
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(()),
             // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
-            Err(e) => return Err(docker_err(format!("stopping {name}"))(e)),
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 304, .. }) => Ok(()),
+            Err(e) => Err(docker_err(format!("stopping {name}"))(e)),
         }
-        self.remove(name).await
     }
 
     pub async fn remove(&self, name: &str) -> Result<(), EngineError> {

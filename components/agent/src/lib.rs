@@ -50,8 +50,13 @@ struct Tracked {
     ip: Option<String>,
     healthy: bool,
     health: Option<HealthCheck>,
-    /// Cancels the health and log followers of this container.
+    /// Cancels the health follower of this container.
     watchers: CancellationToken,
+    /// Cancels the log follower. Stopping a container does not: the follower reads the output
+    /// to its end (the last lines, and what the app writes while it shuts down), then says so on
+    /// `logs_done`; only then is the container removed.
+    log_stop: CancellationToken,
+    logs_done: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(crate) struct Inner {
@@ -179,7 +184,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     for t in inner
         .tracked
         .lock()
-        .map(|t| t.values().map(|t| t.watchers.clone()).collect::<Vec<_>>())
+        .map(|t| t.values().flat_map(|t| [t.watchers.clone(), t.log_stop.clone()]).collect::<Vec<_>>())
         .unwrap_or_default()
     {
         t.cancel();
@@ -259,11 +264,20 @@ impl Inner {
         let lock = self.key_lock(&cmd.key);
         let _guard = lock.lock().await;
         let name = self.engine.name(&cmd.key);
-        if let Some(t) = self.untrack(&cmd.key) {
+        let tracked = self.untrack(&cmd.key);
+        if let Some(t) = &tracked {
             t.watchers.cancel();
         }
         self.delete_route(&cmd.key.app, &name).await;
-        match self.engine.stop(&name, cmd.grace_secs).await {
+        let halted = self.engine.halt(&name, cmd.grace_secs).await;
+        if let Some(t) = tracked {
+            // The container has exited: its output ends, and the follower ships the rest
+            // (bounded, so a stuck engine cannot hold the stop forever).
+            let mut done = t.logs_done.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(3), done.wait_for(|d| *d)).await;
+            t.log_stop.cancel();
+        }
+        match halted.and(self.engine.remove(&name).await) {
             Ok(()) => {
                 tracing::info!(container = %name, "stopped");
                 StopContainerReply::Stopped
@@ -274,6 +288,8 @@ impl Inner {
 
     fn track(self: &Arc<Self>, found: Found, health: Option<HealthCheck>, new: bool) {
         let watchers = self.shutdown.token().child_token();
+        let log_stop = self.shutdown.token().child_token();
+        let (done_tx, logs_done) = tokio::sync::watch::channel(false);
         let tracked = Tracked {
             name: found.name.clone(),
             id: found.id.clone(),
@@ -282,13 +298,20 @@ impl Inner {
             healthy: false,
             health,
             watchers: watchers.clone(),
+            log_stop: log_stop.clone(),
+            logs_done,
         };
         let old = self.tracked.lock().unwrap_or_else(|p| p.into_inner()).insert(found.key.clone(), tracked);
         if let Some(old) = old {
             old.watchers.cancel();
+            old.log_stop.cancel();
         }
         tokio::spawn(watch::health(self.clone(), found.key.clone(), watchers.clone()));
-        tokio::spawn(watch::logs(self.clone(), found.key, found.name, new, watchers));
+        let inner = self.clone();
+        tokio::spawn(async move {
+            watch::logs(inner, found.key, found.name, new, log_stop).await;
+            let _ = done_tx.send(true);
+        });
     }
 
     fn untrack(&self, key: &ContainerKey) -> Option<Tracked> {

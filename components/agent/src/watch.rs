@@ -141,8 +141,12 @@ pub async fn logs(
             c = output.next() => c,
             _ = stop.cancelled() => return,
         };
-        let Some(Ok(chunk)) = chunk else { return };
-        for (stream, message) in lines.push(chunk) {
+        let (chunks, end) = match chunk {
+            Some(Ok(chunk)) => (lines.push(chunk), false),
+            // The output ended (the container exited): ship what was left unterminated.
+            _ => (std::mem::take(&mut lines).finish(), true),
+        };
+        for (stream, message) in chunks {
             seq += 1;
             let line = LogLine {
                 app: key.app.clone(),
@@ -156,6 +160,9 @@ pub async fn logs(
             if let Err(error) = inner.bus.publish(&subject, &inner.bus.envelope(line)).await {
                 tracing::debug!(%error, "publishing a log line");
             }
+        }
+        if end {
+            return;
         }
     }
 }

@@ -24,7 +24,10 @@ fn options(config: &EtcdConfig) -> ConnectOptions {
         .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
-        options = options.with_user(user.clone(), password.clone());
+        // etcd's simple tokens live in the memory of the member that issued them: after that
+        // member restarts every request is refused with "invalid auth token" until the client
+        // authenticates again (found by chaos's kill-etcd-leader: the schedulers never led again).
+        options = options.with_user(user.clone(), password.clone()).with_auto_token_refresh(true);
     }
     options
 }
