@@ -525,9 +525,16 @@ async fn flood_logs(s: &mut Suite) -> anyhow::Result<Outcome> {
     out.fault_at = Some(fault_at);
     // The stream has settled once nothing new arrived for 3 s.
     let mut last = (0usize, Instant::now());
+    let mut first_notice = None;
     let settled = loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = watch.lock().map(|w| w.flood.get(&tag).map_or(0, BTreeSet::len)).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (now, notices) = watch
+            .lock()
+            .map(|w| (w.flood.get(&tag).map_or(0, BTreeSet::len), w.dropped_notices))
+            .unwrap_or_default();
+        if notices > 0 && first_notice.is_none() {
+            first_notice = Some(fault_at.elapsed());
+        }
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(3) && now > 0 {
@@ -542,7 +549,12 @@ async fn flood_logs(s: &mut Suite) -> anyhow::Result<Outcome> {
         .map(|w| (w.flood.get(&tag).map_or(0, BTreeSet::len) as u64, w.dropped_notices))
         .unwrap_or_default();
     let unaccounted = FLOOD_LINES.saturating_sub(delivered + announced);
-    out.detected_by = "the first \"Error L10\" drop notice on the app's stream".into();
+    out.detected_by = if first_notice.is_some() {
+        "the first \"Error L10\" drop notice on the app's stream".into()
+    } else {
+        "no drop notice: the logger kept up".into()
+    };
+    out.detect = first_notice;
     out.recovered_when = "the app's stream quiet for 3 s after the flood".into();
     out.recover = settled;
     out.measures.insert("flood lines written".into(), FLOOD_LINES as f64);

@@ -326,6 +326,17 @@ impl Inner {
     }
 
     async fn put_route(&self, key: &ContainerKey, name: &str, host_port: u16) {
+        // Under the container's lock, which `stop` holds while it untracks the container and
+        // deletes its route: a route decided on before a stop must not be written after it
+        // (found by chaos's kill-etcd-leader: a lease re-registration re-wrote the route of a
+        // container stopped meanwhile, and it stayed, pointing at nothing).
+        let lock = self.key_lock(key);
+        let _guard = lock.lock().await;
+        let tracked =
+            self.tracked.lock().unwrap_or_else(|p| p.into_inner()).get(key).is_some_and(|t| t.name == name);
+        if !tracked {
+            return;
+        }
         let Some(lease) = self.current_lease() else {
             // Routes go in when the node's lease is back (see routes_follow_lease).
             return;
