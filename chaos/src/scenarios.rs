@@ -264,13 +264,24 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
 
 // ------------------------------------------------------------------------------ control plane
 
-async fn kill_etcd_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
-    let mut out = Outcome::default();
-    let leader = s.p.etcd_leader().await?.context("no etcd member says who leads")?;
-    let part = s.p.cluster.part("etcd", &leader).await?;
+/// SIGKILL to one part; the fault's instant goes into the outcome.
+async fn kill_part(
+    s: &Suite,
+    out: &mut Outcome,
+    component: &str,
+    instance: &str,
+) -> anyhow::Result<(deisctl::parts::Container, Instant)> {
+    let part = s.p.cluster.part(component, instance).await?;
     let fault_at = Instant::now();
     s.p.cluster.kill(std::slice::from_ref(&part)).await?;
     out.fault_at = Some(fault_at);
+    Ok((part, fault_at))
+}
+
+async fn kill_etcd_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let leader = s.p.etcd_leader().await?.context("no etcd member says who leads")?;
+    let (part, fault_at) = kill_part(s, &mut out, "etcd", &leader).await?;
     out.notes.push(format!("the leader was {leader}'s member"));
     out.detected_by = "another member leads".into();
     out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
@@ -292,10 +303,7 @@ async fn kill_etcd_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
 async fn kill_nats_member(s: &mut Suite) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     let leader = s.p.nats_meta_leader().await?.context("no NATS member says who leads JetStream")?;
-    let part = s.p.cluster.part("nats", &leader).await?;
-    let fault_at = Instant::now();
-    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
-    out.fault_at = Some(fault_at);
+    let (part, fault_at) = kill_part(s, &mut out, "nats", &leader).await?;
     out.notes.push(format!("JetStream's meta leader was {leader}"));
     // Desired state must still flow: a scale acknowledged now has to happen.
     let two = s.two.clone();
@@ -326,10 +334,7 @@ async fn kill_nats_member(s: &mut Suite) -> anyhow::Result<Outcome> {
 async fn kill_scheduler_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     let leader = s.p.scheduler_leader().await?.context("no scheduler leads")?;
-    let part = s.p.cluster.part("scheduler", &leader).await?;
-    let fault_at = Instant::now();
-    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
-    out.fault_at = Some(fault_at);
+    let (part, fault_at) = kill_part(s, &mut out, "scheduler", &leader).await?;
     out.notes.push(format!("the leader was {leader}"));
     let one = s.one.clone();
     s.scale_retrying(&one, 2, Duration::from_secs(30)).await?;
@@ -352,13 +357,10 @@ async fn kill_controller_mid_deploy(s: &mut Suite) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     let two = s.two.clone();
     let before = s.deployed_version(&two).await?;
-    let part = s.p.cluster.part("controller", "node2").await?;
     let value = format!("{}", rand::random::<u32>());
     s.config_set(&two, "CHAOS_DEPLOY", &value).await?;
     // At once: the release is committed and the deploy has just begun.
-    let fault_at = Instant::now();
-    s.p.cluster.kill(std::slice::from_ref(&part)).await?;
-    out.fault_at = Some(fault_at);
+    let (part, fault_at) = kill_part(s, &mut out, "controller", "node2").await?;
     out.detected_by = "the controller's health key says down".into();
     out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
         s.p.health().await.is_ok_and(|h| h.get("controller/node2") == Some(&false))
