@@ -215,6 +215,22 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
     if ours.is_empty() {
         out.notes.push(format!("placement put none of the suite's containers on {victim}"));
     }
+    // Which leaders die with the node: they change how long detection and recovery take.
+    let mut held = Vec::new();
+    if s.p.etcd_leader().await.ok().flatten().as_deref() == Some(victim.as_str()) {
+        held.push("the etcd leader (etcd extends every lease when its leader changes, so the node's lease outlives it by an election)");
+    }
+    if s.p.scheduler_leader().await.ok().flatten().as_deref() == Some(victim.as_str()) {
+        held.push("the scheduler leader (a standby takes over once its lease expires, then waits for the agents' inventories)");
+    }
+    if s.p.nats_meta_leader().await.ok().flatten().as_deref() == Some(victim.as_str()) {
+        held.push("JetStream's meta leader");
+    }
+    out.notes.push(if held.is_empty() {
+        format!("{victim} held no leader")
+    } else {
+        format!("{victim} held {}", held.join("; "))
+    });
     let parts = s.p.cluster.node_parts(&victim).await?;
     let fault_at = Instant::now();
     match fault {
