@@ -9,7 +9,7 @@ use warp::reply::Response;
 use super::{Body, Paging, Query, json, no_content, parse_body, ts};
 use crate::ctx::{Access, Ctx, app_for};
 use crate::error::{ApiError, is_unique_violation};
-use crate::{outbox, validate};
+use crate::validate;
 
 /// The app's custom domains.
 #[utoipa::path(get, path = "/v1/apps/{app}/domains/", tag = "domains", params(("app" = String, Path, description = "App name"), Paging),
@@ -74,18 +74,15 @@ pub async fn add(
         }
         Err(e) => return Err(e.into()),
     };
-    outbox::event(
-        &tx,
-        &ctx.sender,
+    super::commit_synced(
+        tx,
+        &ctx,
         &app.name,
         &user.username,
         "domain",
         format!("{} added domain {domain}", user.username),
     )
     .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
-    ctx.domains_wake.notify_one();
     let out =
         Domain { owner: user.username, app: app.name, domain, created: created.clone(), updated: created };
     Ok(json(StatusCode::CREATED, &out))
@@ -110,17 +107,14 @@ pub async fn remove(
     if n == 0 {
         return Err(ApiError::not_found(format!("domain {domain} of {}", app.name)));
     }
-    outbox::event(
-        &tx,
-        &ctx.sender,
+    super::commit_synced(
+        tx,
+        &ctx,
         &app.name,
         &user.username,
         "domain",
         format!("{} removed domain {domain}", user.username),
     )
     .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
-    ctx.domains_wake.notify_one();
     Ok(no_content())
 }

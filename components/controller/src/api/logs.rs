@@ -18,7 +18,7 @@ use super::processes::bus;
 use super::{Body, Paging, Query, json, no_content, parse_body, ts};
 use crate::ctx::{Access, Ctx, app_for};
 use crate::error::{ApiError, is_unique_violation};
-use crate::{outbox, validate};
+use crate::validate;
 
 /// How long to wait for a logger to answer a history query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -238,18 +238,15 @@ pub async fn drain_add(
         }
         Err(e) => return Err(e.into()),
     };
-    outbox::event(
-        &tx,
-        &ctx.sender,
+    super::commit_synced(
+        tx,
+        &ctx,
         &app.name,
         &user.username,
         "drain",
         format!("{} added drain {url}", user.username),
     )
     .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
-    ctx.domains_wake.notify_one();
     let out = Drain { id: id.to_string(), owner: user.username, app: app.name, url: url_text, created };
     Ok(json(StatusCode::CREATED, &out))
 }
@@ -277,18 +274,15 @@ pub async fn drain_remove(
     };
     let url: String = row.get(0);
     let shown = DrainUrl::parse(&url).map(|u| u.to_string()).unwrap_or_else(|_| "a drain".into());
-    outbox::event(
-        &tx,
-        &ctx.sender,
+    super::commit_synced(
+        tx,
+        &ctx,
         &app.name,
         &user.username,
         "drain",
         format!("{} removed drain {shown}", user.username),
     )
     .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
-    ctx.domains_wake.notify_one();
     Ok(no_content())
 }
 

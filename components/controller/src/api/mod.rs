@@ -75,6 +75,24 @@ fn has_nul(value: &serde_json::Value) -> bool {
 }
 
 /// RFC 3339 in UTC with microseconds, as every timestamp of the API.
+/// Commits a change that etcd follows (an app's domains and log drains, which
+/// `domains_sync` copies for the routers and loggers), with its event for the app's log stream:
+/// the outbox relay and the sync are both woken once it is committed.
+pub async fn commit_synced(
+    tx: deadpool_postgres::Transaction<'_>,
+    ctx: &Ctx,
+    app: &str,
+    actor: &str,
+    action: &str,
+    message: String,
+) -> Result<(), ApiError> {
+    crate::outbox::event(&tx, &ctx.sender, app, actor, action, message).await?;
+    tx.commit().await?;
+    ctx.relay_wake.notify_one();
+    ctx.domains_wake.notify_one();
+    Ok(())
+}
+
 pub fn ts(t: time::OffsetDateTime) -> String {
     // Fixed width (microseconds always), so timestamps line up in tables and sort as text.
     let nanos = i64::try_from(t.unix_timestamp_nanos()).unwrap_or(0);
