@@ -59,10 +59,12 @@ pub async fn health(inner: Arc<Inner>, key: ContainerKey, stop: CancellationToke
             failures = 0;
             if !healthy {
                 healthy = true;
-                set_healthy(&inner, &key, true);
+                // The route first: whoever learns the container is healthy (an inventory, the
+                // scheduler, a `git push` waiting for its deploy) may send traffic at once.
                 if let (true, Some(port)) = (is_web, port) {
                     inner.put_route(&key, &name, port).await;
                 }
+                set_healthy(&inner, &key, true);
                 let id = container_id(&inner, &key);
                 inner.event(&key, ContainerEventKind::Healthy, &id, None, String::new()).await;
                 tracing::info!(container = %name, "healthy");

@@ -255,8 +255,14 @@ fn app_lifecycle_in_a_git_repository() {
     assert_eq!(last[0], "v1", "{releases}");
     assert!(last[1].starts_with("20") && last[1].ends_with('Z'), "{releases}");
     assert_eq!(last[2..].join(" "), "alice created initial release", "{releases}");
-    let out = m.deis(&["rollback", "v1"]).ok().to_owned();
-    assert!(out.starts_with("Rolling back to v1... done, v"), "{out}");
+    // v1 has no build: a running app cannot go back to it (as in Deis v1).
+    let err = m.deis(&["rollback", "v1"]).fails().to_owned();
+    assert!(err.contains("no build associated with release v1"), "{err}");
+    // The newest release is the pull's, which has a build: rolling back to it works.
+    let pulled = releases.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    m.deis(&["config:set", "ROLLED=no"]).ok();
+    let out = m.deis(&["rollback", &pulled]).ok().to_owned();
+    assert!(out.starts_with(&format!("Rolling back to {pulled}... done, v")), "{out}");
     assert!(m.deis(&["releases:info", "1"]).ok().starts_with("=== foo Release v1\n"));
     assert_eq!(m.deis(&["releases:info", "v99"]).fails(), "Error: release v99 not found\n");
 

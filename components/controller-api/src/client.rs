@@ -274,7 +274,8 @@ impl Client {
     }
 
     /// Restarts containers one at a time (all, a type, or one container of a type).
-    pub async fn restart(&self, app: &str, req: &RestartRequest) -> Result<RestartResponse, ApiError> {
+    /// The containers that will be restarted, one at a time.
+    pub async fn restart(&self, app: &str, req: &RestartRequest) -> Result<Vec<Container>, ApiError> {
         self.post(&format!("/v1/apps/{app}/containers/restart/"), req).await
     }
 
@@ -294,6 +295,8 @@ impl Client {
         let req = reqwest::Client::new()
             .post(&url)
             .header("Authorization", format!("token {token}"))
+            // The stream; without it the answer comes whole at the end, as Deis v1 clients want.
+            .header("Accept", "application/x-ndjson")
             .json(&RunRequest { command: command.to_owned() });
         let mut body = open_stream(req, &url).await?.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();

@@ -135,8 +135,9 @@ pub struct ConfigUpdate {
     /// Memory limit per process type, e.g. `"512M"`, `"1G"`.
     #[serde(default)]
     pub memory: BTreeMap<String, Option<String>>,
-    /// CPU shares per process type (1024 is one CPU's share).
-    #[serde(default)]
+    /// CPU shares per process type (1024 is one CPU's share). Deis v1 clients send the number as
+    /// a string (`"512"`); both are taken.
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
     pub cpu: BTreeMap<String, Option<u32>>,
     /// Node labels the app must run on.
     #[serde(default)]
@@ -235,6 +236,10 @@ pub struct CertCreateRequest {
     pub certificate: String,
     /// PEM private key matching the certificate.
     pub key: String,
+    /// A domain to serve it for at once (Deis v1's `certs:add --common-name`); it names the
+    /// certificate when `name` is absent.
+    #[serde(default)]
+    pub common_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -343,12 +348,6 @@ pub struct RestartRequest {
     pub process_type: Option<String>,
     #[serde(default)]
     pub num: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RestartResponse {
-    /// How many containers will be restarted, one at a time.
-    pub restarting: u32,
 }
 
 /// `deis run <command>`: run a one-off command in the app's current release.
@@ -492,4 +491,48 @@ pub struct HookBuildStatus {
     pub deploy_unknown: Option<String>,
     /// Where the app answers, like `http://myapp.deis.local`.
     pub url: String,
+}
+
+/// A map of optional whole numbers, each given as a JSON number or a string of digits.
+fn number_or_numeric_string<'de, D>(deserializer: D) -> Result<BTreeMap<String, Option<u32>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString {
+        Number(u32),
+        Text(String),
+    }
+    let raw: BTreeMap<String, Option<NumberOrString>> = BTreeMap::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let n = match v {
+                None => None,
+                Some(NumberOrString::Number(n)) => Some(n),
+                Some(NumberOrString::Text(t)) => Some(t.trim().parse::<u32>().map_err(|_| {
+                    serde::de::Error::custom(format!("cpu for {k} must be a whole number, not '{t}'"))
+                })?),
+            };
+            Ok((k, n))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_limits_come_as_numbers_or_as_deis_v1_strings() {
+        let update: ConfigUpdate =
+            serde_json::from_str(r#"{"cpu": {"web": "512", "worker": 256, "clock": null}}"#).unwrap();
+        assert_eq!(
+            update.cpu,
+            BTreeMap::from([("web".into(), Some(512)), ("worker".into(), Some(256)), ("clock".into(), None)])
+        );
+        let err = serde_json::from_str::<ConfigUpdate>(r#"{"cpu": {"web": "lots"}}"#).unwrap_err();
+        assert!(err.to_string().contains("cpu for web must be a whole number"), "{err}");
+        assert!(serde_json::from_str::<ConfigUpdate>(r#"{"cpu": {"web": -1}}"#).is_err());
+    }
 }

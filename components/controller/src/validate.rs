@@ -70,12 +70,19 @@ pub fn memory_limit(ptype: &str, value: &str) -> Result<u64, ApiError> {
         ))
     };
     let value = value.trim();
-    let (num, unit) = value.split_at(value.len().saturating_sub(1));
+    // Deis v1 clients also send "512MB", "1GB" and "536870912B".
+    let upper = value.to_ascii_uppercase();
+    let trimmed = match upper.strip_suffix('B') {
+        Some(rest) if rest.ends_with(['K', 'M', 'G']) => rest,
+        _ => upper.as_str(),
+    };
+    let (num, unit) = trimmed.split_at(trimmed.len().saturating_sub(1));
     let n: u64 = num.parse().map_err(|_| bad())?;
     let mb = match unit {
-        "k" | "K" => n / 1024,
-        "m" | "M" => n,
-        "g" | "G" => n.checked_mul(1024).ok_or_else(bad)?,
+        "K" => n / 1024,
+        "M" => n,
+        "G" => n.checked_mul(1024).ok_or_else(bad)?,
+        "B" => n / (1024 * 1024),
         _ => return Err(bad()),
     };
     if mb < 4 {
@@ -261,6 +268,10 @@ mod tests {
         assert_eq!(memory_limit("web", "1G").unwrap(), 1024);
         assert_eq!(memory_limit("web", "256m").unwrap(), 256);
         assert_eq!(memory_limit("web", "8192K").unwrap(), 8);
+        // What Deis v1 clients send too.
+        assert_eq!(memory_limit("web", "512MB").unwrap(), 512);
+        assert_eq!(memory_limit("web", "1gb").unwrap(), 1024);
+        assert_eq!(memory_limit("web", "536870912B").unwrap(), 512);
         for bad in ["", "M", "abc", "-1M", "1.5G", "512", "1T", "1M"] {
             assert!(memory_limit("web", bad).is_err(), "{bad}");
         }

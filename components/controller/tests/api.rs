@@ -192,12 +192,40 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
             name: None,
             certificate: cert.pem(),
             key: key_pair.serialize_pem(),
+            common_name: None,
         })
         .await
         .unwrap();
     assert!(added.san.contains(&"*.example.com".to_owned()), "{added:?}");
     let attached = alice.cert_attach(&added.name, "www.example.com").await.unwrap();
     assert_eq!(attached.domains, vec!["www.example.com".to_owned()]);
+    // Deis v1's `certs:add --common-name`: named after the domain and serving it at once.
+    alice.domain_add("shop", "api.example.com").await.unwrap();
+    let v1 = alice
+        .cert_add(&controller_api::CertCreateRequest {
+            name: None,
+            certificate: cert.pem(),
+            key: key_pair.serialize_pem(),
+            common_name: Some("api.example.com".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (v1.name.as_str(), v1.domains.clone()),
+        ("api.example.com", vec!["api.example.com".to_owned()])
+    );
+    // For a domain nobody added, the answer says why it serves nothing yet.
+    let err = alice
+        .cert_add(&controller_api::CertCreateRequest {
+            name: Some("lonely".into()),
+            certificate: cert.pem(),
+            key: key_pair.serialize_pem(),
+            common_name: Some("nowhere.example.com".into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422));
+    assert!(err.to_string().contains("not attached to nowhere.example.com"), "{err}");
 
     // A key from another certificate is refused.
     let other = rcgen::generate_simple_self_signed(vec!["other.org".to_owned()]).unwrap();
@@ -206,6 +234,7 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
             name: Some("mismatch".into()),
             certificate: cert.pem(),
             key: other.key_pair.serialize_pem(),
+            common_name: None,
         })
         .await
         .unwrap_err();
@@ -252,9 +281,13 @@ async fn unsetting_and_limits_and_tags_make_releases_with_summaries() {
     let releases = alice.releases("sums").await.unwrap();
     assert_eq!(releases[0].summary, "alice unset FOO; changed limits web=512M; changed tags environ=prod");
     assert_eq!(releases[1].summary, "alice set BAR, FOO");
-    // The same change again changes nothing and makes no release.
-    let err = alice.config_update("sums", &set(&[("BAR", "2")])).await.unwrap_err();
-    assert_eq!(err.status(), Some(409));
+    // The same change again, or unsetting a limit that is not set, is done already: it answers
+    // the config as it is and makes no release (nothing restarts).
+    let same = alice.config_update("sums", &set(&[("BAR", "2")])).await.unwrap();
+    assert_eq!(same.values, BTreeMap::from([("BAR".to_owned(), "2".to_owned())]));
+    let mut unset_unset = ConfigUpdate::default();
+    unset_unset.cpu.insert("web".into(), None);
+    alice.config_update("sums", &unset_unset).await.unwrap();
     assert_eq!(alice.releases("sums").await.unwrap().len(), 3);
     tokio::time::sleep(Duration::from_millis(1)).await;
     ctl.stop().await;
@@ -313,6 +346,7 @@ async fn custom_domains_are_published_to_etcd_for_the_routers() {
             name: None,
             certificate: cert.pem(),
             key: key_pair.serialize_pem(),
+            common_name: None,
         })
         .await
         .unwrap();
@@ -335,5 +369,58 @@ async fn custom_domains_are_published_to_etcd_for_the_routers() {
         },
     )
     .await;
+    ctl.stop().await;
+}
+
+/// What the real Deis v1.13 client relies on before and around every command (read from its
+/// source, client/controller/client/http.go and the commands): `GET /v1/` answers 401 without a
+/// token, every answer carries `DEIS_API_VERSION: 1.7`, `auth:cancel` is a DELETE, and lists take
+/// `page_size`.
+#[tokio::test]
+async fn deis_v1_clients_find_a_controller_of_their_api_version() {
+    let ctl = TestController::start("deisv1").await;
+    let alice = ctl.user("alice").await;
+    let http = reqwest::Client::new();
+    let root = http.get(format!("{}/v1/", ctl.url)).send().await.unwrap();
+    assert_eq!(root.status(), 401, "the client's connection check wants 401");
+    assert_eq!(root.headers()["DEIS_API_VERSION"], "1.7");
+    assert_eq!(root.headers()["X_DEIS_API_VERSION"], "1.7");
+    let token = alice.token().unwrap().to_owned();
+    let authed = http
+        .get(format!("{}/v1/", ctl.url))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authed.status(), 200);
+    let missing = http.get(format!("{}/v1/nothing-here/", ctl.url)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["DEIS_API_VERSION"], "1.7", "on errors too");
+
+    for name in ["pa", "pb", "pc"] {
+        alice.app_create(Some(name)).await.unwrap();
+    }
+    let page: serde_json::Value = http
+        .get(format!("{}/v1/apps/?page_size=2", ctl.url))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["count"], 3);
+    assert_eq!(page["results"].as_array().unwrap().len(), 2, "{page}");
+
+    let bob = ctl.user("bob").await;
+    let bob_token = bob.token().unwrap().to_owned();
+    let cancel = http
+        .delete(format!("{}/v1/auth/cancel/", ctl.url))
+        .header("Authorization", format!("token {bob_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 204);
+    assert_eq!(bob.whoami().await.unwrap_err().status(), Some(401), "the account is gone");
     ctl.stop().await;
 }

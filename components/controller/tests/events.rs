@@ -232,6 +232,11 @@ async fn builds_create_deploys_an_image_that_is_in_the_registry() {
     // An image with no Procfile runs its own command as `cmd`, one container to start with.
     assert_eq!(alice.app("imaged").await.unwrap().structure, BTreeMap::from([("cmd".to_owned(), 1)]));
     alice.scale("imaged", &BTreeMap::from([("cmd".to_owned(), 2)])).await.unwrap();
+    // v1 has no build: the running app cannot be rolled back to it, and no release is made.
+    let refused = alice.rollback("imaged", Some(1)).await.unwrap_err();
+    assert_eq!(refused.status(), Some(422));
+    assert!(refused.to_string().contains("no build associated with release v1"), "{refused}");
+    assert_eq!(alice.releases("imaged").await.unwrap()[0].version, 2);
 
     let missing = alice
         .build_create(

@@ -63,11 +63,9 @@ pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown)
 
     let local_port = listeners.http.local_addr().map(|a| a.port()).unwrap_or(80);
     let https_port = listeners.https.local_addr().map(|a| a.port()).unwrap_or(443);
-    let bus =
-        tokio::time::timeout(Duration::from_secs(2), bus_task).await.ok().and_then(|r| r.ok()).flatten();
-    if bus.is_none() {
-        tracing::warn!("NATS not reachable yet; access lines are not shipped");
-    }
+    // Routing never waits for the bus; access lines are queued until it comes (a router that
+    // started before NATS used to give up on them for good).
+    let bus = async move { bus_task.await.ok().flatten() };
     let proxy = Arc::new(Proxy::new(config.clone(), table.clone(), bus, metrics, local_port, https_port));
 
     let ops = {

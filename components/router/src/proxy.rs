@@ -78,22 +78,24 @@ impl Proxy {
     pub fn new(
         config: RouterConfig,
         table: Arc<ArcSwap<Table>>,
-        bus: Option<Bus>,
+        bus: impl std::future::Future<Output = Option<Bus>> + Send + 'static,
         metrics: Metrics,
         local_port: u16,
         https_port: u16,
     ) -> Self {
         let request_prefix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let access = bus.map(|bus| {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(8192);
-            tokio::spawn(async move {
-                while let Some(line) = rx.recv().await {
-                    let subject = bus.namespace().log_lines(&line.app);
-                    let _ = bus.publish(&subject, &bus.envelope(line)).await;
-                }
-            });
-            tx
+        // The queue exists from the start: lines wait in it (up to its size) while the bus is not
+        // there yet, and are shipped once it connects, however late that is.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(8192);
+        tokio::spawn(async move {
+            let Some(bus) = bus.await else { return };
+            tracing::info!("connected to NATS; shipping access lines");
+            while let Some(line) = rx.recv().await {
+                let subject = bus.namespace().log_lines(&line.app);
+                let _ = bus.publish(&subject, &bus.envelope(line)).await;
+            }
         });
+        let access = Some(tx);
         Self {
             table,
             ejections: Ejections::default(),

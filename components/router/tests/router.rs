@@ -429,3 +429,94 @@ async fn the_https_only_setting_redirects_and_hsts_is_sent() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["strict-transport-security"], "max-age=31536000");
 }
+
+/// A router that starts before NATS is reachable (one in three did after `compose/up`) routes at
+/// once and ships its access lines once NATS comes, even long after its start: it used to give
+/// up on them for good after two seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_started_before_nats_ships_access_lines_once_it_comes() {
+    let services = TestServices::get();
+    // NATS's address for this router: nothing listens there until the forwarder opens.
+    let late_port = free_port();
+    let namespace = format!("tlate{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let prefix = format!("/tlatebus{}", uuid::Uuid::new_v4().simple());
+    let config = RouterConfig {
+        platform_domain: "deis.local".into(),
+        eject_secs: 30,
+        etcd: EtcdConfig {
+            endpoints: services.etcd_endpoints.clone(),
+            prefix: prefix.clone(),
+            ..Default::default()
+        },
+        nats: NatsConfig {
+            url: format!("nats://127.0.0.1:{late_port}"),
+            namespace: namespace.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let listeners = Listeners {
+        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        https: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ops: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        git: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let http = listeners.http.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move { router::run(config, listeners, s).await.unwrap() });
+    let mut etcd = etcd_client::Client::connect(services.etcd_endpoints.clone(), None).await.unwrap();
+    let (addr, _backend) = backend("early").await;
+    let value = serde_json::json!({"address": addr.to_string(), "node": "node1", "version": 1}).to_string();
+    etcd.put(format!("{prefix}/routes/early/early.web.1"), value, None).await.unwrap();
+    let get = || async {
+        reqwest::Client::new()
+            .get(format!("http://{http}/"))
+            .header("host", "early.deis.local")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    };
+    eventually("the router routes without NATS", Duration::from_secs(10), || async {
+        (get().await == Some(200)).then_some(())
+    })
+    .await;
+    // Past the two seconds after which the router used to stop waiting for the bus.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Our own subscriber on the real NATS, then NATS "comes" at the router's address.
+    let sender = bus_schema::Sender { component: bus_schema::Component::Router, instance: "test".into() };
+    let nats =
+        NatsConfig { url: services.nats_url.clone(), namespace: namespace.clone(), ..Default::default() };
+    let bus = service_kit::nats::connect_bus(&nats, sender, &Shutdown::new()).await.unwrap();
+    let app = bus_schema::AppName::parse("early").unwrap();
+    let mut lines = bus.subscribe(&bus.namespace().all_log_lines()).await.unwrap();
+    let real = services.nats_url.trim_start_matches("nats://").to_owned();
+    let forwarder = TcpListener::bind(("127.0.0.1", late_port)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = forwarder.accept().await else { return };
+            let real = real.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(real).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let opened = Instant::now();
+    let seen = loop {
+        assert_eq!(get().await, Some(200));
+        if let Ok(Some(Ok(line))) = tokio::time::timeout(Duration::from_millis(500), lines.next()).await {
+            if line.envelope.body.app == app {
+                break line.envelope.body.message;
+            }
+        }
+        assert!(opened.elapsed() < Duration::from_secs(30), "no access line reached the bus after NATS came");
+    };
+    println!("first access line on the bus {:?} after NATS came", opened.elapsed());
+    assert!(seen.contains("status=200"), "{seen}");
+    shutdown.trigger();
+}

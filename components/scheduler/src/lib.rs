@@ -7,6 +7,8 @@ pub mod config;
 mod leader;
 pub mod placement;
 pub mod plan;
+#[cfg(test)]
+mod simulation;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -560,17 +562,7 @@ impl Leader {
             .filter(|(node, _)| self.nodes.contains_key(*node))
             .flat_map(|(_, list)| list.iter())
             .filter(|o| &o.key.app == app)
-            .map(|o| ContainerView {
-                key: o.key.clone(),
-                node: o.node.clone(),
-                state: match (o.running, o.healthy) {
-                    (true, true) => "up",
-                    (true, false) => "starting",
-                    (false, _) => "crashed",
-                }
-                .to_owned(),
-                since: o.started_at,
-            })
+            .map(view)
             .collect();
         containers.sort_by(|a, b| a.key.cmp(&b.key));
         AppStatus {
@@ -578,6 +570,21 @@ impl Leader {
             containers,
             deploy: self.memory.deploys.get(app).map(|d| d.state.clone()),
         }
+    }
+}
+
+/// A container as `deis ps` shows it.
+fn view(o: &Observed) -> ContainerView {
+    ContainerView {
+        key: o.key.clone(),
+        node: o.node.clone(),
+        state: match (o.running, o.healthy) {
+            (true, true) => "up",
+            (true, false) => "starting",
+            (false, _) => "crashed",
+        }
+        .to_owned(),
+        since: o.started_at,
     }
 }
 

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bus_schema::discovery::NodeRecord;
-use bus_schema::messages::{AppDesired, ContainerKey, DeployState, HealthCheck, Limits, StartContainer};
+use bus_schema::messages::{
+    AppDesired, ContainerKey, DeployState, HealthCheck, Limits, ReleaseSpec, StartContainer,
+};
 use bus_schema::{AppName, NodeId, ProcessType, Timestamp};
 
 use crate::placement::{self, NodeView, Placer, Request};
@@ -43,6 +45,9 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deploy {
     pub version: u32,
+    /// When this version's rollout began. The deploy timeout counts from here, and only while the
+    /// state is `Deploying`: once a release has run whole, a crash, a lost node, a scale or a
+    /// restart is reconciliation, never a failed deploy.
     pub started: Instant,
     pub state: DeployState,
 }
@@ -50,7 +55,7 @@ pub struct Deploy {
 /// Timing rules of the plan.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// A release whose containers are not all healthy by then is rolled back to the old one.
+    /// A new release whose containers are not all healthy by then has failed its deploy.
     pub deploy_timeout: Duration,
     /// First delay before restarting a crashed container; doubles per crash up to `max_backoff`.
     pub min_backoff: Duration,
@@ -74,6 +79,9 @@ impl Default for Rules {
 #[derive(Debug, Default)]
 pub struct Memory {
     pub deploys: HashMap<AppName, Deploy>,
+    /// The newest release of each app that ran whole: what the app keeps running when a later
+    /// release fails its deploy. A new leader does not know it until a release runs whole again.
+    pub last_good: HashMap<AppName, ReleaseSpec>,
     /// Starts sent and not yet confirmed by an inventory: key → (node, when).
     pub inflight: HashMap<ContainerKey, (NodeId, Instant)>,
     /// Stops sent: key and node.
@@ -85,6 +93,13 @@ pub struct Memory {
 }
 
 /// Computes the commands that move observed state toward desired state.
+///
+/// Per app, the newest release is rolled out (`Deploying`) while the older ones keep serving; once
+/// every container of it is healthy it is `Deployed` and the older ones go. A release that is not
+/// whole within the deploy timeout has `Failed`: if an older release still serves, the app keeps
+/// running its last good release (at the current formation), the failed release's unhealthy
+/// containers go and none of it is started again; if nothing older serves, the failed release is
+/// still reconciled (crashes restart with backoff) since it is all the app has.
 pub fn plan(
     desired: &BTreeMap<AppName, AppDesired>,
     nodes: &BTreeMap<NodeId, NodeRecord>,
@@ -93,7 +108,6 @@ pub fn plan(
     rules: &Rules,
     now: Instant,
 ) -> Vec<Action> {
-    let mut actions = Vec::new();
     // Containers on nodes that are gone do not count: they are being replaced.
     let live: Vec<&Observed> = observed.iter().filter(|o| nodes.contains_key(&o.node)).collect();
     memory.inflight.retain(|key, (node, since)| {
@@ -105,30 +119,71 @@ pub fn plan(
         now.duration_since(*since) < rules.inflight_timeout
             && live.iter().any(|o| &o.key == key && &o.node == node)
     });
+    memory.deploys.retain(|app, _| desired.contains_key(app));
+    memory.last_good.retain(|app, _| desired.contains_key(app));
+    memory.backoff.retain(|key, _| desired.contains_key(&key.app));
 
-    let mut placer = placer(desired, nodes, &live, memory);
-    let stop = |actions: &mut Vec<Action>, memory: &mut Memory, o: &Observed| {
-        let id = (o.key.clone(), o.node.clone());
-        if let std::collections::hash_map::Entry::Vacant(e) = memory.stopping.entry(id) {
-            e.insert(now);
-            actions.push(Action::Stop { node: o.node.clone(), key: o.key.clone() });
-        }
-    };
-
+    let placer = placer(desired, nodes, &live, memory);
+    let mut step = Step { memory, rules, now, placer, actions: Vec::new() };
     // Apps that are no longer wanted: everything of theirs goes.
     for o in &live {
         if !desired.contains_key(&o.key.app) {
-            stop(&mut actions, memory, o);
+            step.stop(o);
+        }
+    }
+    for (app, want) in desired {
+        if want.release.image.is_empty() {
+            continue;
+        }
+        let mine: Vec<&Observed> = live.iter().copied().filter(|o| &o.key.app == app).collect();
+        step.app(app, want, &mine);
+    }
+    step.actions
+}
+
+/// How an app's containers are driven this pass.
+enum Mode {
+    /// The newest release: started, kept whole, and the older ones stopped once it serves.
+    Roll,
+    /// The newest release failed and this earlier release, which ran whole, is run instead.
+    Fallback(ReleaseSpec),
+    /// The newest release failed and an older one serves, but this scheduler never saw that one
+    /// whole (a new leader): nothing is started or stopped but the failed release's unhealthy
+    /// containers.
+    Hold,
+}
+
+/// One reconcile pass: the memory it updates and the actions it collects.
+struct Step<'a> {
+    memory: &'a mut Memory,
+    rules: &'a Rules,
+    now: Instant,
+    placer: Placer,
+    actions: Vec<Action>,
+}
+
+impl Step<'_> {
+    fn stop(&mut self, o: &Observed) {
+        let id = (o.key.clone(), o.node.clone());
+        if let std::collections::hash_map::Entry::Vacant(e) = self.memory.stopping.entry(id) {
+            e.insert(self.now);
+            self.actions.push(Action::Stop { node: o.node.clone(), key: o.key.clone() });
         }
     }
 
-    for (app, want) in desired {
-        let release = &want.release;
-        if release.image.is_empty() {
-            continue;
-        }
-        let version = release.version;
-        let deploy = memory.deploys.entry(app.clone()).or_insert_with(|| Deploy {
+    fn say(&mut self, app: &AppName, message: String) {
+        self.actions.push(Action::Say { app: app.clone(), message });
+    }
+
+    fn app(&mut self, app: &AppName, want: &AppDesired, mine: &[&Observed]) {
+        // One copy per key, whatever its release: after a partition heals the same key can run on
+        // two nodes, an old release's as well as the newest's.
+        let mine = self.one_copy_each(mine);
+        let mine = mine.as_slice();
+        let newest = &want.release;
+        let version = newest.version;
+        let now = self.now;
+        let deploy = self.memory.deploys.entry(app.clone()).or_insert_with(|| Deploy {
             version,
             started: now,
             state: DeployState::Deploying { version },
@@ -136,166 +191,247 @@ pub fn plan(
         if deploy.version < version {
             *deploy = Deploy { version, started: now, state: DeployState::Deploying { version } };
         }
-        let failed = matches!(deploy.state, DeployState::Failed { version: v, .. } if v == version);
+        let deploy = deploy.clone();
+        let serving_older = mine
+            .iter()
+            .filter(|o| o.key.version < version && o.running && o.healthy)
+            .map(|o| o.key.version)
+            .max();
+        let failed = matches!(deploy.state, DeployState::Failed { .. });
+        let mode = match self.memory.last_good.get(app) {
+            Some(good) if failed && good.version < version => Mode::Fallback(good.clone()),
+            _ if failed && serving_older.is_some() => Mode::Hold,
+            _ => Mode::Roll,
+        };
+        match mode {
+            Mode::Fallback(good) => {
+                let (ours, others): (Vec<&Observed>, Vec<&Observed>) =
+                    mine.iter().partition(|o| o.key.version == good.version);
+                let whole = self.run_release(want, &good, &ours);
+                for o in others {
+                    // What serves of the failed release stays; older releases go once the last
+                    // good one is whole again.
+                    let serves = o.key.version == version && o.running && o.healthy;
+                    if !serves && (o.key.version == version || whole) {
+                        self.stop(o);
+                    }
+                }
+            }
+            Mode::Hold => {
+                for o in mine.iter().filter(|o| o.key.version == version && !(o.running && o.healthy)) {
+                    self.stop(o);
+                }
+            }
+            Mode::Roll => self.roll(app, want, mine, &deploy, serving_older),
+        }
+    }
 
-        let mine: Vec<&Observed> = live.iter().copied().filter(|o| &o.key.app == app).collect();
+    /// Drives the newest release and moves its deploy state on.
+    fn roll(
+        &mut self,
+        app: &AppName,
+        want: &AppDesired,
+        mine: &[&Observed],
+        deploy: &Deploy,
+        serving_older: Option<u32>,
+    ) {
+        let version = want.release.version;
+        let (ours, others): (Vec<&Observed>, Vec<&Observed>) =
+            mine.iter().partition(|o| o.key.version == version);
+        let whole = self.run_release(want, &want.release, &ours);
+        match &deploy.state {
+            // Superseded by a release that ran whole: whatever older still shows up goes.
+            DeployState::Deployed { .. } => {
+                for o in others {
+                    self.stop(o);
+                }
+            }
+            _ if whole => {
+                for o in &others {
+                    self.stop(o);
+                }
+                if !others.is_empty() || matches!(deploy.state, DeployState::Failed { .. }) {
+                    self.say(app, format!("release v{version} is up"));
+                }
+                self.memory.last_good.insert(app.clone(), want.release.clone());
+                if let Some(d) = self.memory.deploys.get_mut(app) {
+                    d.state = DeployState::Deployed { version };
+                }
+            }
+            DeployState::Deploying { .. }
+                if self.now.duration_since(deploy.started) > self.rules.deploy_timeout =>
+            {
+                let reason = format!(
+                    "its containers did not all pass their health checks within {}s",
+                    self.rules.deploy_timeout.as_secs()
+                );
+                // What the app falls back to: the last release that ran whole, else whatever
+                // older still serves (a new leader knows no last good release).
+                let last_good = self.memory.last_good.get(app).map(|r| r.version).filter(|v| *v < version);
+                let serving = last_good.or(serving_older);
+                let message = match serving {
+                    Some(v) => format!("release v{version} failed: {reason}; v{v} keeps serving"),
+                    None => format!(
+                        "release v{version} failed: {reason}; nothing older serves, so it is kept trying"
+                    ),
+                };
+                self.say(app, message);
+                if let Some(d) = self.memory.deploys.get_mut(app) {
+                    d.state = DeployState::Failed { version, serving, reason };
+                }
+                if serving.is_some() {
+                    for o in ours.iter().filter(|o| !(o.running && o.healthy)) {
+                        self.stop(o);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts, restarts and stops one release's containers to match the formation. True when
+    /// every container it should have runs and is healthy.
+    fn run_release(&mut self, want: &AppDesired, release: &ReleaseSpec, ours: &[&Observed]) -> bool {
         let mut types: BTreeSet<ProcessType> = want.formation.keys().cloned().collect();
-        types.extend(mine.iter().map(|o| o.key.process_type.clone()));
-        let mut all_ready = true;
-        let mut stop_old = Vec::new();
-
+        types.extend(ours.iter().map(|o| o.key.process_type.clone()));
+        let mut whole = true;
         for ptype in &types {
             let count = if release.processes.contains_key(ptype) {
                 want.formation.get(ptype).copied().unwrap_or(0)
             } else {
                 0
             };
-            let current: Vec<&Observed> = mine
-                .iter()
-                .copied()
-                .filter(|o| &o.key.process_type == ptype && o.key.version == version)
-                .collect();
-            let old: Vec<&Observed> = mine
-                .iter()
-                .copied()
-                .filter(|o| &o.key.process_type == ptype && o.key.version != version)
-                .collect();
-
-            // One container per key: after a partition heals the same key can run on two nodes.
-            // The newest (the replacement) stays; the others go.
-            let mut by_key: BTreeMap<&ContainerKey, Vec<&Observed>> = BTreeMap::new();
-            for o in &current {
-                by_key.entry(&o.key).or_default().push(o);
-            }
-            let mut kept: BTreeMap<u32, &Observed> = BTreeMap::new();
-            for (key, mut copies) in by_key {
-                copies.sort_by_key(|o| (o.running, o.started_at));
-                let Some(keep) = copies.pop() else { continue };
-                for extra in copies {
-                    stop(&mut actions, memory, extra);
-                }
-                kept.insert(key.index, keep);
-            }
-
-            if failed {
-                for o in kept.values() {
-                    stop(&mut actions, memory, o);
-                }
-                continue;
-            }
-
-            for index in 1..=count {
-                let key = ContainerKey { app: app.clone(), version, process_type: ptype.clone(), index };
-                let existing = kept.get(&index);
-                let crashed = existing.is_some_and(|o| !o.running);
-                if existing.is_some() && !crashed {
-                    continue;
-                }
-                if memory.inflight.contains_key(&key) {
-                    continue;
-                }
-                if crashed {
-                    let (crashes, not_before) = memory.backoff.get(&key).copied().unwrap_or((0, now));
-                    if now < not_before {
-                        continue;
-                    }
-                    let delay =
-                        rules.min_backoff.saturating_mul(1u32 << crashes.min(16)).min(rules.max_backoff);
-                    memory.backoff.insert(key.clone(), (crashes + 1, now + delay));
-                }
-                let node = match existing {
-                    // A crashed container restarts where it is.
-                    Some(o) => Ok(o.node.to_string()),
-                    None => placer.place(&Request {
-                        app: app.to_string(),
-                        memory_mb: memory_of(release.limits.get(ptype)),
-                        tags: release.tags.clone(),
-                    }),
-                };
-                match node.map(NodeId::parse) {
-                    Ok(Ok(node)) => {
-                        memory.inflight.insert(key.clone(), (node.clone(), now));
-                        actions.push(Action::Start { node, command: start_command(want, ptype, key) });
-                    }
-                    Ok(Err(_)) => {}
-                    Err(error) => {
-                        actions.push(Action::Say {
-                            app: app.clone(),
-                            message: format!("cannot place {ptype}.{index}: {error}"),
-                        });
-                    }
-                }
-            }
-            for (index, o) in &kept {
-                if *index > count {
-                    stop(&mut actions, memory, o);
-                }
-            }
-            let ready = kept.iter().filter(|(i, o)| **i <= count && o.running && o.healthy).count();
-            if ready < count as usize {
-                all_ready = false;
-            }
-            // Restarts roll: one container of a type at a time, and only while all the others
-            // of its type serve. Stopping it is enough: the next pass starts it afresh.
-            memory
-                .restarts
-                .retain(|k| &k.app != app || &k.process_type != ptype || kept.values().any(|o| &o.key == k));
-            let busy = memory.inflight.keys().any(|k| &k.app == app && &k.process_type == ptype)
-                || memory.stopping.keys().any(|(k, _)| &k.app == app && &k.process_type == ptype);
-            if ready >= count as usize && !busy {
-                let next =
-                    memory.restarts.iter().find(|k| &k.app == app && &k.process_type == ptype).cloned();
-                if let Some(key) = next {
-                    memory.restarts.remove(&key);
-                    if let Some(o) = kept.values().find(|o| o.key == key) {
-                        stop(&mut actions, memory, o);
-                    }
-                }
-            }
-            stop_old.extend(old);
+            let of_type: Vec<&Observed> =
+                ours.iter().copied().filter(|o| &o.key.process_type == ptype).collect();
+            whole &= self.run_type(release, ptype, count, &of_type);
         }
+        whole
+    }
 
-        if failed {
-            continue;
-        }
-        if all_ready {
-            // Rolling deploy: the old release goes only once the new one serves.
-            for o in &stop_old {
-                stop(&mut actions, memory, o);
-            }
-            let Some(deploy) = memory.deploys.get_mut(app) else { continue };
-            if !matches!(deploy.state, DeployState::Deployed { .. }) && stop_old.is_empty() {
-                if matches!(deploy.state, DeployState::Deploying { .. }) && version > 1 {
-                    actions
-                        .push(Action::Say { app: app.clone(), message: format!("release v{version} is up") });
-                }
-                deploy.state = DeployState::Deployed { version };
-            }
-        } else if memory
-            .deploys
-            .get(app)
-            .is_some_and(|d| now.duration_since(d.started) > rules.deploy_timeout)
-        {
-            let serving = stop_old.iter().filter(|o| o.healthy).map(|o| o.key.version).max();
-            let reason = format!(
-                "its containers did not all pass their health checks within {}s",
-                rules.deploy_timeout.as_secs()
-            );
-            let message = match serving {
-                Some(v) => format!("release v{version} failed: {reason}; v{v} keeps serving"),
-                None => format!("release v{version} failed: {reason}"),
+    fn run_type(
+        &mut self,
+        release: &ReleaseSpec,
+        ptype: &ProcessType,
+        count: u32,
+        of_type: &[&Observed],
+    ) -> bool {
+        let app = &release.app;
+        // Copies were made one per key already (`one_copy_each`).
+        let kept: BTreeMap<u32, &Observed> = of_type.iter().map(|o| (o.key.index, *o)).collect();
+        for index in 1..=count {
+            let key = ContainerKey {
+                app: app.clone(),
+                version: release.version,
+                process_type: ptype.clone(),
+                index,
             };
-            actions.push(Action::Say { app: app.clone(), message });
-            if let Some(deploy) = memory.deploys.get_mut(app) {
-                deploy.state = DeployState::Failed { version, serving, reason };
+            self.keep_running(release, key, kept.get(&index).copied());
+        }
+        for (index, o) in &kept {
+            if *index > count {
+                self.stop(o);
             }
-            for o in mine.iter().filter(|o| o.key.version == version) {
-                stop(&mut actions, memory, o);
+        }
+        let ready = kept.iter().filter(|(i, o)| **i <= count && o.running && o.healthy).count();
+        self.roll_restarts(app, ptype, &kept, ready >= count as usize);
+        ready >= count as usize
+    }
+
+    /// One container per key: the newest running copy (the replacement) stays; the others go.
+    fn one_copy_each<'o>(&mut self, mine: &[&'o Observed]) -> Vec<&'o Observed> {
+        let mut by_key: BTreeMap<&ContainerKey, Vec<&'o Observed>> = BTreeMap::new();
+        for o in mine {
+            by_key.entry(&o.key).or_default().push(o);
+        }
+        let mut kept = Vec::with_capacity(by_key.len());
+        for (_, mut copies) in by_key {
+            copies.sort_by_key(|o| (o.running, o.started_at));
+            let Some(keep) = copies.pop() else { continue };
+            for extra in copies {
+                self.stop(extra);
+            }
+            kept.push(keep);
+        }
+        kept
+    }
+
+    /// Starts a missing container, or restarts a crashed one in place after its backoff.
+    fn keep_running(&mut self, release: &ReleaseSpec, key: ContainerKey, existing: Option<&Observed>) {
+        let now = self.now;
+        if let Some(o) = existing.filter(|o| o.running) {
+            // Healthy for a while after its last restart: its crashes are forgiven.
+            if o.healthy
+                && self.memory.backoff.get(&key).is_some_and(|(_, not_before)| {
+                    now.saturating_duration_since(*not_before) > self.rules.max_backoff
+                })
+            {
+                self.memory.backoff.remove(&key);
+            }
+            return;
+        }
+        if self.memory.inflight.contains_key(&key) {
+            return;
+        }
+        if existing.is_some() {
+            let (crashes, not_before) = self.memory.backoff.get(&key).copied().unwrap_or((0, now));
+            if now < not_before {
+                return;
+            }
+            let delay =
+                self.rules.min_backoff.saturating_mul(1u32 << crashes.min(16)).min(self.rules.max_backoff);
+            self.memory.backoff.insert(key.clone(), (crashes + 1, now + delay));
+        }
+        let ptype = key.process_type.clone();
+        let node = match existing {
+            // A crashed container restarts where it is.
+            Some(o) => Ok(o.node.to_string()),
+            None => self.placer.place(&Request {
+                app: release.app.to_string(),
+                memory_mb: memory_of(release.limits.get(&ptype)),
+                tags: release.tags.clone(),
+            }),
+        };
+        match node.map(NodeId::parse) {
+            Ok(Ok(node)) => {
+                self.memory.inflight.insert(key.clone(), (node.clone(), now));
+                self.actions.push(Action::Start { node, command: start_command(release, &ptype, key) });
+            }
+            Ok(Err(error)) => {
+                let message =
+                    format!("cannot place {ptype}.{}: the placer chose an invalid node: {error}", key.index);
+                self.say(&release.app, message);
+            }
+            Err(error) => {
+                self.say(&release.app, format!("cannot place {ptype}.{}: {error}", key.index));
             }
         }
     }
-    memory.deploys.retain(|app, _| desired.contains_key(app));
-    actions
+
+    /// Restarts roll: one container of a type at a time, and only while all the others of its type
+    /// serve. Stopping it is enough: the next pass starts it afresh.
+    fn roll_restarts(
+        &mut self,
+        app: &AppName,
+        ptype: &ProcessType,
+        kept: &BTreeMap<u32, &Observed>,
+        whole: bool,
+    ) {
+        self.memory
+            .restarts
+            .retain(|k| &k.app != app || &k.process_type != ptype || kept.values().any(|o| &o.key == k));
+        let busy = self.memory.inflight.keys().any(|k| &k.app == app && &k.process_type == ptype)
+            || self.memory.stopping.keys().any(|(k, _)| &k.app == app && &k.process_type == ptype);
+        if !whole || busy {
+            return;
+        }
+        let next = self.memory.restarts.iter().find(|k| &k.app == app && &k.process_type == ptype).cloned();
+        if let Some(key) = next {
+            self.memory.restarts.remove(&key);
+            if let Some(o) = kept.values().find(|o| o.key == key) {
+                self.stop(o);
+            }
+        }
+    }
 }
 
 fn memory_of(limits: Option<&Limits>) -> u64 {
@@ -365,8 +501,7 @@ fn placer(
 }
 
 /// The agent command for one container of a release.
-pub fn start_command(want: &AppDesired, ptype: &ProcessType, key: ContainerKey) -> StartContainer {
-    let release = &want.release;
+pub fn start_command(release: &ReleaseSpec, ptype: &ProcessType, key: ContainerKey) -> StartContainer {
     let health = if ptype.is_web() { health_check(&release.config) } else { None };
     StartContainer {
         key,

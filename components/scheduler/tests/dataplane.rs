@@ -301,7 +301,8 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
         .restart("web3", &controller_api::RestartRequest { process_type: Some("web".into()), num: None })
         .await
         .unwrap();
-    assert_eq!(reply.restarting, 3);
+    assert_eq!(reply.iter().map(|c| c.num).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(reply.iter().all(|c| c.process_type == "web" && c.release == "v2"), "{reply:?}");
     let start = Instant::now();
     let mut fewest_routes = usize::MAX;
     loop {
@@ -318,6 +319,23 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
     }
     assert!(fewest_routes >= 2, "a rolling restart keeps the others serving (saw {fewest_routes} routes)");
     println!("rolling restart of 3 containers took {:?}", start.elapsed());
+
+    // Deis v1 clients restart one container by path and read the list of what restarts.
+    let v1: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/apps/web3/containers/web/2/restart/", plane.ctl.url))
+        .header("Authorization", format!("token {}", plane.admin.token().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let restarted = v1.as_array().unwrap_or_else(|| panic!("a list: {v1}"));
+    assert_eq!(restarted.len(), 1, "{v1}");
+    assert_eq!(
+        (&restarted[0]["type"], &restarted[0]["num"]),
+        (&serde_json::json!("web"), &serde_json::json!(2))
+    );
 
     // `deis run`: a one-off in the current release, its output streamed, its status returned.
     let mut seen = Vec::new();
@@ -340,6 +358,18 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
         seen.contains(&controller_api::RunEvent::Line { line: "oops".into(), stream: "stderr".into() }),
         "{seen:?}"
     );
+    // A Deis v1 client asks without `Accept: application/x-ndjson` and wants `[exit_code, output]`.
+    let v1: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/apps/web3/run", plane.ctl.url))
+        .header("Authorization", format!("token {}", plane.admin.token().unwrap()))
+        .json(&serde_json::json!({ "command": "echo v1 says hi; exit 4" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1, serde_json::json!([4, "v1 says hi\n"]));
     eventually("the one-off container is removed", Duration::from_secs(10), || async {
         let names = plane.containers("web3").await;
         (!names.iter().any(|n| n.contains(".run."))).then_some(())
@@ -445,5 +475,70 @@ async fn a_standby_scheduler_takes_over_without_duplicating_or_losing_containers
     for name in &before {
         assert!(after.contains(name), "{name} was replaced instead of kept: {after:?}");
     }
+    plane.stop().await;
+}
+
+/// The bug found from outside: minutes after a deploy (here past its 10 s deploy timeout), a
+/// killed container or a scale was taken for a failed deploy and every container was stopped.
+/// Both are reconciliation: the killed container comes back, the scale is carried out, and the app
+/// keeps at least one route all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_after_a_deploy_a_killed_container_comes_back_and_a_scale_runs_without_an_outage() {
+    let mut plane = Plane::start("dayafter").await;
+    plane.start_agent("node1");
+    plane.start_agent("node2");
+    plane.start_scheduler("sched-a");
+    plane.admin.app_create(Some("steady")).await.unwrap();
+    plane.deploy("steady", "v1", SERVE).await;
+    plane.admin.scale("steady", &BTreeMap::from([("web".into(), 2)])).await.unwrap();
+    plane.wait_routes("steady", "two routes", Duration::from_secs(60), |r| r.len() == 2).await;
+    // Well past the deploy timeout (10 s here).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+
+    let ids = plane.container_ids("steady").await;
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let killed = Instant::now();
+    plane
+        .docker
+        .kill_container(&ids[0], None::<bollard::query_parameters::KillContainerOptions>)
+        .await
+        .unwrap();
+    let mut fewest = usize::MAX;
+    loop {
+        let routes = plane.routes("steady").await;
+        fewest = fewest.min(routes.len());
+        let running = plane.container_ids("steady").await;
+        if routes.len() == 2 && running.len() == 2 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the killed container was not replaced: routes {routes:?}, running {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("a killed container was back and routed after {:?}", killed.elapsed());
+    assert!(fewest >= 1, "the other container kept serving (fewest routes seen: {fewest})");
+
+    plane.admin.scale("steady", &BTreeMap::from([("web".into(), 3)])).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let routes = plane.routes("steady").await;
+        fewest = fewest.min(routes.len());
+        if routes.len() == 3 {
+            for r in &routes {
+                assert_eq!(get(&r.address).await.as_deref(), Some("release v2\n"));
+            }
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "scale to 3 not carried out: {routes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fewest >= 1, "the app kept a route all along (fewest seen: {fewest})");
+    // Still deployed, never failed.
+    let bus = plane.ctl.bus().await;
+    let req = bus.envelope(AppStatusRequest { app: AppName::parse("steady").unwrap() });
+    let status = bus.request(&plane.ns.app_status(), &req, Duration::from_secs(5)).await.unwrap().body;
+    assert_eq!(status.deploy, Some(DeployState::Deployed { version: 2 }), "{status:?}");
     plane.stop().await;
 }

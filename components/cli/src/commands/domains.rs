@@ -84,7 +84,7 @@ pub async fn certs_add(ctx: &Ctx, cert: &Path, key: &Path, name: Option<String>)
         std::fs::read_to_string(ctx.env.cwd.join(path))
             .with_context(|| format!("could not read {}", path.display()))
     };
-    let request = CertCreateRequest { name, certificate: read(cert)?, key: read(key)? };
+    let request = CertCreateRequest { name, certificate: read(cert)?, key: read(key)?, common_name: None };
     let added = ctx.session()?.client.cert_add(&request).await?;
     ctx.note(&format!("Adding SSL endpoint... done, {} ({})", added.name, added.common_name))?;
     ctx.json_only(&added)

@@ -81,7 +81,7 @@ pub async fn run(ctx: &Ctx, command: &str) -> Result<()> {
 pub async fn restart(ctx: &Ctx, target: Option<&str>) -> Result<()> {
     let req = parse_restart_target(target)?;
     let reply = ctx.session()?.client.restart(&ctx.app()?, &req).await?;
-    ctx.note(&format!("Restarting {} container(s), one at a time... requested\n", reply.restarting))?;
+    ctx.note(&format!("Restarting {} container(s), one at a time... requested\n", reply.len()))?;
     ctx.json_only(&reply)
 }
 

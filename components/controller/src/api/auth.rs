@@ -150,7 +150,21 @@ pub async fn passwd(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
     Ok(no_content())
 }
 
+/// The API's root: 401 without a token (what Deis v1 clients check before `register` and
+/// `login`), the API version with one.
+pub async fn api_root(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, ApiError> {
+    if authz.is_none() {
+        return Err(ApiError::Unauthorized("Authentication credentials were not provided.".into()));
+    }
+    let user = ctx.authenticate(authz).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "api_version": super::DEIS_API_VERSION, "username": user.username }),
+    ))
+}
+
 /// Remove an account (yours, or any user's as an administrator). Refused while it owns apps.
+/// Deis v1 clients send it as DELETE, this project's as POST; both are served.
 #[utoipa::path(post, path = "/v1/auth/cancel/", tag = "auth", request_body = CancelRequest,
     responses((status = 204, description = "Removed")))]
 pub async fn cancel(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {

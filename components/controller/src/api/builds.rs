@@ -325,6 +325,14 @@ pub async fn rollback(
     let old = releases::by_version(&tx, app.id, target)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("release v{target}")))?;
+    if old.build.is_none() && current.build.is_some() {
+        // Deis v1 refused it too: a release without a build has nothing to run, and rolling a
+        // running app back to it would leave its containers with no release to follow. (Before
+        // the first build nothing runs, so rolling config back is harmless and allowed.)
+        return Err(ApiError::Invalid(format!(
+            "no build associated with release v{target}: it has nothing to run, so it cannot be rolled back to"
+        )));
+    }
     let summary = format!("{} rolled back to v{target}", user.username);
     let new = releases::create(&ctx, &tx, &app, &user.username, old.build, old.config, summary).await?;
     tx.commit().await?;

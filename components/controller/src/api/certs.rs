@@ -99,7 +99,8 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
     let fits = |n: &str| {
         !n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
     };
-    let name = match req.name.clone() {
+    let domain = req.common_name.as_deref().map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase());
+    let name = match req.name.clone().or_else(|| domain.clone()) {
         Some(name) => name.trim().to_owned(),
         // By default the certificate is named after the first host it names.
         None => std::iter::once(&info.common_name)
@@ -130,6 +131,22 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         Err(e) => return Err(e.into()),
     }
     let row = owned(&client, &user, &name).await?;
+    if let Some(domain) = domain.filter(|d| !d.is_empty()) {
+        // Deis v1 served a certificate for its common name as soon as it was added.
+        if let Err(error) = attach_to(&client, &user, &row, &name, &domain).await {
+            // The certificate stays, as `certs:attach` would find it; the reason is the answer.
+            return Err(match error {
+                ApiError::NotFound(_)
+                | ApiError::Invalid(_)
+                | ApiError::Conflict(_)
+                | ApiError::Forbidden(_) => ApiError::Invalid(format!(
+                    "certificate '{name}' was added but not attached to {domain}: {error}"
+                )),
+                other => other,
+            });
+        }
+        ctx.domains_wake.notify_one();
+    }
     Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
 }
 
@@ -171,6 +188,20 @@ pub async fn attach(
     let domain = req.domain.trim().trim_end_matches('.').to_ascii_lowercase();
     let client = ctx.pool.get().await?;
     let row = owned(&client, &user, &name).await?;
+    attach_to(&client, &user, &row, &name, &domain).await?;
+    ctx.domains_wake.notify_one();
+    Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
+}
+
+/// Serves `domain` with the certificate in `row`, if the user may use the domain's app and the
+/// certificate covers it.
+async fn attach_to<C: GenericClient>(
+    client: &C,
+    user: &AuthUser,
+    row: &tokio_postgres::Row,
+    name: &str,
+    domain: &str,
+) -> Result<(), ApiError> {
     let app: String = client
         .query_opt(
             "SELECT a.name FROM domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = $1",
@@ -179,10 +210,10 @@ pub async fn attach(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("domain {domain} (add it to an app first)")))?
         .get(0);
-    app_for(&client, &user, &app, Access::Use, false).await?;
+    app_for(client, user, &app, Access::Use, false).await?;
     let mut names: Vec<String> = serde_json::from_value(row.get(4)).unwrap_or_default();
     names.push(row.get::<_, String>(3).to_ascii_lowercase());
-    if !validate::cert_covers(&names, &domain) {
+    if !validate::cert_covers(&names, domain) {
         return Err(ApiError::Invalid(format!(
             "certificate '{name}' does not cover {domain} (it covers {})",
             names.join(", ")
@@ -198,8 +229,7 @@ pub async fn attach(
         }
         Err(e) => return Err(e.into()),
     }
-    ctx.domains_wake.notify_one();
-    Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
+    Ok(())
 }
 
 /// Stop serving a domain with this certificate.

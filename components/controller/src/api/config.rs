@@ -53,7 +53,8 @@ pub async fn get(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Re
 /// Set or unset config values, limits or tags (`null` unsets). Makes a new release.
 #[utoipa::path(post, path = "/v1/apps/{app}/config/", tag = "config", request_body = ConfigUpdate,
     params(("app" = String, Path, description = "App name")),
-    responses((status = 201, description = "New config, in a new release", body = Config)))]
+    responses((status = 201, description = "New config, in a new release", body = Config),
+        (status = 200, description = "Nothing to change: the config as it is, no release made", body = Config)))]
 pub async fn update(
     ctx: Arc<Ctx>,
     app: String,
@@ -73,10 +74,11 @@ pub async fn update(
     let before = releases::load_config(&tx, current.config).await?;
     let (after, summary) = apply(&before, &update, &user.username);
     if after == before {
-        return Err(ApiError::Conflict(format!(
-            "{} changed nothing: the config already has those values",
-            user.username
-        )));
+        // Nothing to change (say, unsetting a limit that is not set): the request is done
+        // already. No release is made, so nothing restarts; scripts that set or unset
+        // idempotently (Deis v1 made a release here) succeed.
+        let view = config_view(&tx, &app).await?;
+        return Ok(json(StatusCode::OK, &view));
     }
     let config = releases::insert_config(&tx, app.id, &user.username, &after).await?;
     releases::create(&ctx, &tx, &app, &user.username, current.build, config, summary).await?;

@@ -36,7 +36,8 @@ struct Filters {
 }
 
 fn filters(q: &Query) -> Result<Filters, ApiError> {
-    let lines = match q.get("lines") {
+    // `log_lines` is what Deis v1 clients send (`deis logs -n`).
+    let lines = match q.get("lines").or_else(|| q.get("log_lines")) {
         None => 100,
         Some(v) => {
             v.parse::<u32>().ok().filter(|n| (1..=LogQuery::MAX_LINES).contains(n)).ok_or_else(|| {

@@ -31,6 +31,9 @@ use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::metrics::StatusLabel;
 
+/// The Deis v1 API version this API keeps to (sent as `DEIS_API_VERSION` on every response).
+pub const DEIS_API_VERSION: &str = "1.7";
+
 /// A request body, read up to the size limit (or the reason it could not be).
 pub type Body = Result<Bytes, ApiError>;
 /// The query string as pairs.
@@ -142,8 +145,10 @@ pub struct Paging {
 
 impl Paging {
     pub fn from_query(q: &Query) -> Result<Self, ApiError> {
+        // `page_size` is what Deis v1 clients send for `limit`.
         let num = |key: &str, default: i64, min: i64, max: i64| -> Result<i64, ApiError> {
-            match q.get(key) {
+            let value = q.get(key).or_else(|| if key == "limit" { q.get("page_size") } else { None });
+            match value {
                 None => Ok(default),
                 Some(v) => v.parse::<i64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
                     ApiError::BadRequest(format!("{key} must be a whole number from {min} to {max}"))
@@ -210,12 +215,19 @@ pub fn routes(
     let body = body(limit);
     use warp::path;
 
-    let auth_routes = path!("v1" / "auth" / "register")
-        .and(warp::post())
+    // Deis v1 clients check they talk to a controller with `GET /v1/` and want 401 for it.
+    let auth_routes = path!("v1")
+        .and(warp::get())
         .and(c.clone())
         .and(authz)
-        .and(body.clone())
-        .then(|c, a, b| respond(auth::register(c, a, b)))
+        .then(|c, a| respond(auth::api_root(c, a)))
+        .or(path!("v1" / "auth" / "register")
+            .and(warp::post())
+            .and(c.clone())
+            .and(authz)
+            .and(body.clone())
+            .then(|c, a, b| respond(auth::register(c, a, b))))
+        .unify()
         .or(path!("v1" / "auth" / "login")
             .and(warp::post())
             .and(c.clone())
@@ -236,7 +248,7 @@ pub fn routes(
             .then(|c, a, b| respond(auth::passwd(c, a, b))))
         .unify()
         .or(path!("v1" / "auth" / "cancel")
-            .and(warp::post())
+            .and(warp::post().or(warp::delete()).unify())
             .and(c.clone())
             .and(authz)
             .and(body.clone())
@@ -324,12 +336,25 @@ pub fn routes(
             .and(body.clone())
             .then(|app, c, a, b| respond(processes::restart(c, app, a, b))))
         .unify()
+        .or(path!("v1" / "apps" / String / "containers" / String / "restart")
+            .and(warp::post())
+            .and(c.clone())
+            .and(authz)
+            .then(|app, t, c, a| respond(processes::restart_at(c, app, t, None, a))))
+        .unify()
+        .or(path!("v1" / "apps" / String / "containers" / String / u32 / "restart")
+            .and(warp::post())
+            .and(c.clone())
+            .and(authz)
+            .then(|app, t, n, c, a| respond(processes::restart_at(c, app, t, Some(n), a))))
+        .unify()
         .or(path!("v1" / "apps" / String / "run")
             .and(warp::post())
             .and(c.clone())
             .and(authz)
+            .and(warp::header::optional::<String>("accept"))
             .and(body.clone())
-            .then(|app, c, a, b| respond(processes::run(c, app, a, b))))
+            .then(|app, c, a, accept, b| respond(processes::run(c, app, a, accept, b))))
         .unify()
         .or(path!("v1" / "apps" / String / "deploy")
             .and(warp::get())
@@ -566,8 +591,14 @@ pub fn routes(
         .unify()
         .recover(rejection)
         .unify()
-        .map(move |resp: Response| {
+        .map(move |mut resp: Response| {
             metrics.responses.get_or_create(&StatusLabel { status: resp.status().as_u16() }).inc();
+            // Deis v1 clients compare this with their own API version and warn on every command
+            // when it differs or is missing; v1.13 sent both names.
+            let headers = resp.headers_mut();
+            let version = warp::http::HeaderValue::from_static(DEIS_API_VERSION);
+            headers.insert(warp::http::HeaderName::from_static("deis_api_version"), version.clone());
+            headers.insert(warp::http::HeaderName::from_static("x_deis_api_version"), version);
             resp
         })
         .boxed()
@@ -606,6 +637,8 @@ mod tests {
         assert!(Paging::from_query(&q(&[("limit", "0")])).is_err());
         assert!(Paging::from_query(&q(&[("limit", "x")])).is_err());
         assert!(Paging::from_query(&q(&[("offset", "-1")])).is_err());
+        assert_eq!(Paging::from_query(&q(&[("page_size", "7")])).unwrap().limit, 7, "Deis v1's name");
+        assert!(Paging::from_query(&q(&[("page_size", "0")])).is_err());
         let p = Paging::from_query(&q(&[("limit", "2"), ("offset", "2")])).unwrap();
         let page = p.page("/v1/apps/", 5, vec![1, 2]);
         assert_eq!(page.next.as_deref(), Some("/v1/apps/?limit=2&offset=4"));

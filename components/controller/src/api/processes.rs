@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bus_schema::messages::{AppStatus, AppStatusRequest, DeployState};
 use bus_schema::{Bus, Request, Subject};
-use controller_api::{Container, DeployStatus, RestartRequest, RestartResponse};
+use controller_api::{Container, DeployStatus, RestartRequest};
 use warp::Reply as _;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -59,19 +59,7 @@ pub async fn containers(
         app_for(&client, &user, &app, Access::Use, false).await?;
     }
     let status = ask(&ctx, &app).await?;
-    let all: Vec<Container> = status
-        .containers
-        .into_iter()
-        .map(|c| Container {
-            app: app.clone(),
-            release: format!("v{}", c.key.version),
-            process_type: c.key.process_type.to_string(),
-            num: c.key.index,
-            state: c.state,
-            node: c.node.to_string(),
-            started: c.since.to_rfc3339(),
-        })
-        .collect();
+    let all: Vec<Container> = status.containers.into_iter().map(|c| container(&app, c)).collect();
     let count = i64::try_from(all.len()).unwrap_or(0);
     let page: Vec<Container> = all
         .into_iter()
@@ -105,18 +93,41 @@ pub async fn deploy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result
     Ok(json(StatusCode::OK, &out))
 }
 
-/// Restart containers one at a time, so the others keep serving (`deis ps:restart`).
+/// Restart containers one at a time, so the others keep serving (`deis ps:restart`): all of the
+/// app's, or of a type, or one (`{"process_type": "web", "num": 2}`). Answers the containers
+/// that will restart, as Deis v1 did.
 #[utoipa::path(post, path = "/v1/apps/{app}/containers/restart/", tag = "apps", request_body = RestartRequest,
     params(("app" = String, Path, description = "App name")),
-    responses((status = 200, description = "How many will restart", body = RestartResponse)))]
+    responses((status = 200, description = "The containers that will restart, one at a time", body = Vec<Container>)))]
 pub async fn restart(
     ctx: Arc<Ctx>,
     app: String,
     authz: Option<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
     let req: RestartRequest = parse_optional_body(body)?;
+    restart_containers(ctx, app, authz, req).await
+}
+
+/// Deis v1's paths for the same: `/containers/{type}/restart/` and
+/// `/containers/{type}/{num}/restart/`.
+pub async fn restart_at(
+    ctx: Arc<Ctx>,
+    app: String,
+    process_type: String,
+    num: Option<u32>,
+    authz: Option<String>,
+) -> Result<Response, ApiError> {
+    restart_containers(ctx, app, authz, RestartRequest { process_type: Some(process_type), num }).await
+}
+
+async fn restart_containers(
+    ctx: Arc<Ctx>,
+    app: String,
+    authz: Option<String>,
+    req: RestartRequest,
+) -> Result<Response, ApiError> {
+    let user = ctx.authenticate(authz).await?;
     let process_type = req.process_type.as_deref().map(validate::process_type).transpose()?;
     if req.num.is_some() && process_type.is_none() {
         return Err(ApiError::Invalid("a container number needs its type, like web.2".into()));
@@ -133,11 +144,38 @@ pub async fn restart(
         return Err(ApiError::NotFound(format!("{app} has no running container like that to restart")));
     }
     tracing::info!(%app, user = %user.username, restarting = reply.restarting, "restart requested");
-    Ok(json(StatusCode::OK, &RestartResponse { restarting: reply.restarting }))
+    // The list Deis v1 answered: the containers the request names, as they are now (the
+    // restarts then roll through them one at a time).
+    let status = ask(&ctx, &app).await?;
+    let release = status.containers.iter().map(|c| c.key.version).max();
+    let containers: Vec<Container> = status
+        .containers
+        .into_iter()
+        .filter(|c| Some(c.key.version) == release)
+        .filter(|c| req.process_type.as_ref().is_none_or(|t| c.key.process_type.as_str() == t.as_str()))
+        .filter(|c| req.num.is_none_or(|n| c.key.index == n))
+        .map(|c| container(&app, c))
+        .collect();
+    Ok(json(StatusCode::OK, &containers))
 }
 
-/// Run a one-off command in a new container of the current release (`deis run`). The answer
-/// streams as newline-delimited JSON: each output line as it comes, then the exit status.
+/// A container of the scheduler's, as the API shows it.
+fn container(app: &str, c: bus_schema::messages::ContainerView) -> Container {
+    Container {
+        app: app.to_owned(),
+        release: format!("v{}", c.key.version),
+        process_type: c.key.process_type.to_string(),
+        num: c.key.index,
+        state: c.state,
+        node: c.node.to_string(),
+        started: c.since.to_rfc3339(),
+    }
+}
+
+/// Run a one-off command in a new container of the current release (`deis run`). Asked with
+/// `Accept: application/x-ndjson` (this project's CLI) the answer streams as newline-delimited
+/// JSON: each output line as it comes, then the exit status. Otherwise it comes whole once the
+/// command ends, as Deis v1 answered and its clients parse: `[exit_code, "output"]`.
 #[utoipa::path(post, path = "/v1/apps/{app}/run/", tag = "apps", request_body = controller_api::RunRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Output lines, then the exit status", content_type = "application/x-ndjson", body = controller_api::RunEvent)))]
@@ -145,6 +183,7 @@ pub async fn run(
     ctx: Arc<Ctx>,
     app: String,
     authz: Option<String>,
+    accept: Option<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
     use futures::StreamExt;
@@ -158,7 +197,41 @@ pub async fn run(
         let client = ctx.pool.get().await?;
         app_for(&client, &user, &app, Access::Use, false).await?;
     }
-    let bus = bus(&ctx)?.clone();
+    let mut events = start_one_off(&ctx, &app, &user.username, command).await?;
+    if !accept.is_some_and(|a| a.contains(NDJSON)) {
+        let mut output = String::new();
+        let mut exit_code = -1;
+        while let Some(event) = events.next().await {
+            match event {
+                controller_api::RunEvent::Line { line, .. } => {
+                    output.push_str(&line);
+                    output.push('\n');
+                }
+                controller_api::RunEvent::Exit { exit_code: code } => exit_code = code.unwrap_or(-1),
+            }
+        }
+        return Ok(json(StatusCode::OK, &(exit_code, output)));
+    }
+    let lines = events.map(|event| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
+    });
+    Ok(warp::reply::with_header(warp::reply::stream(lines), "content-type", NDJSON).into_response())
+}
+
+const NDJSON: &str = "application/x-ndjson";
+
+/// Starts the one-off through the scheduler and follows its output: the events end with its
+/// exit status (or when the bus goes).
+async fn start_one_off(
+    ctx: &Ctx,
+    app: &str,
+    username: &str,
+    command: String,
+) -> Result<futures::channel::mpsc::UnboundedReceiver<controller_api::RunEvent>, ApiError> {
+    use futures::StreamExt;
+    let bus = bus(ctx)?.clone();
     let ns = bus.namespace().clone();
     let run_id = uuid::Uuid::now_v7();
     // Listen before asking, so not a line is missed.
@@ -171,23 +244,18 @@ pub async fn run(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let request = bus_schema::messages::RunRequest {
-        app: validate::app_name(&app)?,
+        app: validate::app_name(app)?,
         run_id,
         command: command.clone(),
-        user: user.username.clone(),
+        user: username.to_owned(),
     };
     // Long enough for the chosen node to pull the release's image.
     let reply = ask_scheduler(&bus, &ns.run(), request, Duration::from_secs(300)).await?;
     if let bus_schema::messages::RunReply::Failed { reason } = reply {
         return Err(ApiError::Invalid(format!("cannot run `{command}`: {reason}")));
     }
-    tracing::info!(%app, user = %user.username, %run_id, "one-off started");
-    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<bytes::Bytes, std::io::Error>>();
-    let send = move |event: controller_api::RunEvent| {
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        tx.unbounded_send(Ok(bytes::Bytes::from(line))).is_ok()
-    };
+    tracing::info!(%app, user = %username, %run_id, "one-off started");
+    let (tx, rx) = futures::channel::mpsc::unbounded::<controller_api::RunEvent>();
     tokio::spawn(async move {
         let line_of = |l: bus_schema::messages::LogLine| controller_api::RunEvent::Line {
             line: l.message,
@@ -195,19 +263,18 @@ pub async fn run(
         };
         loop {
             tokio::select! {
-                Some(Ok(line)) = output.next() => if !send(line_of(line.envelope.body)) { return },
+                Some(Ok(line)) = output.next() => if tx.unbounded_send(line_of(line.envelope.body)).is_err() { return },
                 Some(Ok(exit)) = exited.next() => {
                     // Lines published just before the exit may still be in flight.
                     while let Ok(Some(Ok(line))) = tokio::time::timeout(Duration::from_millis(200), output.next()).await {
-                        send(line_of(line.envelope.body));
+                        let _ = tx.unbounded_send(line_of(line.envelope.body));
                     }
-                    send(controller_api::RunEvent::Exit { exit_code: exit.envelope.body.exit_code });
+                    let _ = tx.unbounded_send(controller_api::RunEvent::Exit { exit_code: exit.envelope.body.exit_code });
                     return;
                 },
                 else => return,
             }
         }
     });
-    Ok(warp::reply::with_header(warp::reply::stream(rx), "content-type", "application/x-ndjson")
-        .into_response())
+    Ok(rx)
 }
