@@ -509,10 +509,10 @@ async fn a_router_started_before_nats_ships_access_lines_once_it_comes() {
     let opened = Instant::now();
     let seen = loop {
         assert_eq!(get().await, Some(200));
-        if let Ok(Some(Ok(line))) = tokio::time::timeout(Duration::from_millis(500), lines.next()).await {
-            if line.envelope.body.app == app {
-                break line.envelope.body.message;
-            }
+        if let Ok(Some(Ok(line))) = tokio::time::timeout(Duration::from_millis(500), lines.next()).await
+            && line.envelope.body.app == app
+        {
+            break line.envelope.body.message;
         }
         assert!(opened.elapsed() < Duration::from_secs(30), "no access line reached the bus after NATS came");
     };
