@@ -179,6 +179,12 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
         })
         .unwrap();
     assert_eq!(formation.formation.get(&ProcessType::web()), Some(&1));
+    // The formation comes before the release it is for: a scheduler never sees a first build's
+    // release with nothing to run (it would call it deployed before anything started).
+    let position = |release: bool| {
+        changes.iter().position(|c| matches!(c, DesiredChange::Release(_)) == release).unwrap()
+    };
+    assert!(position(false) < position(true), "{changes:?}");
 
     // Scaling reaches the stream with a higher generation; destroying does too.
     alice.scale("pushed", &BTreeMap::from([("web".to_owned(), 3)])).await.unwrap();

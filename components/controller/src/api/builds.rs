@@ -91,9 +91,12 @@ pub async fn record_build(
         let start = u32::from(first_build && (t == "web" || t == "cmd"));
         structure.entry(t.clone()).or_insert(start);
     }
+    // The formation goes out first: a scheduler that saw the release before it would find a
+    // first build with nothing to run, call the release deployed at once, and the push would
+    // say "deployed" before a container even started.
+    set_structure(ctx, tx, app, &build.owner, structure).await?;
     let release =
         releases::create(ctx, tx, app, &build.owner, Some(build.uuid), current.config, summary).await?;
-    set_structure(ctx, tx, app, &build.owner, structure).await?;
     Ok(Some(release))
 }
 
