@@ -60,6 +60,18 @@ impl Keys {
     pub fn scheduler_leader(&self) -> String {
         format!("{}/scheduler/leader", self.prefix)
     }
+    /// Every app that exists: `<prefix>/apps/<app>` (empty value), published by the controllers
+    /// so routers can tell an app with nothing running (503) from a name that is no app (404).
+    pub fn apps(&self) -> String {
+        format!("{}/apps/", self.prefix)
+    }
+    pub fn app(&self, app: &AppName) -> String {
+        format!("{}/apps/{app}", self.prefix)
+    }
+    /// The app of an app key, if it is one.
+    pub fn app_of(&self, key: &str) -> Option<AppName> {
+        key.strip_prefix(&self.apps()).and_then(|name| AppName::parse(name).ok())
+    }
     pub fn domains(&self) -> String {
         format!("{}/domains/", self.prefix)
     }
@@ -251,6 +263,11 @@ mod tests {
         assert_eq!(keys.health_of("/deis/health/etcd/"), None);
         assert_eq!(keys.health_of("/deis/health/etcd/a/b"), None);
         assert_eq!(keys.setting_of(&keys.setting("domain")), Some("domain"));
+        let shop = AppName::parse("shop").unwrap();
+        assert_eq!(keys.app(&shop), "/deis/apps/shop");
+        assert_eq!(keys.app_of(&keys.app(&shop)), Some(shop));
+        assert_eq!(keys.app_of("/deis/apps/"), None);
+        assert_eq!(keys.app_of("/deis/apps/shop/x"), None);
     }
 
     #[test]

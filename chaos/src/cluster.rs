@@ -248,10 +248,7 @@ impl Cluster {
     /// volume), or an error when the engine does not answer in time (a node killed or paused).
     pub async fn app_containers(&self, node: &str) -> Result<Vec<AppContainer>, ClusterError> {
         let engine_err = |reason: String| ClusterError::Engine { node: node.to_owned(), reason };
-        let volume = self.docker.inspect_volume(&format!("{}_{node}-run", self.project)).await?;
-        let socket = format!("{}/docker.sock", volume.mountpoint);
-        let engine = Docker::connect_with_unix(&socket, 3, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| engine_err(e.to_string()))?;
+        let engine = self.engine(node).await?;
         let filters = HashMap::from([("label".to_owned(), vec!["deis.app".to_owned()])]);
         let list = engine.list_containers(Some(ListContainersOptions {
             all: true,
@@ -282,6 +279,23 @@ impl Cluster {
                 })
             })
             .collect())
+    }
+}
+
+impl Cluster {
+    /// A node's own engine, through its socket on the node's `run` volume.
+    async fn engine(&self, node: &str) -> Result<Docker, ClusterError> {
+        let volume = self.docker.inspect_volume(&format!("{}_{node}-run", self.project)).await?;
+        let socket = format!("{}/docker.sock", volume.mountpoint);
+        Docker::connect_with_unix(&socket, 3, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| ClusterError::Engine { node: node.to_owned(), reason: e.to_string() })
+    }
+
+    /// SIGKILL to one app container in its node's engine: the app crashed (OOM, a segfault).
+    pub async fn crash(&self, c: &AppContainer) -> Result<(), ClusterError> {
+        let engine = self.engine(&c.node).await?;
+        engine.kill_container(&c.id, Some(KillContainerOptions { signal: "SIGKILL".into() })).await?;
+        Ok(())
     }
 }
 

@@ -56,6 +56,9 @@ pub struct Suite {
     pub ledger: Vec<Acked>,
     pub victim: String,
     pub rate: u32,
+    /// When each app's newest release was made (a push, a pull, a config change): the scheduler
+    /// times a deploy from it, and `long-after-deploy` acts only once that time is long past.
+    pub released_at: BTreeMap<String, Instant>,
     watches: BTreeMap<String, DrainWatch>,
     _work: tempfile::TempDir,
 }
@@ -80,6 +83,7 @@ impl Suite {
             ledger: Vec::new(),
             victim: options.victim.clone(),
             rate: options.rate,
+            released_at: BTreeMap::new(),
             watches: BTreeMap::new(),
             run_id,
             p,
@@ -119,6 +123,7 @@ impl Suite {
         say(&format!("{two}: the same image (deis pull), scaled to web={MANY}"));
         let procfile = BTreeMap::from([("web".to_owned(), "python3 server.py".to_owned())]);
         suite.p.api.build_create(&two, &controller_api::BuildCreateRequest { image, procfile }).await?;
+        suite.released_at.insert(two.clone(), Instant::now());
         suite.scale(&two, MANY).await?;
         let start = Instant::now();
         let serving =
@@ -148,7 +153,7 @@ impl Suite {
     }
 
     /// `git push`, its lines shown as they come; the instant the build was done, if it said so.
-    pub async fn push(&self, app: &str) -> anyhow::Result<Option<Instant>> {
+    pub async fn push(&mut self, app: &str) -> anyhow::Result<Option<Instant>> {
         let mut built = None;
         self.p
             .push(&self.repo, app, |line| {
@@ -158,6 +163,7 @@ impl Suite {
                 println!("      | {line}");
             })
             .await?;
+        self.released_at.insert(app.to_owned(), Instant::now());
         Ok(built)
     }
 
@@ -195,6 +201,7 @@ impl Suite {
             ..Default::default()
         };
         self.p.api.config_update(app, &update).await?;
+        self.released_at.insert(app.to_owned(), Instant::now());
         self.ledger.push(Acked::Config { app: app.to_owned(), key: key.to_owned(), value: value.to_owned() });
         Ok(())
     }

@@ -18,6 +18,10 @@ use crate::report::TargetResult;
 pub const SCENARIOS: &[(&str, &str)] = &[
     ("steady-state", "no fault: git push to serving, and scale out to healthy, under load"),
     (
+        "long-after-deploy",
+        "once every release is past the deploy timeout: SIGKILL an app container, then scale out and back",
+    ),
+    (
         "kill-node",
         "SIGKILL every container of a node at once: its engine and app containers, etcd, NATS, router, agent",
     ),
@@ -112,6 +116,7 @@ fn target(name: &str, met: bool, detail: String) -> TargetResult {
 pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
     match name {
         "steady-state" => steady_state(s).await,
+        "long-after-deploy" => long_after_deploy(s).await,
         "kill-node" => node_fault(s, NodeFault::Kill).await,
         "pause-node" => node_fault(s, NodeFault::Pause).await,
         "partition-node" => node_fault(s, NodeFault::Partition).await,
@@ -188,6 +193,81 @@ async fn steady_state(s: &mut Suite) -> anyhow::Result<Outcome> {
         .await
         .context("scale back in never settled")?;
     out.notes.push("node loss to replaced is measured by kill-node".into());
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------ long after a deploy
+
+/// The scheduler's deploy timeout in the suite's cluster (its default; compose/cluster keeps it).
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A crash and a scale on apps whose releases ran whole minutes ago: reconciliation, never a
+/// failed deploy (a timer counted from a release's start once stopped every container of an app
+/// at its first crash after two minutes). Runs second in `all`, so the node faults after it also
+/// hit releases past their deploy timeout.
+async fn long_after_deploy(s: &mut Suite) -> anyhow::Result<Outcome> {
+    let mut out = Outcome { no_failed_gets_for_many: true, ..Default::default() };
+    if let Some(newest) = s.released_at.values().max().copied() {
+        let due = newest + DEPLOY_TIMEOUT + Duration::from_secs(15);
+        let wait = due.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            println!(
+                "      (waiting {:.0} s under load: every app's newest release past the {} s deploy timeout)",
+                wait.as_secs_f64(),
+                DEPLOY_TIMEOUT.as_secs()
+            );
+            tokio::time::sleep(wait).await;
+        }
+        out.measures.insert("newest release's age at the crash (s)".into(), secs(newest.elapsed()));
+    }
+    let two = s.two.clone();
+    let mut running = Vec::new();
+    for node in s.p.live_nodes().await?.keys() {
+        running.extend(
+            s.p.cluster.app_containers(node).await?.into_iter().filter(|c| c.app == two && c.running),
+        );
+    }
+    let victim = running.into_iter().min_by_key(|c| c.index).context("no running container of the app")?;
+    out.notes.push(format!("crashed {two} {}.{} on {}", victim.process_type, victim.index, victim.node));
+    let fault_at = Instant::now();
+    s.p.cluster.crash(&victim).await?;
+    out.fault_at = Some(fault_at);
+    out.detected_by = "its node's engine reports the container exited".into();
+    let is_down = || async {
+        s.p.cluster
+            .app_containers(&victim.node)
+            .await
+            .is_ok_and(|cs| cs.iter().any(|c| c.id == victim.id && !c.running))
+    };
+    out.detect = poll(fault_at, Duration::from_secs(10), Duration::from_millis(50), is_down).await;
+    out.recovered_when =
+        format!("{}.{} runs again and every app is served as asked", victim.process_type, victim.index);
+    let back = poll(fault_at, Duration::from_secs(60), Duration::from_millis(100), || async {
+        !is_down().await && s.serving_all().await
+    })
+    .await;
+    out.recover = back;
+    out.targets.push(target(
+        "a crashed container long after its deploy is running and serving again within 5 s",
+        back.is_some_and(|d| d <= Duration::from_secs(5)),
+        back.map_or_else(|| "not within 60 s".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+    ));
+    // A scale long after the deploy is reconciliation too: the new replica joins, none stops.
+    let scaled = Instant::now();
+    s.scale(&two, MANY + 1).await?;
+    let out_healthy = poll(scaled, Duration::from_secs(60), Duration::from_millis(100), || async {
+        s.serving_app(&two).await && s.hostnames(&two).await.is_ok_and(|h| h.len() == MANY as usize + 1)
+    })
+    .await;
+    out.targets.push(target(
+        &format!("scale web={} long after the deploy serves from {} containers", MANY + 1, MANY + 1),
+        out_healthy.is_some(),
+        out_healthy.map_or_else(|| "not within 60 s".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+    ));
+    s.scale(&two, MANY).await?;
+    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || s.serving_app(&two))
+        .await
+        .context("scale back in never settled")?;
     Ok(out)
 }
 

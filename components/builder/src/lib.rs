@@ -119,12 +119,10 @@ pub async fn run(
     };
     let docker = service_kit::docker::connect().await?;
     let sender = Sender { component: Component::Builder, instance: config.advertise.clone() };
-    let bus = service_kit::nats::connect_bus(&config.nats, sender, &shutdown).await?;
-    // Build outcomes are published durably; the stream must exist before the first one.
-    let spec = bus.namespace().stream(StreamId::Builds);
-    if let Err(error) = ensure_stream(bus.jetstream(), &spec, &config.nats.stream_options()).await {
-        tracing::warn!(%error, "the BUILDS stream is not there yet; the controller creates it too");
-    }
+    // The SSH port and the health endpoint serve before the bus comes (a push then fails with
+    // a clear message rather than hanging before the banner); the client connects on its own.
+    let bus = service_kit::nats::connect_bus_in_background(&config.nats, sender).await?;
+    shutdown.spawn(builds_stream(bus.clone(), config.nats.stream_options(), shutdown.clone()));
 
     let socket = config.hook_socket();
     let _ = tokio::fs::remove_file(&socket).await;
@@ -178,6 +176,23 @@ pub async fn run(
     };
     let _ = tokio::fs::remove_file(&socket).await;
     result
+}
+
+/// Build outcomes are published durably: the stream must exist before the first one. Declared
+/// once the bus answers (the controller declares it too).
+async fn builds_stream(bus: Bus, options: bus_schema::streams::StreamOptions, shutdown: Shutdown) {
+    let spec = bus.namespace().stream(StreamId::Builds);
+    let mut backoff = service_kit::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match ensure_stream(bus.jetstream(), &spec, &options).await {
+            Ok(_) => return,
+            Err(error) => tracing::debug!(%error, "the BUILDS stream cannot be declared yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Keeps `<prefix>/components/builder/<advertise>` alive in etcd: routers send port 2222 there.

@@ -204,6 +204,15 @@ async fn build_and_release(
 ) -> i32 {
     let started = Instant::now();
     let bus = &builder.bus;
+    if bus.client().connection_state() != async_nats::connection::State::Connected {
+        // Nothing could announce the build or stream its lines: say so now rather than build an
+        // image no release would ever use (or wait on a publish until the bus comes).
+        tracing::warn!("push refused: the bus is not reachable");
+        return refuse(
+            tx,
+            "The platform's message bus is not reachable right now, so the build could not be announced. Nothing was changed; push again in a moment.",
+        );
+    }
     let ns = bus.namespace();
     let out = Output::new(push.app.clone(), build_id, bus.clone(), tx.clone());
     let sha = update.new.clone();

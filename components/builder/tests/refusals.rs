@@ -199,3 +199,43 @@ async fn a_failing_build_fails_the_push_shows_its_output_and_moves_nothing() {
     );
     p.stop().await;
 }
+
+/// Started before NATS: SSH answers at once (`Platform` waits for the banner), a push is refused
+/// with the reason and nothing built, and once the bus comes pushes are built again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_started_before_the_bus_serves_ssh_and_builds_once_the_bus_comes() {
+    let services = service_kit::testing::TestServices::get();
+    let late = service_kit::testing::LateService::new(services.nats_url.trim_start_matches("nats://")).await;
+    let p = Platform::start_with_bus("latebus", false, Some(late.url("nats"))).await;
+    let alice = p.user("alice", true).await;
+    let app = p.app_name("late");
+    alice.client.app_create(Some(&app)).await.unwrap();
+    let repo = work_tree(&p.dir.path().join("w"), &[("README", "no Procfile, nothing to detect\n", false)]);
+
+    let refused = alice.push(&repo, &app).await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("message bus is not reachable"),
+        "the refusal says why: {}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("-----> Building"), "nothing was built: {}", refused.stderr);
+
+    let bus = p.ctl.bus().await;
+    let mut failed = bus.subscribe(&p.ns.all_builds_failed()).await.unwrap();
+    late.open();
+    let pushed = service_kit::testing::eventually(
+        "a push is built once the bus comes",
+        Duration::from_secs(60),
+        || async {
+            let pushed = alice.push(&repo, &app).await;
+            pushed.stderr.contains("-----> Building").then_some(pushed)
+        },
+    )
+    .await;
+    assert!(!pushed.ok, "an app with nothing to build still fails: {}", pushed.stderr);
+    // Its outcome reaches the bus: the builder publishes, not just builds.
+    let event = tokio::time::timeout(Duration::from_secs(10), failed.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(event.envelope.body.app.as_str(), app);
+    p.stop().await;
+}

@@ -1,5 +1,6 @@
-//! Publishes custom domains (`<prefix>/domains/<domain>` = app) and the certificates attached to
-//! them (`<prefix>/certs/<domain>`) to etcd for the routers, and apps' log drains
+//! Publishes the apps that exist (`<prefix>/apps/<app>`), custom domains
+//! (`<prefix>/domains/<domain>` = app) and the certificates attached to them
+//! (`<prefix>/certs/<domain>`) to etcd for the routers, and apps' log drains
 //! (`<prefix>/drains/<app>/<id>`) for the loggers. Postgres
 //! holds the truth; this loop makes etcd match it after every change, every 30 seconds, and
 //! whenever etcd comes back empty, so etcd never holds the only copy.
@@ -19,7 +20,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: Shutdown) {
     loop {
         match sync_once(&ctx, &mut client, &keys).await {
             Ok((put, deleted)) if put + deleted > 0 => {
-                tracing::info!(put, deleted, "domains, certificates and drains published to etcd")
+                tracing::info!(put, deleted, "apps, domains, certificates and drains published to etcd")
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "publishing domains to etcd failed; will retry"),
@@ -32,7 +33,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: Shutdown) {
     }
 }
 
-/// Makes etcd's domain and certificate keys equal what Postgres holds. Returns how many keys
+/// Makes etcd's app, domain, certificate and drain keys equal what Postgres holds. Returns how many keys
 /// were put and deleted.
 pub async fn sync_once(
     ctx: &Ctx,
@@ -74,10 +75,17 @@ pub async fn sync_once(
             serde_json::to_string(&spec).map_err(|e| e.to_string())?,
         );
     }
+    let rows = db.query("SELECT name FROM apps", &[]).await.map_err(|e| e.to_string())?;
+    let apps: BTreeMap<String, String> = rows
+        .iter()
+        .filter_map(|r| bus_schema::AppName::parse(r.get::<_, &str>(0)).ok())
+        .map(|app| (keys.app(&app), String::new()))
+        .collect();
+    let (p0, d0) = reconcile(client, &keys.apps(), &apps).await?;
     let (p1, d1) = reconcile(client, &keys.domains(), &domains).await?;
     let (p2, d2) = reconcile(client, &keys.certs(), &certs).await?;
     let (p3, d3) = reconcile(client, &keys.drains(), &drains).await?;
-    Ok((p1 + p2 + p3, d1 + d2 + d3))
+    Ok((p0 + p1 + p2 + p3, d0 + d1 + d2 + d3))
 }
 
 /// Makes the keys under `prefix` equal `want`.

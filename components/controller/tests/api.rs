@@ -225,7 +225,39 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(422));
-    assert!(err.to_string().contains("not attached to nowhere.example.com"), "{err}");
+    assert!(err.to_string().contains("cannot serve nowhere.example.com"), "{err}");
+    // Nothing was kept: once the domain exists, the same command works (it was a 409 before).
+    alice.domain_add("shop", "nowhere.example.com").await.unwrap();
+    let later = alice
+        .cert_add(&controller_api::CertCreateRequest {
+            name: Some("lonely".into()),
+            certificate: cert.pem(),
+            key: key_pair.serialize_pem(),
+            common_name: Some("nowhere.example.com".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(later.domains, vec!["nowhere.example.com".to_owned()]);
+
+    // Deis v1's `certs:add cert key` (no --common-name) for a domain already added: the
+    // certificate serves its common name at once, and `certs:remove <common name>` finds it.
+    alice.domain_add("shop", "cn.example.com").await.unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["cn.example.com".to_owned()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "CN.example.com");
+    let by_cn = params.self_signed(&key).unwrap();
+    let added = alice
+        .cert_add(&controller_api::CertCreateRequest {
+            name: Some("mine".into()),
+            certificate: by_cn.pem(),
+            key: key.serialize_pem(),
+            common_name: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(added.domains, vec!["cn.example.com".to_owned()], "{added:?}");
+    alice.cert_remove("CN.example.com").await.unwrap();
+    assert_eq!(alice.cert_remove("mine").await.unwrap_err().status(), Some(404));
 
     // A key from another certificate is refused.
     let other = rcgen::generate_simple_self_signed(vec!["other.org".to_owned()]).unwrap();
@@ -306,7 +338,7 @@ async fn process_status_needs_a_scheduler_and_says_so() {
 }
 
 #[tokio::test]
-async fn custom_domains_are_published_to_etcd_for_the_routers() {
+async fn apps_and_custom_domains_are_published_to_etcd_for_the_routers() {
     let (mut config, ns, database) = TestController::config("domainsync").await;
     let services = service_kit::testing::TestServices::get();
     config.register_in_etcd = true;
@@ -328,6 +360,12 @@ async fn custom_domains_are_published_to_etcd_for_the_routers() {
         let mut etcd = etcd.clone();
         async move { etcd.get(key, None).await.ok()?.kvs().first().map(|kv| kv.value().to_vec()) }
     };
+    // The app itself is listed, so routers answer 404 only for names that are no app.
+    let site = bus_schema::AppName::parse("site").unwrap();
+    service_kit::testing::eventually("the app reaches etcd", Duration::from_secs(5), || {
+        value_of(keys.app(&site))
+    })
+    .await;
     service_kit::testing::eventually("the domain reaches etcd", Duration::from_secs(5), || {
         let v = value_of(keys.domain("www.site.example"));
         async move { v.await.filter(|v| v == b"site") }
@@ -360,12 +398,13 @@ async fn custom_domains_are_published_to_etcd_for_the_routers() {
     assert_eq!(record.certificate, cert.pem());
     alice.app_destroy("site").await.unwrap();
     service_kit::testing::eventually(
-        "a destroyed app's domains and certificates leave etcd",
+        "a destroyed app, its domains and certificates leave etcd",
         Duration::from_secs(5),
         || {
+            let a = value_of(keys.app(&site));
             let d = value_of(keys.domain("www.site.example"));
             let c = value_of(keys.cert("www.site.example"));
-            async move { (d.await.is_none() && c.await.is_none()).then_some(()) }
+            async move { (a.await.is_none() && d.await.is_none() && c.await.is_none()).then_some(()) }
         },
     )
     .await;

@@ -1,5 +1,6 @@
 //! The controller on the bus: the outbox survives a crash between commit and publish, build
-//! outcomes become releases exactly once, and scale/config/destroy reach the desired-state stream.
+//! outcomes become releases exactly once, scale/config/destroy reach the desired-state stream, and
+//! a controller started before NATS and etcd publishes what it took once they come.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use bus_schema::{AppName, DesiredChange, ProcessType};
 use controller::testing::TestController;
 use controller_api::{BuildCreateRequest, ConfigUpdate};
 use futures::StreamExt;
-use service_kit::testing::{TestServices, eventually};
+use service_kit::testing::{LateService, TestServices, eventually};
 
 fn set(k: &str, v: &str) -> ConfigUpdate {
     ConfigUpdate { values: BTreeMap::from([(k.to_owned(), Some(v.to_owned()))]), ..Default::default() }
@@ -312,5 +313,48 @@ async fn the_controller_answers_desired_state_requests() {
         reply.body.apps.iter().map(|a| (a.release.app.to_string(), a.release.version)).collect();
     assert_eq!(apps, vec![("one".to_owned(), 1), ("two".to_owned(), 2)]);
     assert_eq!(reply.body.apps[1].release.config.get("X").map(String::as_str), Some("1"));
+    ctl.stop().await;
+}
+
+/// Started before NATS and etcd (Postgres up): the API takes writes at once; their events wait in
+/// the outbox and are published once NATS comes, and the app list reaches etcd once it comes.
+#[tokio::test]
+async fn a_controller_started_before_nats_and_etcd_takes_writes_and_publishes_them_once_they_come() {
+    let services = TestServices::get();
+    let nats = LateService::new(services.nats_url.trim_start_matches("nats://")).await;
+    let etcd = LateService::new(services.etcd_endpoints[0].trim_start_matches("http://")).await;
+    let (mut config, ns, database) = TestController::config("ctllate").await;
+    config.nats.url = nats.url("nats");
+    config.register_in_etcd = true;
+    config.etcd = service_kit::EtcdConfig {
+        endpoints: vec![etcd.url("http")],
+        prefix: format!("/{}", ns.root()),
+        ..Default::default()
+    };
+    let ctl = TestController::start_with(config, ns.clone(), database).await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some("early")).await.unwrap();
+    alice.config_update("early", &set("A", "1")).await.unwrap();
+    let db = ctl.db().await;
+    let pending: i64 =
+        db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.unwrap().get(0);
+    assert!(pending >= 2, "the writes' events wait in the outbox ({pending})");
+
+    nats.open();
+    etcd.open();
+    outbox_empties(&db, "the outbox is published once NATS comes").await;
+    let mut client = etcd_client::Client::connect(services.etcd_endpoints, None).await.unwrap();
+    let key =
+        bus_schema::discovery::Keys::new(&format!("/{}", ns.root())).app(&AppName::parse("early").unwrap());
+    eventually("the app list reaches etcd once it comes", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let key = key.clone();
+        async move { (client.get(key, None).await.ok()?.count() == 1).then_some(()) }
+    })
+    .await;
+    client
+        .delete(format!("/{}/", ns.root()), Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .ok();
     ctl.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Service tests of the logger against the real NATS and etcd on loopback: lines in, history
 //! out; history across a restart; the live drain stream; drains configured in etcd; two
-//! instances sharing the forwarding; a flooding app; a destroyed app; a nats-py subscriber.
+//! instances sharing the forwarding; a flooding app; a destroyed app; a nats-py subscriber; a
+//! logger started before NATS and etcd.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use bus_schema::names::{AppName, NodeId, ProcessType};
 use bus_schema::{Bus, Component, Namespace, Sender, Timestamp};
 use futures::StreamExt;
 use logger::LoggerConfig;
-use service_kit::testing::{TestServices, eventually};
+use service_kit::testing::{LateService, TestServices, eventually};
 use service_kit::{EtcdConfig, NatsConfig, Shutdown};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -560,4 +561,66 @@ asyncio.run(main())
     );
     assert!(child.wait().await.unwrap().success());
     logger.stop().await;
+}
+
+/// Started before NATS and etcd (a logger restarted while they are down, or booted first): once
+/// they come it takes lines, answers queries and forwards to a drain set in etcd; when NATS goes
+/// away and comes back it takes lines again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logger_started_before_nats_and_etcd_works_once_they_come_and_after_nats_returns() {
+    let rig = Rig::new("loglate").await;
+    let services = TestServices::get();
+    let nats = LateService::new(services.nats_url.trim_start_matches("nats://")).await;
+    let etcd = LateService::new(services.etcd_endpoints[0].trim_start_matches("http://")).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = rig.config("l1", data.path());
+    config.nats.url = nats.url("nats");
+    config.etcd.endpoints = vec![etcd.url("http")];
+    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move { logger::run(config, ops, s).await.unwrap() });
+    // Long enough for its first attempts at both to fail.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!task.is_finished(), "the logger waits for what it needs instead of exiting");
+    nats.open();
+    etcd.open();
+
+    let late = app("late");
+    eventually("the logger answers once NATS comes", PATIENCE, || rig.query(&late, 1)).await;
+    let (port, got) = syslog_receiver().await;
+    rig.put_drain(&late, "d1", &format!("syslog://127.0.0.1:{port}")).await;
+    let mut seq = 0;
+    eventually("a line reaches history and the drain set in etcd", PATIENCE, || {
+        seq += 1;
+        let message = format!("came late {seq}");
+        let line = line(&late, "web", 1, seq, message.clone());
+        let (got, late, rig) = (got.clone(), late.clone(), &rig);
+        async move {
+            rig.publish(line).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let in_history = rig.query(&late, 1).await?.first().is_some_and(|l| l.message == message);
+            (in_history && got.lock().unwrap().iter().any(|m| m.starts_with("came late"))).then_some(())
+        }
+    })
+    .await;
+
+    // NATS goes away (every connection cut) and comes back.
+    nats.close();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.open();
+    eventually("lines are taken again after NATS returns", PATIENCE, || {
+        seq += 1;
+        let message = format!("after the outage {seq}");
+        let line = line(&late, "web", 1, seq, message.clone());
+        let (late, rig) = (late.clone(), &rig);
+        async move {
+            rig.publish(line).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rig.query(&late, 1).await?.first().is_some_and(|l| l.message == message).then_some(())
+        }
+    })
+    .await;
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }

@@ -167,6 +167,18 @@ impl Proxy {
             .map(str::to_owned)
             .unwrap_or_else(|| self.next_request_id());
         let candidates = table.candidates(&target, &self.ejections);
+        if let Target::App(name) = &target
+            && candidates.is_empty()
+            && !table.is_app(name)
+        {
+            // A name that is no app (never created, or destroyed): not an outage of anything.
+            let text = format!(
+                "There is no app named {}. `deis apps` lists yours; `deis create {}` makes it.",
+                escape(name.as_str()),
+                escape(name.as_str())
+            );
+            return Ok(page(StatusCode::NOT_FOUND, "No such app", &text));
+        }
         if candidates.is_empty() {
             let text = format!(
                 "Nothing serves {} right now: no such app is deployed, or none of its containers is healthy. See `deis ps` and `deis logs`.",

@@ -2,7 +2,7 @@
 //! agents, controllers and builders registered as components), swapped in whole on every change,
 //! and read without locks on every request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +31,9 @@ pub struct Settings {
 #[derive(Debug, Default)]
 pub struct Table {
     pub apps: HashMap<AppName, Vec<String>>,
+    /// Every app that exists (the controllers publish the list), routed or not: a name outside
+    /// it and without routes is no app (404), an app without healthy containers is down (503).
+    pub known: HashSet<AppName>,
     pub controllers: Vec<String>,
     pub builders: Vec<String>,
     /// Custom domains → app.
@@ -52,6 +55,7 @@ impl Table {
     /// skipped and counted: one bad key never takes routing down.
     pub fn build(keys: &Keys, kvs: &BTreeMap<String, Vec<u8>>, platform_domain: &str) -> (Self, usize) {
         let mut apps: HashMap<AppName, Vec<String>> = HashMap::new();
+        let mut known = HashSet::new();
         let mut controllers = Vec::new();
         let mut builders = Vec::new();
         let mut bad = 0;
@@ -101,6 +105,8 @@ impl Table {
                     }
                     None => bad += 1,
                 }
+            } else if let Some(app) = keys.app_of(key) {
+                known.insert(app);
             } else if let Some((app, _container)) = keys.route_of(key) {
                 match bus_schema::discovery::parse::<RouteRecord>(key, value) {
                     Ok(route) => apps.entry(app).or_default().push(route.address),
@@ -126,6 +132,7 @@ impl Table {
         let cursors = apps.keys().map(|a| (a.clone(), AtomicUsize::new(0))).collect();
         let table = Self {
             apps,
+            known,
             controllers,
             builders,
             domains,
@@ -164,6 +171,12 @@ impl Table {
             return Target::App(app);
         }
         Target::Unknown
+    }
+
+    /// Whether a name is an app: listed by the controllers, or routed (a route is proof enough
+    /// while the list is late).
+    pub fn is_app(&self, app: &AppName) -> bool {
+        self.known.contains(app) || self.apps.contains_key(app)
     }
 
     /// The platform certificate (`*.<platform domain>`, set by the operator with `deisctl`), for
@@ -291,11 +304,23 @@ mod tests {
             ("/deis/certs/broken.example".to_owned(), br#"{"certificate":"x","key":"y"}"#.to_vec()),
             ("/deis/settings/https_only".to_owned(), b"true".to_vec()),
             ("/deis/settings/hsts_max_age".to_owned(), b"lots".to_vec()),
+            ("/deis/apps/idle".to_owned(), Vec::new()),
+            ("/deis/apps/Not An App".to_owned(), Vec::new()),
         ]);
         let (table, bad) = Table::build(&keys, &kvs, "deis.local");
         assert_eq!(bad, 4);
         assert_eq!(table.settings, Settings { https_only: true, hsts_max_age: None });
         table
+    }
+
+    #[test]
+    fn an_app_is_listed_or_routed_anything_else_is_no_app() {
+        let t = table();
+        let name = |n: &str| AppName::parse(n).unwrap();
+        assert!(t.is_app(&name("shop")), "routed, though the list does not name it");
+        assert!(t.is_app(&name("idle")), "listed, though nothing runs");
+        assert!(!t.is_app(&name("gone")));
+        assert_eq!(t.known.len(), 1, "a malformed name is ignored");
     }
 
     #[test]

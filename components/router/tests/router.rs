@@ -124,6 +124,13 @@ async fn routes_appear_and_vanish_and_a_dead_backend_costs_no_get() {
     let (b, tb) = backend("beta").await;
 
     assert_eq!(rig.get("example.com").await.map(|r| r.0), Some(404), "an unknown host: a clear 404");
+    // Once the router has read etcd: a name that is no app is a 404 that says so.
+    eventually("a name that is no app: 404", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 404 && r.1.contains("There is no app named shop"))
+    })
+    .await;
+    // The controllers publish the app: it exists, nothing serves it yet.
+    rig.etcd.put(format!("{}/apps/shop", rig.prefix), "", None).await.unwrap();
     eventually("no route yet: 503, nothing serves the app", Duration::from_secs(2), || async {
         rig.get("shop.deis.local").await.filter(|r| r.0 == 503)
     })
@@ -181,6 +188,12 @@ async fn routes_appear_and_vanish_and_a_dead_backend_costs_no_get() {
     .unwrap();
     eventually("a removed route gets no traffic", Duration::from_secs(2), || async {
         rig.get("shop.deis.local").await.filter(|r| r.0 == 503)
+    })
+    .await;
+    // The app is destroyed: its name is no app any more.
+    etcd.delete(format!("{}/apps/shop", rig.prefix), None).await.unwrap();
+    eventually("a destroyed app answers 404", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 404)
     })
     .await;
 }

@@ -13,7 +13,7 @@ use bus_schema::{AppName, Namespace};
 use controller::testing::TestController;
 use controller_api::{BuildCreateRequest, Client};
 use scheduler::SchedulerConfig;
-use service_kit::testing::{TestServices, eventually};
+use service_kit::testing::{LateService, TestServices, eventually};
 use service_kit::{EtcdConfig, NatsConfig, Shutdown};
 
 /// A web server that answers with its release, so a test can tell which release serves.
@@ -76,6 +76,11 @@ impl Plane {
     }
 
     fn start_agent(&mut self, node: &str) {
+        self.start_agent_via(node, self.nats(), self.etcd_config());
+    }
+
+    /// An agent reaching NATS and etcd where told (a `LateService`, say).
+    fn start_agent_via(&mut self, node: &str, nats: NatsConfig, etcd: EtcdConfig) {
         let config = AgentConfig {
             node_id: node.to_owned(),
             container_prefix: self.prefix.clone(),
@@ -83,8 +88,8 @@ impl Plane {
             lease_ttl_secs: 2,
             health_interval_ms: 300,
             inventory_interval_ms: 500,
-            nats: self.nats(),
-            etcd: self.etcd_config(),
+            nats,
+            etcd,
             ..Default::default()
         };
         let shutdown = Shutdown::new();
@@ -100,6 +105,10 @@ impl Plane {
     }
 
     fn start_scheduler(&mut self, instance: &str) {
+        self.start_scheduler_via(instance, self.nats(), self.etcd_config());
+    }
+
+    fn start_scheduler_via(&mut self, instance: &str, nats: NatsConfig, etcd: EtcdConfig) {
         let config = SchedulerConfig {
             instance: instance.to_owned(),
             leader_ttl_secs: 2,
@@ -108,8 +117,8 @@ impl Plane {
             settle_ms: 1500,
             stop_grace_secs: 2,
             command_timeout_secs: 60,
-            nats: self.nats(),
-            etcd: self.etcd_config(),
+            nats,
+            etcd,
             ..Default::default()
         };
         let shutdown = Shutdown::new();
@@ -540,5 +549,43 @@ async fn long_after_a_deploy_a_killed_container_comes_back_and_a_scale_runs_with
     let req = bus.envelope(AppStatusRequest { app: AppName::parse("steady").unwrap() });
     let status = bus.request(&plane.ns.app_status(), &req, Duration::from_secs(5)).await.unwrap().body;
     assert_eq!(status.deploy, Some(DeployState::Deployed { version: 2 }), "{status:?}");
+    plane.stop().await;
+}
+
+/// An agent and a scheduler started before NATS and etcd (a node booting first, or both restarted
+/// while the bus and etcd are down): once those come, an app deploys and serves; after NATS goes
+/// away (every connection cut) and comes back, a scale still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_and_a_scheduler_started_before_nats_and_etcd_deploy_once_they_come() {
+    let mut plane = Plane::start("startfirst").await;
+    let services = TestServices::get();
+    let nats = LateService::new(services.nats_url.trim_start_matches("nats://")).await;
+    let etcd = LateService::new(services.etcd_endpoints[0].trim_start_matches("http://")).await;
+    let late_nats = NatsConfig { url: nats.url("nats"), ..plane.nats() };
+    let late_etcd = EtcdConfig { endpoints: vec![etcd.url("http")], ..plane.etcd_config() };
+    plane.start_agent_via("node1", late_nats.clone(), late_etcd.clone());
+    plane.start_scheduler_via("sched-a", late_nats, late_etcd);
+    // Long enough for their first attempts at both to fail.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let agents = plane.agents.iter().map(|(node, t)| (node.as_str(), t));
+    for (what, (_, task)) in agents.chain(plane.schedulers.iter().map(|t| ("scheduler", t))) {
+        assert!(!task.is_finished(), "{what} waits for NATS and etcd instead of exiting");
+    }
+    nats.open();
+    etcd.open();
+
+    plane.admin.app_create(Some("early")).await.unwrap();
+    plane.deploy("early", "v1", SERVE).await;
+    let routes =
+        plane.wait_routes("early", "the app is routed", Duration::from_secs(60), |r| r.len() == 1).await;
+    assert_eq!(get(&routes[0].address).await.as_deref(), Some("release v2\n"));
+
+    nats.close();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.open();
+    plane.admin.scale("early", &BTreeMap::from([("web".into(), 2)])).await.unwrap();
+    plane
+        .wait_routes("early", "the scale after NATS returned runs", Duration::from_secs(60), |r| r.len() == 2)
+        .await;
     plane.stop().await;
 }

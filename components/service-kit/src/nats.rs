@@ -15,6 +15,8 @@ pub enum NatsError {
     Namespace(String, bus_schema::NameError),
     #[error("shutdown began before NATS at {0} could be reached")]
     ShuttingDown(String),
+    #[error("NATS at {0}: {1}")]
+    Connect(String, String),
 }
 
 /// Connects, retrying with backoff. `name` is shown in the server's connection list.
@@ -27,21 +29,7 @@ pub async fn connect(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let mut options = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(3))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected; reconnecting"),
-                    other => tracing::debug!(%other, "NATS event"),
-                }
-            });
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        let urls: Vec<&str> = config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
-        match options.connect(urls.as_slice()).await {
+        match options(config, name).connect(urls(config).as_slice()).await {
             Ok(client) => return Ok(client),
             Err(error) => {
                 let delay = backoff.next_delay();
@@ -53,6 +41,42 @@ pub async fn connect(
             }
         }
     }
+}
+
+fn options(config: &NatsConfig, name: &str) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(3))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected; reconnecting"),
+                other => tracing::debug!(%other, "NATS event"),
+            }
+        });
+    match (&config.user, &config.password) {
+        (Some(user), Some(password)) => options.user_and_password(user.clone(), password.clone()),
+        _ => options,
+    }
+}
+
+fn urls(config: &NatsConfig) -> Vec<&str> {
+    config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
+/// Like [`connect_bus`], but returns at once with a client that connects in the background and
+/// keeps trying: for a component that must serve (its SSH port, its health) before the bus comes.
+/// Requests and publishes fail, and subscriptions wait, until it connects.
+pub async fn connect_bus_in_background(config: &NatsConfig, sender: Sender) -> Result<Bus, NatsError> {
+    let ns =
+        Namespace::new(&config.namespace).map_err(|e| NatsError::Namespace(config.namespace.clone(), e))?;
+    let name = format!("{}-{}", sender.component, sender.instance);
+    let client = options(config, &name)
+        .retry_on_initial_connect()
+        .connect(urls(config).as_slice())
+        .await
+        .map_err(|e| NatsError::Connect(config.url.clone(), e.to_string()))?;
+    Ok(Bus::new(client, ns, sender))
 }
 
 /// Connects and wraps the client in a [`Bus`] for the configured namespace.

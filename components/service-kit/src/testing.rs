@@ -113,3 +113,67 @@ pub async fn push_tiny_image(registry: &str, name: &str, tag: &str) {
         .expect("manifest upload");
     assert_eq!(put.status(), 201, "uploading the manifest");
 }
+
+/// A service that comes late and can go away, for tests that start a component before what it
+/// depends on: a TCP forwarder on a port of its own, handed to the component as its NATS or etcd
+/// address. Until [`LateService::open`] every connection is closed at once, as if nothing
+/// listened; [`LateService::close`] cuts every forwarded connection and refuses again.
+#[derive(Debug)]
+pub struct LateService {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LateService {
+    /// Closed at first; `upstream` is the real service's `host:port`.
+    pub async fn new(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let upstream = upstream.to_owned();
+        let state = open.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !*state.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut changes = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        // Closed (or dropped): the connection goes, as with a dead server.
+                        _ = changes.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, open, task }
+    }
+
+    /// Where the component connects: `scheme://127.0.0.1:port`.
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The service comes: connections are forwarded from now on.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// The service goes away: forwarded connections are cut, new ones closed at once.
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+}
+
+impl Drop for LateService {
+    fn drop(&mut self) {
+        self.open.send_replace(false);
+        self.task.abort();
+    }
+}

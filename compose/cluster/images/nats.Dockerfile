@@ -1,5 +1,6 @@
-# deis/nats: the NATS member of a node (JetStream), from Debian's packages.
+# deis/nats: the NATS member of a node (JetStream). The server is the pinned release that
+# compose/nats-server fetches (Debian's 2.9 lost its JetStream meta leader after a member's
+# restart); compose/images puts it in the build context.
 FROM deis/base
-RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nats-server >/dev/null \
- && apt-get clean && rm -rf /var/lib/apt/lists/* /usr/share/doc/*
+COPY nats-server /usr/local/bin/nats-server
+RUN nats-server --version

@@ -34,6 +34,11 @@ pub struct Platform {
 impl Platform {
     /// The controller and the builder; with `data_plane`, a scheduler and an agent too.
     pub async fn start(test: &str, data_plane: bool) -> Self {
+        Self::start_with_bus(test, data_plane, None).await
+    }
+
+    /// As `start`, the builder reaching NATS at `builder_nats` (a `LateService`, say) instead.
+    pub async fn start_with_bus(test: &str, data_plane: bool, builder_nats: Option<String>) -> Self {
         let (mut config, ns, database) = TestController::config(test).await;
         config.builder_key = Some(BUILDER_KEY.to_owned());
         let ctl = TestController::start_with(config, ns.clone(), database).await;
@@ -65,7 +70,7 @@ impl Platform {
             container_prefix: prefix.clone(),
             build_timeout_secs: 600,
             release_timeout_secs: 120,
-            nats: nats.clone(),
+            nats: NatsConfig { url: builder_nats.unwrap_or_else(|| nats.url.clone()), ..nats.clone() },
             etcd: etcd.clone(),
             ..Default::default()
         };

@@ -110,6 +110,8 @@ pub async fn create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
     let out = load(&ctx, &tx, name.as_str()).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
+    // The routers learn the app exists (404 for names that are not apps, 503 for this one).
+    ctx.domains_wake.notify_one();
     tracing::info!(app = %name, user = %user.username, "app created");
     Ok(json(StatusCode::CREATED, &out))
 }

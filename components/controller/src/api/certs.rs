@@ -43,15 +43,39 @@ async fn owned<C: GenericClient>(
     user: &AuthUser,
     name: &str,
 ) -> Result<tokio_postgres::Row, ApiError> {
-    let row = client
+    let by_name = client
         .query_opt(
             &format!(
                 "SELECT {CERT_COLUMNS} FROM certs c JOIN users u ON u.id = c.owner_id WHERE c.name = $1"
             ),
             &[&name],
         )
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("certificate '{name}'")))?;
+        .await?;
+    let row = match by_name {
+        Some(row) => row,
+        // Deis v1 clients name a certificate by the common name `certs:list` shows: the user's
+        // own certificate with that common name, when exactly one has it.
+        None => {
+            let mut rows = client
+                .query(
+                    &format!(
+                        "SELECT {CERT_COLUMNS} FROM certs c JOIN users u ON u.id = c.owner_id
+                         WHERE lower(c.common_name) = lower($1) AND c.owner_id = $2 LIMIT 2"
+                    ),
+                    &[&name, &user.id],
+                )
+                .await?;
+            match rows.len() {
+                1 => rows.remove(0),
+                0 => return Err(ApiError::not_found(format!("certificate '{name}'"))),
+                _ => {
+                    return Err(ApiError::Conflict(format!(
+                        "several of your certificates have the common name '{name}'; use its name (certs:list)"
+                    )));
+                }
+            }
+        }
+    };
     let owner: i64 = row.get(10);
     if owner != user.id && !user.is_superuser {
         return Err(ApiError::Forbidden(format!("certificate '{name}' belongs to another user")));
@@ -115,8 +139,11 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         )));
     }
     let san = serde_json::to_value(&info.san).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let client = ctx.pool.get().await?;
-    let inserted = client
+    let mut client = ctx.pool.get().await?;
+    // One transaction: a certificate whose binding to its common name fails is not kept, so
+    // adding it again once the domain exists works (and is not a 409).
+    let mut tx = client.transaction().await?;
+    let inserted = tx
         .execute(
             "INSERT INTO certs (name, owner_id, common_name, san, certificate, key, starts, expires, issuer, fingerprint)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -130,24 +157,48 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         }
         Err(e) => return Err(e.into()),
     }
-    let row = owned(&client, &user, &name).await?;
-    if let Some(domain) = domain.filter(|d| !d.is_empty()) {
+    let row = owned(&tx, &user, &name).await?;
+    let mut attached = domain.filter(|d| !d.is_empty());
+    if attached.is_none() {
+        // Deis v1 served a certificate for its common name's domain as soon as it was added:
+        // bound when that domain is one of the user's and has no certificate yet.
+        let cn = info.common_name.trim().trim_end_matches('.').to_ascii_lowercase();
+        let free: Option<i64> = tx
+            .query_opt(
+                "SELECT 1::bigint FROM domains d WHERE d.domain = $1
+                 AND NOT EXISTS (SELECT 1 FROM cert_domains cd WHERE cd.domain = d.domain)",
+                &[&cn],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if free.is_some() {
+            // A savepoint: a binding that fails (a race for the domain) leaves the add whole.
+            let sp = tx.transaction().await?;
+            if attach_to(&sp, &user, &row, &name, &cn).await.is_ok() {
+                sp.commit().await?;
+                attached = Some(cn);
+            }
+        }
+    } else if let Some(domain) = &attached {
         // Deis v1 served a certificate for its common name as soon as it was added.
-        if let Err(error) = attach_to(&client, &user, &row, &name, &domain).await {
-            // The certificate stays, as `certs:attach` would find it; the reason is the answer.
+        if let Err(error) = attach_to(&tx, &user, &row, &name, domain).await {
             return Err(match error {
                 ApiError::NotFound(_)
                 | ApiError::Invalid(_)
                 | ApiError::Conflict(_)
                 | ApiError::Forbidden(_) => ApiError::Invalid(format!(
-                    "certificate '{name}' was added but not attached to {domain}: {error}"
+                    "certificate '{name}' was not added: it cannot serve {domain}: {error}"
                 )),
                 other => other,
             });
         }
+    }
+    let view = cert_view(&tx, &row).await?;
+    tx.commit().await?;
+    if attached.is_some() {
         ctx.domains_wake.notify_one();
     }
-    Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
+    Ok(json(StatusCode::CREATED, &view))
 }
 
 /// One certificate.
