@@ -125,7 +125,10 @@ impl Client {
         auth: bool,
     ) -> Result<Vec<u8>, ApiError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
+        // This client shows its own progress (the CLI waits for a deploy with a spinner): the
+        // controller answers a change at once instead of when it runs, as it does for Deis v1
+        // clients.
+        let mut req = self.http.request(method, &url).header("Prefer", "respond-async");
         if path.starts_with("/v1/hooks/") {
             let key = self.builder_key.as_ref().ok_or(ApiError::NotLoggedIn)?;
             req = req.header(BUILDER_AUTH_HEADER, key);

@@ -45,6 +45,10 @@ pub struct ControllerConfig {
     /// The secret the builder sends in `X-Deis-Builder-Auth` to use `/v1/hooks/` (the same
     /// value as the builder's `builder_key`). While unset, the hooks refuse every request.
     pub builder_key: Option<String>,
+    /// How long a change (config, rollback, pull, scale) may hold its answer until it runs, for
+    /// clients that do not ask for the answer at once (Deis v1's waited): a little over the
+    /// scheduler's deploy timeout.
+    pub settle_secs: u64,
     pub nats: NatsConfig,
     pub etcd: EtcdConfig,
     pub log: LogConfig,
@@ -65,6 +69,7 @@ impl Default for ControllerConfig {
             register_in_etcd: true,
             advertise: "127.0.0.1:8000".to_owned(),
             builder_key: None,
+            settle_secs: 130,
             nats: NatsConfig::default(),
             etcd: EtcdConfig::default(),
             log: LogConfig::default(),

@@ -589,3 +589,38 @@ async fn an_agent_and_a_scheduler_started_before_nats_and_etcd_deploy_once_they_
         .await;
     plane.stop().await;
 }
+
+/// Deis v1 clients read a change's effect right after its answer: without `Prefer:
+/// respond-async` (which this project's client sends), `config:set` answers once the new release
+/// serves and `scale` once its containers are up, so the next request already sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_v1_client_gets_its_answer_once_the_change_runs() {
+    let mut plane = Plane::start("settle").await;
+    plane.start_agent("node1");
+    plane.start_scheduler("sched-a");
+    plane.admin.app_create(Some("waits")).await.unwrap();
+    plane.deploy("waits", "v1", SERVE).await;
+    plane.wait_routes("waits", "the app is routed", Duration::from_secs(60), |r| r.len() == 1).await;
+    let http = reqwest::Client::new();
+    let token = format!("token {}", plane.admin.token().unwrap());
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{}/v1/apps/waits/{path}/", plane.ctl.url))
+            .header("Authorization", token.clone())
+            .json(&body)
+            .send()
+    };
+
+    let asked = Instant::now();
+    let resp = post("config", serde_json::json!({"values": {"GREETING": "hi"}})).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    println!("config:set answered after {:?}", asked.elapsed());
+    let routes = plane.routes("waits").await;
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(get(&routes[0].address).await.as_deref(), Some("release v3\n"), "the new release serves");
+
+    let resp = post("scale", serde_json::json!({"web": 2})).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let routes = plane.routes("waits").await;
+    assert_eq!(routes.len(), 2, "both containers are up when the scale answers: {routes:?}");
+    plane.stop().await;
+}

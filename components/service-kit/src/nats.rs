@@ -47,6 +47,8 @@ fn options(config: &NatsConfig, name: &str) -> async_nats::ConnectOptions {
     let options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(3))
+        // The URLs in the order given: a node's parts list their own member first.
+        .retain_servers_order()
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Connected => tracing::info!("NATS connected"),

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::settle::{self, Settle};
 use super::{Body, Paging, Query, json, parse_body, parse_optional_body, ts};
 use crate::ctx::{Access, AppRow, Ctx, app_for};
 use crate::error::ApiError;
@@ -196,7 +197,7 @@ pub async fn create(
         procfile: req.procfile,
         kind: "image",
     };
-    record_build(&ctx, &tx, &row, &build).await?;
+    let release = record_build(&ctx, &tx, &row, &build).await?;
     let out = tx
         .query_one(
             "SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE uuid = $1",
@@ -205,7 +206,11 @@ pub async fn create(
         .await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
-    Ok(json(StatusCode::CREATED, &build_view(&row.name, &out)))
+    let resp = json(StatusCode::CREATED, &build_view(&row.name, &out));
+    Ok(match release.map(|r| u32::try_from(r.version)) {
+        Some(Ok(version)) => settle::mark(resp, Settle::Release { app: row.name.clone(), version }),
+        _ => resp,
+    })
 }
 
 /// Checks that an image is in the platform registry (its manifest answers), and returns its
@@ -340,7 +345,11 @@ pub async fn rollback(
     let new = releases::create(&ctx, &tx, &app, &user.username, old.build, old.config, summary).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
-    Ok(json(StatusCode::CREATED, &release_view(&app.name, &new)))
+    let resp = json(StatusCode::CREATED, &release_view(&app.name, &new));
+    Ok(match (new.build, u32::try_from(new.version)) {
+        (Some(_), Ok(version)) => settle::mark(resp, Settle::Release { app: app.name.clone(), version }),
+        _ => resp,
+    })
 }
 
 /// Change how many containers of each process type run (`{"web": 3}`).
@@ -396,7 +405,7 @@ pub async fn scale(
     for (ptype, n) in &req {
         structure.insert(ptype.clone(), *n);
     }
-    set_structure(&ctx, &tx, &app, &user.username, structure).await?;
+    set_structure(&ctx, &tx, &app, &user.username, structure.clone()).await?;
     let what: Vec<String> = req.iter().map(|(k, v)| format!("{k}={v}")).collect();
     outbox::event(
         &tx,
@@ -410,5 +419,10 @@ pub async fn scale(
     let out = super::apps::load(&ctx, &tx, &app.name).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
-    Ok(json(StatusCode::OK, &out))
+    let asked: BTreeMap<String, u32> =
+        req.keys().filter_map(|k| Some((k.clone(), *structure.get(k)?))).collect();
+    Ok(settle::mark(
+        json(StatusCode::OK, &out),
+        Settle::Formation { app: app.name.clone(), structure: asked },
+    ))
 }

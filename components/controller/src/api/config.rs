@@ -6,6 +6,7 @@ use controller_api::{Config, ConfigUpdate};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::settle::{self, Settle};
 use super::{Body, json, parse_body, ts};
 use crate::ctx::{Access, AppRow, Ctx, app_for};
 use crate::error::ApiError;
@@ -81,11 +82,16 @@ pub async fn update(
         return Ok(json(StatusCode::OK, &view));
     }
     let config = releases::insert_config(&tx, app.id, &user.username, &after).await?;
-    releases::create(&ctx, &tx, &app, &user.username, current.build, config, summary).await?;
+    let release = releases::create(&ctx, &tx, &app, &user.username, current.build, config, summary).await?;
     let view = config_view(&tx, &app).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
-    Ok(json(StatusCode::CREATED, &view))
+    let resp = json(StatusCode::CREATED, &view);
+    // A release with a build runs; one without (config before the first push) has nothing to wait for.
+    Ok(match (release.build, u32::try_from(release.version)) {
+        (Some(_), Ok(version)) => settle::mark(resp, Settle::Release { app: app.name.clone(), version }),
+        _ => resp,
+    })
 }
 
 fn check(update: &ConfigUpdate) -> Result<(), ApiError> {

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod logs;
 pub mod perms;
 pub mod processes;
+pub mod settle;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -574,7 +575,7 @@ pub fn routes(
     });
 
     let metrics = ctx.metrics.clone();
-    auth_routes
+    let changes = auth_routes
         .or(app_routes)
         .unify()
         .or(release_routes)
@@ -588,7 +589,12 @@ pub fn routes(
         .or(doc)
         .unify()
         .or(ops)
-        .unify()
+        .unify();
+    // A change answers once it runs, unless the client asked for the answer at once (settle.rs).
+    warp::header::optional::<String>("prefer")
+        .and(c.clone())
+        .and(changes)
+        .then(|prefer, ctx, resp| settle::settle(ctx, prefer, resp))
         .recover(rejection)
         .unify()
         .map(move |mut resp: Response| {

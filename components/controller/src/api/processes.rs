@@ -37,7 +37,7 @@ async fn ask_scheduler<R: Request>(
     Ok(reply.body)
 }
 
-async fn ask(ctx: &Ctx, app: &str) -> Result<AppStatus, ApiError> {
+pub(super) async fn ask(ctx: &Ctx, app: &str) -> Result<AppStatus, ApiError> {
     let bus = bus(ctx)?;
     let request = AppStatusRequest { app: validate::app_name(app)? };
     ask_scheduler(bus, &bus.namespace().app_status(), request, Duration::from_secs(3)).await
