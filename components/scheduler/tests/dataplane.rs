@@ -592,7 +592,8 @@ async fn an_agent_and_a_scheduler_started_before_nats_and_etcd_deploy_once_they_
 
 /// Deis v1 clients read a change's effect right after its answer: without `Prefer:
 /// respond-async` (which this project's client sends), `config:set` answers once the new release
-/// serves and `scale` once its containers are up, so the next request already sees them.
+/// serves, `scale` once its containers are up and `destroy` once they are gone, so the next
+/// request already sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_v1_client_gets_its_answer_once_the_change_runs() {
     let mut plane = Plane::start("settle").await;
@@ -622,5 +623,14 @@ async fn a_v1_client_gets_its_answer_once_the_change_runs() {
     assert_eq!(resp.status().as_u16(), 200);
     let routes = plane.routes("waits").await;
     assert_eq!(routes.len(), 2, "both containers are up when the scale answers: {routes:?}");
+
+    let resp = http
+        .delete(format!("{}/v1/apps/waits/", plane.ctl.url))
+        .header("Authorization", token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(plane.containers("waits").await, Vec::<String>::new(), "destroy answers once nothing runs");
     plane.stop().await;
 }

@@ -151,7 +151,7 @@ pub async fn destroy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Resul
     ctx.relay_wake.notify_one();
     ctx.domains_wake.notify_one();
     tracing::info!(app = %row.name, user = %user.username, "app destroyed");
-    Ok(no_content())
+    Ok(super::settle::mark(no_content(), super::settle::Settle::Gone { app: row.name.clone() }))
 }
 
 /// Give an app to another user.

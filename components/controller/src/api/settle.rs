@@ -1,5 +1,5 @@
-//! Deis v1 answered a change once it ran: `config:set`, `rollback`, `pull` and `scale` returned
-//! when the new release (or formation) served, so the next command, or a script's `curl`, saw it.
+//! Deis v1 answered a change once it ran: `config:set`, `rollback`, `pull`, `scale` and `destroy`
+//! returned when the new release (or formation) served, or the app's containers were gone, so the next command, or a script's `curl`, saw it.
 //! A handler marks its response with what it changed ([`Settle`]); before the answer leaves, the
 //! controller waits, bounded, until the scheduler reports it done. Clients that show their own
 //! progress (this project's CLI, through `controller-api`) send `Prefer: respond-async` and get
@@ -21,12 +21,14 @@ pub enum Settle {
     Release { app: String, version: u32 },
     /// Exactly this many containers of each process type run and are up.
     Formation { app: String, structure: BTreeMap<String, u32> },
+    /// A destroyed app runs nothing any more.
+    Gone { app: String },
 }
 
 impl Settle {
     fn app(&self) -> &str {
         match self {
-            Self::Release { app, .. } | Self::Formation { app, .. } => app,
+            Self::Release { app, .. } | Self::Formation { app, .. } | Self::Gone { app } => app,
         }
     }
 
@@ -39,6 +41,7 @@ impl Settle {
                 }
                 _ => false,
             },
+            Self::Gone { .. } => status.containers.is_empty(),
             Self::Formation { structure, .. } => {
                 let current = match &status.deploy {
                     // A failed release will not come up: the answer need not wait for it.
@@ -149,6 +152,9 @@ mod tests {
         assert!(!web2.done(&status(deploying, &[("web", "up"), ("web", "up")])));
         let failed = Some(DeployState::Failed { version: 4, serving: Some(3), reason: "x".into() });
         assert!(web2.done(&status(failed, &[("web", "up")])), "a failed release will not come up");
+        let gone = Settle::Gone { app: "shop".into() };
+        assert!(!gone.done(&status(None, &[("web", "up")])));
+        assert!(gone.done(&status(None, &[])));
     }
 
     #[test]
