@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
 
 use hyper::client::conn::http1::SendRequest;
@@ -263,6 +263,7 @@ impl Proxy {
         };
 
         let timeout = Duration::from_secs(self.config.request_timeout_secs.max(1));
+        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut last_error = String::new();
         for backend in &candidates {
             let body = match (&buffered, streaming.take()) {
@@ -309,6 +310,14 @@ impl Proxy {
                     if buffered.is_none() {
                         break;
                     }
+                }
+                Ok(Err(error)) if idempotent && buffered.as_ref().is_some_and(Bytes::is_empty) => {
+                    // The connection broke before any answer (a container killed, a node lost with
+                    // the request in flight): a GET or HEAD without a body is safe to send again,
+                    // as browsers and nginx do. Not ejected: a kept-alive connection the backend
+                    // closed looks the same; a dead backend is ejected by its next refused connect.
+                    tracing::warn!(%backend, %app, %error, "backend failed before answering; retrying elsewhere");
+                    last_error = format!("{backend}: {error}");
                 }
                 Ok(Err(error)) => {
                     last_error = format!("{backend}: {error}");

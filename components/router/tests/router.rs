@@ -198,6 +198,53 @@ async fn routes_appear_and_vanish_and_a_dead_backend_costs_no_get() {
     .await;
 }
 
+/// A backend that dies with the request in flight (it reads it, then closes without a word): a
+/// GET goes to another backend, as it is safe to send again; a POST is not resent (502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_in_flight_to_a_dying_backend_is_retried_elsewhere_a_post_is_not() {
+    use tokio::io::AsyncReadExt;
+    let mut rig = Rig::start("inflight", TestServices::get().etcd_endpoints).await;
+    let (good, _t) = backend("good").await;
+    let mute = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = mute.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                // Dropped: the connection closes with no answer.
+            });
+        }
+    });
+    rig.etcd.put(format!("{}/apps/flaky", rig.prefix), "", None).await.unwrap();
+    rig.put_route("flaky", "c1", good).await;
+    rig.put_route("flaky", "c2", mute_addr).await;
+    eventually("both routes are in the table", Duration::from_secs(2), || async {
+        rig.get("flaky.deis.local").await.filter(|r| r.0 == 200)
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method| {
+        let body = if method == reqwest::Method::POST { "x" } else { "" };
+        http.request(method, format!("http://{}/", rig.http))
+            .header("host", "flaky.deis.local")
+            .body(body)
+            .timeout(Duration::from_secs(5))
+            .send()
+    };
+    let mut gets = Vec::new();
+    for _ in 0..20 {
+        gets.push(send(reqwest::Method::GET).await.map(|r| r.status().as_u16()).unwrap_or(0));
+    }
+    assert!(gets.iter().all(|s| *s == 200), "every GET answered by the good backend: {gets:?}");
+    let mut posts = Vec::new();
+    for _ in 0..10 {
+        posts.push(send(reqwest::Method::POST).await.map(|r| r.status().as_u16()).unwrap_or(0));
+    }
+    assert!(posts.contains(&502), "a POST that reached the dying backend is not resent: {posts:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_answers_at_its_name_and_the_routers_own_address() {
     let mut rig = Rig::start("ctl", TestServices::get().etcd_endpoints).await;
