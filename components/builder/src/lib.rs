@@ -183,9 +183,14 @@ pub async fn run(
 async fn builds_stream(bus: Bus, options: bus_schema::streams::StreamOptions, shutdown: Shutdown) {
     let spec = bus.namespace().stream(StreamId::Builds);
     let mut backoff = service_kit::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
+    for attempt in 1u64.. {
         match ensure_stream(bus.jetstream(), &spec, &options).await {
             Ok(_) => return,
+            // Quiet while the bus is still coming; said once a minute or so after that (a
+            // stream whose settings conflict never comes right by waiting).
+            Err(error) if attempt % 12 == 5 => {
+                tracing::warn!(%error, attempt, "the BUILDS stream cannot be declared; retrying")
+            }
             Err(error) => tracing::debug!(%error, "the BUILDS stream cannot be declared yet"),
         }
         tokio::select! {

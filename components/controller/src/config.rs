@@ -45,9 +45,10 @@ pub struct ControllerConfig {
     /// The secret the builder sends in `X-Deis-Builder-Auth` to use `/v1/hooks/` (the same
     /// value as the builder's `builder_key`). While unset, the hooks refuse every request.
     pub builder_key: Option<String>,
-    /// How long a change (config, rollback, pull, scale) may hold its answer until it runs, for
-    /// clients that do not ask for the answer at once (Deis v1's waited): a little over the
-    /// scheduler's deploy timeout.
+    /// How long a change (config, rollback, pull, scale, destroy) may hold its answer until it
+    /// runs, for clients that do not ask for the answer at once (Deis v1's waited). Below the
+    /// routers' request timeout (60 s), which would otherwise answer 504 for a change that was
+    /// made; a slower deploy is answered when this runs out, the change accepted.
     pub settle_secs: u64,
     pub nats: NatsConfig,
     pub etcd: EtcdConfig,
@@ -69,7 +70,7 @@ impl Default for ControllerConfig {
             register_in_etcd: true,
             advertise: "127.0.0.1:8000".to_owned(),
             builder_key: None,
-            settle_secs: 130,
+            settle_secs: 50,
             nats: NatsConfig::default(),
             etcd: EtcdConfig::default(),
             log: LogConfig::default(),

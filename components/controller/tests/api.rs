@@ -215,28 +215,18 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
         ("api.example.com", vec!["api.example.com".to_owned()])
     );
     // For a domain nobody added, the answer says why it serves nothing yet.
-    let err = alice
-        .cert_add(&controller_api::CertCreateRequest {
-            name: Some("lonely".into()),
-            certificate: cert.pem(),
-            key: key_pair.serialize_pem(),
-            common_name: Some("nowhere.example.com".into()),
-        })
-        .await
-        .unwrap_err();
+    let lonely = controller_api::CertCreateRequest {
+        name: Some("lonely".into()),
+        certificate: cert.pem(),
+        key: key_pair.serialize_pem(),
+        common_name: Some("nowhere.example.com".into()),
+    };
+    let err = alice.cert_add(&lonely).await.unwrap_err();
     assert_eq!(err.status(), Some(422));
     assert!(err.to_string().contains("cannot serve nowhere.example.com"), "{err}");
     // Nothing was kept: once the domain exists, the same command works (it was a 409 before).
     alice.domain_add("shop", "nowhere.example.com").await.unwrap();
-    let later = alice
-        .cert_add(&controller_api::CertCreateRequest {
-            name: Some("lonely".into()),
-            certificate: cert.pem(),
-            key: key_pair.serialize_pem(),
-            common_name: Some("nowhere.example.com".into()),
-        })
-        .await
-        .unwrap();
+    let later = alice.cert_add(&lonely).await.unwrap();
     assert_eq!(later.domains, vec!["nowhere.example.com".to_owned()]);
 
     // Deis v1's `certs:add cert key` (no --common-name) for a domain already added: the
@@ -461,5 +451,11 @@ async fn deis_v1_clients_find_a_controller_of_their_api_version() {
         .unwrap();
     assert_eq!(cancel.status(), 204);
     assert_eq!(bob.whoami().await.unwrap_err().status(), Some(401), "the account is gone");
+
+    // A `Prefer` header that is not text is ignored (it chooses only when a change answers),
+    // never a reason to refuse a request.
+    let odd = reqwest::header::HeaderValue::from_bytes(b"respond-async\xff").unwrap();
+    let resp = http.get(format!("{}/healthz", ctl.url)).header("prefer", odd).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
     ctl.stop().await;
 }

@@ -591,10 +591,10 @@ pub fn routes(
         .or(ops)
         .unify();
     // A change answers once it runs, unless the client asked for the answer at once (settle.rs).
-    warp::header::optional::<String>("prefer")
+    warp::header::headers_cloned()
         .and(c.clone())
         .and(changes)
-        .then(|prefer, ctx, resp| settle::settle(ctx, prefer, resp))
+        .then(|headers, ctx, resp| settle::settle(ctx, headers, resp))
         .recover(rejection)
         .unify()
         .map(move |mut resp: Response| {

@@ -1,7 +1,8 @@
 //! Deis v1 answered a change once it ran: `config:set`, `rollback`, `pull`, `scale` and `destroy`
 //! returned when the new release (or formation) served, or the app's containers were gone, so the next command, or a script's `curl`, saw it.
 //! A handler marks its response with what it changed ([`Settle`]); before the answer leaves, the
-//! controller waits, bounded, until the scheduler reports it done. Clients that show their own
+//! controller waits, bounded (`settle_secs`, under the routers' request timeout), until the
+//! scheduler reports it done. Clients that show their own
 //! progress (this project's CLI, through `controller-api`) send `Prefer: respond-async` and get
 //! the answer at once.
 
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_schema::messages::{AppStatus, DeployState};
+
+use warp::http::HeaderMap;
 
 use super::Response;
 use crate::ctx::Ctx;
@@ -77,12 +80,15 @@ pub fn at_once(prefer: Option<&str>) -> bool {
 
 /// Holds a marked response until its change is done, the scheduler stops answering (nothing
 /// would carry the change out now; the answer says what was accepted), or `patience` runs out.
-pub async fn settle(ctx: Arc<Ctx>, prefer: Option<String>, resp: Response) -> Response {
+pub async fn settle(ctx: Arc<Ctx>, headers: HeaderMap, resp: Response) -> Response {
     let Some(settle) = resp.extensions().get::<Settle>().cloned() else { return resp };
-    if at_once(prefer.as_deref()) || !resp.status().is_success() {
+    // Every `Prefer` line counts; one that is not text is ignored, never a reason to refuse.
+    let prefer = headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).any(|v| at_once(Some(v)));
+    if prefer || !resp.status().is_success() {
         return resp;
     }
-    let deadline = Instant::now() + Duration::from_secs(ctx.config.settle_secs);
+    let patience = Duration::from_secs(ctx.config.settle_secs.min(3600));
+    let deadline = Instant::now().checked_add(patience).unwrap_or_else(Instant::now);
     loop {
         match super::processes::ask(&ctx, settle.app()).await {
             Ok(status) if settle.done(&status) => return resp,
