@@ -163,15 +163,15 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         // Deis v1 served a certificate for its common name's domain as soon as it was added:
         // bound when that domain is one of the user's and has no certificate yet.
         let cn = info.common_name.trim().trim_end_matches('.').to_ascii_lowercase();
-        let free: Option<i64> = tx
+        let free = tx
             .query_opt(
-                "SELECT 1::bigint FROM domains d WHERE d.domain = $1
+                "SELECT 1 FROM domains d WHERE d.domain = $1
                  AND NOT EXISTS (SELECT 1 FROM cert_domains cd WHERE cd.domain = d.domain)",
                 &[&cn],
             )
             .await?
-            .map(|r| r.get(0));
-        if free.is_some() {
+            .is_some();
+        if free {
             // A savepoint: a binding that fails (a race for the domain) leaves the add whole.
             let sp = tx.transaction().await?;
             if attach_to(&sp, &user, &row, &name, &cn).await.is_ok() {
