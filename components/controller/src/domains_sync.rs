@@ -78,7 +78,7 @@ pub async fn sync_once(
     let rows = db.query("SELECT name FROM apps", &[]).await.map_err(|e| e.to_string())?;
     let apps: BTreeMap<String, String> = rows
         .iter()
-        .filter_map(|r| bus_schema::AppName::parse(r.get::<_, &str>(0)).ok())
+        .filter_map(|r| r.try_get::<_, &str>("name").ok().and_then(|n| bus_schema::AppName::parse(n).ok()))
         .map(|app| (keys.app(&app), String::new()))
         .collect();
     let (p0, d0) = reconcile(client, &keys.apps(), &apps).await?;

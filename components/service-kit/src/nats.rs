@@ -62,6 +62,13 @@ fn options(config: &NatsConfig, name: &str) -> async_nats::ConnectOptions {
     }
 }
 
+/// The bus namespace, and the connection's name in the server's list.
+fn identity(config: &NatsConfig, sender: &Sender) -> Result<(Namespace, String), NatsError> {
+    let ns =
+        Namespace::new(&config.namespace).map_err(|e| NatsError::Namespace(config.namespace.clone(), e))?;
+    Ok((ns, format!("{}-{}", sender.component, sender.instance)))
+}
+
 fn urls(config: &NatsConfig) -> Vec<&str> {
     config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
 }
@@ -70,9 +77,7 @@ fn urls(config: &NatsConfig) -> Vec<&str> {
 /// keeps trying: for a component that must serve (its SSH port, its health) before the bus comes.
 /// Requests and publishes fail, and subscriptions wait, until it connects.
 pub async fn connect_bus_in_background(config: &NatsConfig, sender: Sender) -> Result<Bus, NatsError> {
-    let ns =
-        Namespace::new(&config.namespace).map_err(|e| NatsError::Namespace(config.namespace.clone(), e))?;
-    let name = format!("{}-{}", sender.component, sender.instance);
+    let (ns, name) = identity(config, &sender)?;
     let client = options(config, &name)
         .retry_on_initial_connect()
         .connect(urls(config).as_slice())
@@ -83,9 +88,7 @@ pub async fn connect_bus_in_background(config: &NatsConfig, sender: Sender) -> R
 
 /// Connects and wraps the client in a [`Bus`] for the configured namespace.
 pub async fn connect_bus(config: &NatsConfig, sender: Sender, shutdown: &Shutdown) -> Result<Bus, NatsError> {
-    let ns =
-        Namespace::new(&config.namespace).map_err(|e| NatsError::Namespace(config.namespace.clone(), e))?;
-    let name = format!("{}-{}", sender.component, sender.instance);
+    let (ns, name) = identity(config, &sender)?;
     let client = connect(config, &name, shutdown).await?;
     Ok(Bus::new(client, ns, sender))
 }
