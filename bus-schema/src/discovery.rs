@@ -6,7 +6,7 @@
 //! |--------------------------------------------|---------------|------------------|
 //! | `<prefix>/nodes/<node>`                    | `NodeRecord`  | the node's agent |
 //! | `<prefix>/routes/<app>/<container>`        | `RouteRecord` | the node's agent |
-//! | `<prefix>/components/<component>/<id>`     | JSON          | the component    |
+//! | `<prefix>/components/<component>/<id>`     | `ComponentRecord` | the component |
 //! | `<prefix>/scheduler/leader`                | instance id   | the leader       |
 //! | `<prefix>/domains/<domain>`                | app name      | none (controller, rebuilt from Postgres) |
 //! | `<prefix>/certs/<domain>`                  | `CertRecord`  | none (controller, rebuilt from Postgres) |
@@ -168,6 +168,36 @@ fn two_labels(rest: &str) -> Option<(&str, &str)> {
     let (component, instance) = rest.split_once('/')?;
     (!component.is_empty() && !instance.is_empty() && !instance.contains('/'))
         .then_some((component, instance))
+}
+
+/// A running instance of a component that serves (the controller, the builder), written by the
+/// component under its own lease: routers send the component's traffic to `address`. (Loggers
+/// register under the same prefix only to be counted; they serve nothing there.)
+/// Unknown fields are kept out of the type but accepted, so an older router reads a newer record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentRecord {
+    /// `host:port` where the component serves.
+    pub address: String,
+    /// The component's version (its crate version), for operators reading etcd.
+    #[serde(default)]
+    pub version: String,
+}
+
+impl ComponentRecord {
+    /// This build's record for a component serving at `address`.
+    pub fn new(address: impl Into<String>, version: impl Into<String>) -> Self {
+        Self { address: address.into(), version: version.into() }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of two strings always serialises.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a record; `None` for one that is not a component record.
+    pub fn from_json(value: &[u8]) -> Option<Self> {
+        serde_json::from_slice(value).ok()
+    }
 }
 
 /// A live node, written by its agent under the node's lease.

@@ -17,18 +17,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use bus_schema::discovery::{DrainSpec, Keys};
 use bus_schema::messages::{LogLine, LogQuery, LogQueryReply, LogSource, Stream};
-use bus_schema::{Bus, Component, Incoming, Sender};
+use bus_schema::{AppName, Bus, BusError, Component, Incoming, Sender, Timestamp};
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use service_kit::{Health, OpsServer, Registration, Shutdown};
 use tokio::net::TcpListener;
 
 pub use config::LoggerConfig;
-use drains::{DrainShared, DrainUrl};
+use drains::{DrainError, DrainShared, DrainUrl};
 use metrics::Metrics;
 use ownership::Ownership;
 use pipeline::{Dispatcher, DrainTable, Shared};
@@ -36,14 +35,31 @@ use pipeline::{Dispatcher, DrainTable, Shared};
 /// A query answer stays under NATS's default 1 MiB message size.
 const MAX_REPLY_BYTES: usize = 900 * 1024;
 
+/// Why the logger could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggerError {
+    #[error("creating the data folder {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS")]
+    Nats(#[source] service_kit::nats::NatsError),
+    #[error("setting up drains")]
+    Drains(#[source] DrainError),
+    /// Subscribing to the bus: the error names the subject.
+    #[error(transparent)]
+    Subscribe(#[from] BusError),
+}
+
 /// Runs the logger until shutdown.
-pub async fn run(config: LoggerConfig, ops: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(config: LoggerConfig, ops: TcpListener, shutdown: Shutdown) -> Result<(), LoggerError> {
     std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+        .map_err(|source| LoggerError::DataDir { path: config.data_dir.clone(), source })?;
     let sender = Sender { component: Component::Logger, instance: config.instance.clone() };
-    let bus = service_kit::nats::connect_bus(&config.nats, sender, &shutdown)
-        .await
-        .context("connecting to NATS")?;
+    let bus =
+        service_kit::nats::connect_bus(&config.nats, sender, &shutdown).await.map_err(LoggerError::Nats)?;
     let ns = bus.namespace().clone();
     let metrics = Metrics::default();
     let mut registry = Registry::default();
@@ -55,7 +71,7 @@ pub async fn run(config: LoggerConfig, ops: TcpListener, shutdown: Shutdown) -> 
         bus: bus.clone(),
         ownership: ownership.clone(),
         drains: drains.clone(),
-        drain_shared: DrainShared::new(&config.drains).context("setting up drains")?,
+        drain_shared: DrainShared::new(&config.drains).map_err(LoggerError::Drains)?,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
@@ -227,6 +243,20 @@ async fn answer_queries(
                 tracing::warn!(%error, "answering a history query failed");
             }
         });
+    }
+}
+
+/// A line of the logger's own in an app's stream, such as a notice of lines lost: on stderr, so
+/// drains and `deis logs` show it as an error.
+pub(crate) fn logger_notice(app: &AppName, message: String) -> LogLine {
+    LogLine {
+        app: app.clone(),
+        time: Timestamp::now(),
+        source: LogSource::Logger,
+        stream: Stream::Stderr,
+        node: None,
+        seq: 0,
+        message,
     }
 }
 

@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use bus_schema::Bus;
-use bus_schema::Timestamp;
-use bus_schema::messages::{DrainRecord, LogLine, LogSource, Stream};
+use bus_schema::messages::{DrainRecord, LogLine};
 use bus_schema::names::AppName;
 use service_kit::Shutdown;
 use tokio::sync::mpsc;
@@ -130,18 +129,11 @@ pub fn cut_overlong(line: &mut LogLine, max: usize) {
 }
 
 fn notice(app: &AppName, lost: u64) -> LogLine {
-    LogLine {
-        app: app.clone(),
-        time: Timestamp::now(),
-        source: LogSource::Logger,
-        stream: Stream::Stderr,
-        node: None,
-        seq: 0,
-        message: format!(
-            "Error L10 (output buffer overflow): {lost} lines dropped: the app logged faster than the \
-             logger could take its lines"
-        ),
-    }
+    let message = format!(
+        "Error L10 (output buffer overflow): {lost} lines dropped: the app logged faster than the \
+         logger could take its lines"
+    );
+    crate::logger_notice(app, message)
 }
 
 async fn app_task(
@@ -239,6 +231,9 @@ fn reconcile_drains(
 
 #[cfg(test)]
 mod tests {
+    use bus_schema::Timestamp;
+    use bus_schema::messages::{LogSource, Stream};
+
     use super::*;
 
     #[test]

@@ -36,8 +36,15 @@ pub struct Listeners {
     pub git: TcpListener,
 }
 
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("building the TLS config of the HTTPS listener")]
+    Tls(#[source] rustls::Error),
+}
+
 /// Runs the router until shutdown.
-pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown) -> Result<(), RouterError> {
     let keys = Keys::new(&config.etcd.prefix);
     let table = Arc::new(ArcSwap::from_pointee(Table::default()));
     let loaded = Arc::new(AtomicBool::new(false));
@@ -104,10 +111,11 @@ impl rustls::server::ResolvesServerCert for Sni {
     }
 }
 
-fn tls_acceptor(table: Arc<ArcSwap<Table>>) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+fn tls_acceptor(table: Arc<ArcSwap<Table>>) -> Result<tokio_rustls::TlsAcceptor, RouterError> {
     let mut config =
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
+            .with_safe_default_protocol_versions()
+            .map_err(RouterError::Tls)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Sni(table)));
     // HTTP/2 for clients that offer it, HTTP/1.1 otherwise; the server side detects which.

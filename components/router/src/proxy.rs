@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
 
@@ -118,234 +120,266 @@ impl Proxy {
 
     pub async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
         https: bool,
         affinity: Arc<Affinity>,
     ) -> Result<Response<Body>, Infallible> {
         let start = Instant::now();
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        let host = request_host(&req);
         let table = self.table.load_full();
         let target = table.resolve(&host);
-        let app = match &target {
-            Target::App(app) => app.to_string(),
-            Target::Controller => "deis".to_owned(),
-            Target::Unknown => {
-                let text = format!(
-                    "No app is served at {}. Check the app's name, or add this domain to it with `deis domains:add`.",
-                    escape(&host)
-                );
-                return Ok(page(StatusCode::NOT_FOUND, "No such app", &text));
-            }
+        let Some(app) = app_label(&target) else {
+            return Ok(unknown_host(&host));
         };
         // Platform setting: apps answer only over HTTPS (the controller stays reachable for the CLI).
         if !https && table.settings.https_only && matches!(target, Target::App(_)) {
-            let location = format!(
-                "https://{}{}",
-                host.rsplit_once(':')
-                    .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-                    .map_or(host.as_str(), |(h, _)| h),
-                req.uri().path_and_query().map_or("/", |p| p.as_str())
-            );
-            let mut resp = page(StatusCode::MOVED_PERMANENTLY, "Moved", "This app is served over HTTPS.");
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            return Ok(resp);
+            return Ok(https_redirect(&host, req.uri()));
         }
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 200)
-            .map(str::to_owned)
-            .unwrap_or_else(|| self.next_request_id());
+        let request_id = self.request_id(req.headers());
         let candidates = table.candidates(&target, &self.ejections);
-        if let Target::App(name) = &target
-            && candidates.is_empty()
-            && !table.is_app(name)
-        {
-            // A name that is no app (never created, or destroyed): not an outage of anything.
-            let text = format!(
-                "There is no app named {}. `deis apps` lists yours; `deis create {}` makes it.",
-                escape(name.as_str()),
-                escape(name.as_str())
-            );
-            return Ok(page(StatusCode::NOT_FOUND, "No such app", &text));
-        }
-        if candidates.is_empty() {
-            let text = format!(
-                "Nothing serves {} right now: no such app is deployed, or none of its containers is healthy. See `deis ps` and `deis logs`.",
-                escape(&app)
-            );
-            let (method, path) = (req.method().clone(), req.uri().to_string());
-            let resp = page(StatusCode::SERVICE_UNAVAILABLE, "No healthy containers", &text);
-            return Ok(self.finish(
-                &Exchange {
-                    table: &table,
-                    target: &target,
-                    method: &method,
-                    path: &path,
-                    host: &host,
-                    start,
-                    request_id: &request_id,
-                    peer,
-                    https,
-                },
-                resp,
-            ));
-        }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.config.max_body_bytes) {
-            return Ok(page(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request too large",
-                "The request body is larger than this platform accepts.",
-            ));
-        }
-        let upgrade = wants_upgrade(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let method = req.method().clone();
-        let path =
-            req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
-        let headers = forward_headers(
-            req.headers(),
-            peer,
-            if https { self.https_port } else { self.local_port },
-            https,
-            &request_id,
-            upgrade,
-        );
-        let exchange = Exchange {
+        let routed = Routed {
             table: &table,
             target: &target,
-            method: &method,
-            path: &path,
+            app,
             host: &host,
             start,
             request_id: &request_id,
             peer,
             https,
         };
+        if candidates.is_empty() {
+            return Ok(self.no_backend(&routed, &req));
+        }
+        Ok(self.forward(&routed, req, &candidates, &affinity).await)
+    }
+
+    /// The client's own request id when it sent a usable one, so one request can be followed
+    /// through every proxy it crosses; a new one otherwise.
+    fn request_id(&self, headers: &HeaderMap) -> String {
+        headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.next_request_id())
+    }
+
+    /// The answer when no backend can be tried: the request is counted and logged only when it
+    /// names an app that exists, since a name that is no app is not an outage of anything.
+    fn no_backend(&self, routed: &Routed<'_>, req: &Request<Incoming>) -> Response<Body> {
+        if let Target::App(name) = routed.target
+            && !routed.table.is_app(name)
+        {
+            let text = format!(
+                "There is no app named {}. `deis apps` lists yours; `deis create {}` makes it.",
+                escape(name.as_str()),
+                escape(name.as_str())
+            );
+            return page(StatusCode::NOT_FOUND, "No such app", &text);
+        }
+        let text = format!(
+            "Nothing serves {} right now: no such app is deployed, or none of its containers is healthy. See `deis ps` and `deis logs`.",
+            escape(routed.app)
+        );
+        let path = req.uri().to_string();
+        let resp = page(StatusCode::SERVICE_UNAVAILABLE, "No healthy containers", &text);
+        self.finish(&Exchange { routed, method: req.method(), path: &path }, resp)
+    }
+
+    /// Prepares the request for the backends (headers, body) and sends it to the first that
+    /// answers.
+    async fn forward(
+        &self,
+        routed: &Routed<'_>,
+        mut req: Request<Incoming>,
+        candidates: &[&str],
+        affinity: &Affinity,
+    ) -> Response<Body> {
+        let declared = content_length(req.headers());
+        if declared.is_some_and(|n| n > self.config.max_body_bytes) {
+            return page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                "The request body is larger than this platform accepts.",
+            );
+        }
+        let upgrade = wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let method = req.method().clone();
+        let path =
+            req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
+        let port = if routed.https { self.https_port } else { self.local_port };
+        let headers =
+            forward_headers(req.headers(), routed.peer, port, routed.https, routed.request_id, upgrade);
         let has_body =
             declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
-
-        // Small bodies are buffered so a refused connection can be retried elsewhere with the same
-        // bytes; large ones stream, and are retried only when they are empty.
-        let mut streaming: Option<Incoming> = None;
-        let buffered: Option<Bytes> = if !has_body {
-            Some(Bytes::new())
-        } else if declared.is_some_and(|n| n <= self.config.retry_buffer_bytes) {
-            let limit = usize::try_from(self.config.retry_buffer_bytes).unwrap_or(usize::MAX);
-            match Limited::new(req.into_body(), limit).collect().await {
-                Ok(collected) => Some(collected.to_bytes()),
-                Err(_) => {
-                    return Ok(page(
-                        StatusCode::BAD_REQUEST,
-                        "Bad request",
-                        "The request body could not be read.",
-                    ));
-                }
+        // A request that declares no body goes on with an empty one. Its own stream is held, unread,
+        // until the answer is back: dropping it would have HTTP/2 discard what the client may still
+        // send on it before the backend has answered.
+        let (body, _unread) = if has_body {
+            match self.read_body(req.into_body(), declared).await {
+                Ok(body) => (body, None),
+                Err(resp) => return resp,
             }
         } else {
-            streaming = Some(req.into_body());
-            None
+            (Outgoing::Buffered(Bytes::new()), Some(req))
         };
+        let exchange = Exchange { routed, method: &method, path: &path };
+        self.try_backends(&exchange, candidates, &headers, body, client_upgrade, affinity).await
+    }
 
-        let timeout = Duration::from_secs(self.config.request_timeout_secs.max(1));
-        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-        let mut last_error = String::new();
-        for backend in &candidates {
-            let body = match (&buffered, streaming.take()) {
-                (Some(bytes), _) => full(bytes.clone()),
-                (None, Some(incoming)) => {
-                    let limit = usize::try_from(self.config.max_body_bytes).unwrap_or(usize::MAX);
-                    Limited::new(incoming, limit).map_err(|e| -> BoxError { e }).boxed()
-                }
-                (None, None) => break,
-            };
-            let mut out = Request::builder().method(method.clone()).uri(path.as_str());
-            if let Some(h) = out.headers_mut() {
-                *h = headers.clone();
+    /// Small bodies are buffered so a refused connection can be retried elsewhere with the same
+    /// bytes; large ones stream, and are retried only when they are empty.
+    async fn read_body(&self, body: Incoming, declared: Option<u64>) -> Result<Outgoing, Response<Body>> {
+        if declared.is_none_or(|n| n > self.config.retry_buffer_bytes) {
+            return Ok(Outgoing::Streaming(Some(body)));
+        }
+        let limit = usize::try_from(self.config.retry_buffer_bytes).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(Outgoing::Buffered(collected.to_bytes())),
+            Err(_) => {
+                Err(page(StatusCode::BAD_REQUEST, "Bad request", "The request body could not be read."))
             }
-            let Ok(out) = out.body(body) else { break };
-            match tokio::time::timeout(timeout, self.send(&affinity, backend, out, buffered.as_ref())).await {
-                Ok(Ok(mut resp)) => {
-                    if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_side) = client_upgrade {
-                            let backend_side = hyper::upgrade::on(&mut resp);
-                            tokio::spawn(bridge(client_side, backend_side));
-                        }
-                        let (mut parts, _) = resp.into_parts();
-                        strip_hop_by_hop(&mut parts.headers, true);
-                        let resp = Response::from_parts(parts, full(Bytes::new()));
-                        return Ok(self.finish(&exchange, resp));
-                    }
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers, false);
-                    parts.headers.insert(
-                        "x-request-id",
-                        HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("-")),
-                    );
-                    let resp =
-                        Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
-                    return Ok(self.finish(&exchange, resp));
-                }
-                Ok(Err(error)) if error.is_connect() => {
-                    // Nothing of the request reached this backend: skip it for a while, try the next.
-                    self.ejections.eject(backend, Duration::from_secs(self.config.eject_secs));
-                    self.metrics.ejections.inc();
-                    tracing::warn!(%backend, %app, %error, "backend refused; ejected");
-                    last_error = format!("{backend} refused the connection");
-                    if buffered.is_none() {
-                        break;
-                    }
-                }
-                Ok(Err(error)) if idempotent && buffered.as_ref().is_some_and(Bytes::is_empty) => {
-                    // The connection broke before any answer (a container killed, a node lost with
-                    // the request in flight): a GET or HEAD without a body is safe to send again,
-                    // as browsers and nginx do. Not ejected: a kept-alive connection the backend
-                    // closed looks the same; a dead backend is ejected by its next refused connect.
-                    tracing::warn!(%backend, %app, %error, "backend failed before answering; retrying elsewhere");
-                    last_error = format!("{backend}: {error}");
-                }
+        }
+    }
+
+    /// Sends the request to each candidate in turn until one answers, or a failure leaves
+    /// nothing safe to send again.
+    async fn try_backends(
+        &self,
+        x: &Exchange<'_>,
+        candidates: &[&str],
+        headers: &HeaderMap,
+        mut body: Outgoing,
+        client_upgrade: Option<OnUpgrade>,
+        affinity: &Affinity,
+    ) -> Response<Body> {
+        let timeout = Duration::from_secs(self.config.request_timeout_secs.max(1));
+        let idempotent = matches!(*x.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut last_error = String::new();
+        for backend in candidates {
+            let Some(out) = self.backend_request(x, headers, &mut body) else { break };
+            match tokio::time::timeout(timeout, self.send(affinity, backend, out, body.buffered())).await {
+                Ok(Ok(resp)) => return self.relay(x, resp, client_upgrade),
                 Ok(Err(error)) => {
-                    last_error = format!("{backend}: {error}");
-                    break;
+                    match self.after_failure(backend, x.routed.app, &error, &body, idempotent) {
+                        ControlFlow::Continue(error) => last_error = error,
+                        ControlFlow::Break(error) => {
+                            last_error = error;
+                            break;
+                        }
+                    }
                 }
                 Err(_) => {
-                    self.ejections.eject(backend, Duration::from_secs(self.config.eject_secs));
+                    self.eject(backend);
                     let resp =
                         page(StatusCode::GATEWAY_TIMEOUT, "Timed out", "The app did not answer in time.");
-                    return Ok(self.finish(&exchange, resp));
+                    return self.finish(x, resp);
                 }
             }
         }
-        tracing::warn!(%app, error = %last_error, "no backend answered");
+        tracing::warn!(app = %x.routed.app, error = %last_error, "no backend answered");
         let resp = page(StatusCode::BAD_GATEWAY, "Bad gateway", "The app's containers could not be reached.");
-        Ok(self.finish(&exchange, resp))
+        self.finish(x, resp)
+    }
+
+    /// The request for the next backend; `None` once a streamed body has gone to an earlier one
+    /// and cannot be sent again.
+    fn backend_request(
+        &self,
+        x: &Exchange<'_>,
+        headers: &HeaderMap,
+        body: &mut Outgoing,
+    ) -> Option<Request<Body>> {
+        let body = match body {
+            Outgoing::Buffered(bytes) => full(bytes.clone()),
+            Outgoing::Streaming(incoming) => {
+                let limit = usize::try_from(self.config.max_body_bytes).unwrap_or(usize::MAX);
+                Limited::new(incoming.take()?, limit).map_err(|e| -> BoxError { e }).boxed()
+            }
+        };
+        let mut out = Request::builder().method(x.method.clone()).uri(x.path);
+        if let Some(h) = out.headers_mut() {
+            *h = headers.clone();
+        }
+        out.body(body).ok()
+    }
+
+    /// Whether a failed backend may be followed by the next one; either way, what to report if
+    /// none answers.
+    fn after_failure(
+        &self,
+        backend: &str,
+        app: &str,
+        error: &SendError,
+        body: &Outgoing,
+        idempotent: bool,
+    ) -> ControlFlow<String, String> {
+        if error.is_connect() {
+            // Nothing of the request reached this backend: skip it for a while, try the next.
+            self.eject(backend);
+            self.metrics.ejections.inc();
+            tracing::warn!(%backend, %app, %error, "backend refused; ejected");
+            let last_error = format!("{backend} refused the connection");
+            return match body {
+                Outgoing::Buffered(_) => ControlFlow::Continue(last_error),
+                Outgoing::Streaming(_) => ControlFlow::Break(last_error),
+            };
+        }
+        if idempotent && body.buffered().is_some_and(Bytes::is_empty) {
+            // The connection broke before any answer (a container killed, a node lost with
+            // the request in flight): a GET or HEAD without a body is safe to send again,
+            // as browsers and nginx do. Not ejected: a kept-alive connection the backend
+            // closed looks the same; a dead backend is ejected by its next refused connect.
+            tracing::warn!(%backend, %app, %error, "backend failed before answering; retrying elsewhere");
+            return ControlFlow::Continue(format!("{backend}: {error}"));
+        }
+        ControlFlow::Break(format!("{backend}: {error}"))
+    }
+
+    fn eject(&self, backend: &str) {
+        self.ejections.eject(backend, Duration::from_secs(self.config.eject_secs));
+    }
+
+    /// The backend's answer as the client gets it. A switch of protocols leaves the two
+    /// connections bridged by a task of their own, outliving this request.
+    fn relay(
+        &self,
+        x: &Exchange<'_>,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Response<Body> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_side) = client_upgrade
+        {
+            let backend_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(bridge(client_side, backend_side));
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return self.finish(x, Response::from_parts(parts, full(Bytes::new())));
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.insert(
+            "x-request-id",
+            HeaderValue::from_str(x.routed.request_id).unwrap_or(HeaderValue::from_static("-")),
+        );
+        let resp = Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
+        self.finish(x, resp)
     }
 
     /// Counts the request and writes its access line into the app's log stream.
     fn finish(&self, x: &Exchange<'_>, resp: Response<Body>) -> Response<Body> {
-        let Exchange { table, target, method, path, host, start, request_id, peer, https } = *x;
+        let Exchange { routed, method, path } = *x;
+        let Routed { table, target, host, start, request_id, peer, https, .. } = *routed;
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
         let app = match target {
-            Target::App(app) => Some(app.clone()),
+            Target::App(app) => Some(app),
             _ => None,
         };
-        let handles = match &app {
+        let handles = match app {
             Some(app) => {
                 table.app_metrics.get(app).cloned().unwrap_or_else(|| self.metrics.for_app(app.as_str()))
             }
@@ -395,26 +429,104 @@ impl Proxy {
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-/// What the access line and metrics need to know of one request.
+/// What the Connection headers list: options such as `upgrade`, and names of headers meant for
+/// this hop only.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Where one request goes, and what its access line and metrics need to know of it, all known
+/// before its body is touched.
 #[derive(Clone, Copy)]
-struct Exchange<'a> {
+struct Routed<'a> {
     table: &'a Table,
     target: &'a Target,
-    method: &'a hyper::Method,
-    path: &'a str,
+    /// The name the request is counted and logged under: the app's, or `deis`.
+    app: &'a str,
     host: &'a str,
     start: Instant,
     request_id: &'a str,
     peer: SocketAddr,
     https: bool,
+}
+
+/// A routed request as it is sent on.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    routed: &'a Routed<'a>,
+    method: &'a Method,
+    path: &'a str,
+}
+
+/// A request's body as the backends get it.
+enum Outgoing {
+    /// Empty, or small enough to have been read whole: it can be sent again.
+    Buffered(Bytes),
+    /// Too large to keep: it goes to one backend only, and is `None` once it has.
+    Streaming(Option<Incoming>),
+}
+
+impl Outgoing {
+    fn buffered(&self) -> Option<&Bytes> {
+        match self {
+            Outgoing::Buffered(bytes) => Some(bytes),
+            Outgoing::Streaming(_) => None,
+        }
+    }
+}
+
+/// The host a request names: its Host header, else the authority of its URI (HTTP/2 sends
+/// `:authority` instead of Host).
+fn request_host<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+/// The name a target's requests are counted and logged under; `None` when nothing is served there.
+fn app_label(target: &Target) -> Option<&str> {
+    match target {
+        Target::App(app) => Some(app.as_str()),
+        Target::Controller => Some("deis"),
+        Target::Unknown => None,
+    }
+}
+
+fn unknown_host(host: &str) -> Response<Body> {
+    let text = format!(
+        "No app is served at {}. Check the app's name, or add this domain to it with `deis domains:add`.",
+        escape(host)
+    );
+    page(StatusCode::NOT_FOUND, "No such app", &text)
+}
+
+/// The same URL over HTTPS on the default port.
+fn https_redirect(host: &str, uri: &hyper::Uri) -> Response<Body> {
+    let location = format!(
+        "https://{}{}",
+        host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(host, |(h, _)| h),
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut resp = page(StatusCode::MOVED_PERMANENTLY, "Moved", "This app is served over HTTPS.");
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Backend connections owned by one client connection. An HTTP/1.1 client sends one request at a
@@ -549,17 +661,11 @@ fn forward_headers(
 /// Removes hop-by-hop headers, and those the Connection header names. An upgrade keeps its
 /// `Upgrade` and `Connection: upgrade`, which the next hop needs to switch protocols.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
+    let named: Vec<String> =
+        connection_tokens(headers).filter(|t| !t.is_empty()).map(str::to_ascii_lowercase).collect();
     let upgrade_value = headers.get(header::UPGRADE).cloned();
-    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
-        headers.remove(name.as_str());
+    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        headers.remove(name);
     }
     if let (true, Some(u)) = (upgrade, upgrade_value) {
         headers.insert(header::UPGRADE, u);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bus_schema::AppName;
-use bus_schema::discovery::{Keys, RouteRecord};
+use bus_schema::discovery::{ComponentRecord, Keys, RouteRecord};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +113,7 @@ impl Table {
                     Err(_) => bad += 1,
                 }
             } else if let Some(rest) = key.strip_prefix(&components) {
-                let address = serde_json::from_slice::<serde_json::Value>(value)
-                    .ok()
-                    .and_then(|v| v.get("address").and_then(|a| a.as_str()).map(str::to_owned));
+                let address = ComponentRecord::from_json(value).map(|r| r.address);
                 match (rest.split('/').next(), address) {
                     (Some("controller"), Some(a)) => controllers.push(a),
                     (Some("builder"), Some(a)) => builders.push(a),
@@ -296,7 +294,10 @@ mod tests {
             ("/deis/routes/shop/c1".to_owned(), route("10.0.0.1:1000")),
             ("/deis/routes/shop/c2".to_owned(), route("10.0.0.2:1000")),
             ("/deis/routes/shop/bad".to_owned(), b"{".to_vec()),
-            ("/deis/components/controller/x".to_owned(), br#"{"address":"10.0.0.9:8000"}"#.to_vec()),
+            (
+                "/deis/components/controller/x".to_owned(),
+                ComponentRecord::new("10.0.0.9:8000", "1.0.0").to_json(),
+            ),
             ("/deis/nodes/n1".to_owned(), b"{}".to_vec()),
             ("/deis/domains/www.shop.example".to_owned(), b"shop".to_vec()),
             ("/deis/domains/bad.example".to_owned(), b"Not An App".to_vec()),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bus_schema::discovery::ComponentRecord;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
@@ -249,7 +250,7 @@ async fn a_get_in_flight_to_a_dying_backend_is_retried_elsewhere_a_post_is_not()
 async fn the_controller_answers_at_its_name_and_the_routers_own_address() {
     let mut rig = Rig::start("ctl", TestServices::get().etcd_endpoints).await;
     let (c, _t) = backend("controller").await;
-    let value = serde_json::json!({"address": c.to_string()}).to_string();
+    let value = ComponentRecord::new(c.to_string(), "test").to_json();
     rig.etcd.put(format!("{}/components/controller/x", rig.prefix), value, None).await.unwrap();
     for host in ["deis.deis.local", "127.0.0.1", "localhost:8080"] {
         let (status, body) = eventually("the controller is routed", Duration::from_secs(2), || async {
@@ -312,7 +313,7 @@ async fn git_traffic_passes_through_to_a_builder() {
             });
         }
     });
-    let value = serde_json::json!({"address": addr.to_string()}).to_string();
+    let value = ComponentRecord::new(addr.to_string(), "test").to_json();
     rig.etcd.put(format!("{}/components/builder/b1", rig.prefix), value, None).await.unwrap();
     let got =
         eventually("bytes come back through port 2222's pass-through", Duration::from_secs(3), || async {

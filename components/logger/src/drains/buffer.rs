@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
 use bus_schema::envelope::Timestamp;
-use bus_schema::messages::{LogLine, LogSource, Stream};
+use bus_schema::messages::LogLine;
 use bus_schema::names::AppName;
 
 use super::DrainStats;
@@ -94,20 +94,13 @@ impl Buffer {
     }
 
     fn notice(&self, gap: Gap) -> LogLine {
-        LogLine {
-            app: self.app.clone(),
-            time: Timestamp::now(),
-            source: LogSource::Logger,
-            stream: Stream::Stderr,
-            node: None,
-            seq: 0,
-            // Heroku's wording, which log services already recognise.
-            message: format!(
-                "Error L10 (output buffer overflow): {} messages dropped since {}.",
-                gap.count,
-                gap.since.to_rfc3339()
-            ),
-        }
+        // Heroku's wording, which log services already recognise.
+        let message = format!(
+            "Error L10 (output buffer overflow): {} messages dropped since {}.",
+            gap.count,
+            gap.since.to_rfc3339()
+        );
+        crate::logger_notice(&self.app, message)
     }
 
     /// Copies of the first `max` entries (without removing them); empty when there are none.
@@ -154,6 +147,7 @@ impl Buffer {
 
 #[cfg(test)]
 mod tests {
+    use bus_schema::messages::{LogSource, Stream};
     use bus_schema::names::ProcessType;
 
     use super::*;
