@@ -57,7 +57,7 @@ pub async fn placement(p: &Platform) -> Result<Placement, String> {
 async fn deployed(p: &Platform, app: &str) -> Result<u32, String> {
     let status = p.api.deploy_status(app).await.map_err(|e| format!("{app}: deploy status: {e}"))?;
     match status {
-        Some(s) if s.state == "deployed" => Ok(s.version),
+        Some(s) if s.state == controller_api::DeployPhase::Deployed => Ok(s.version),
         Some(s) => Err(format!("{app}: v{} is {}", s.version, s.state)),
         None => Err(format!("{app}: never deployed")),
     }

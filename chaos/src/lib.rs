@@ -208,7 +208,7 @@ impl Suite {
 
     pub async fn deployed_version(&self, app: &str) -> anyhow::Result<u32> {
         match self.p.api.deploy_status(app).await? {
-            Some(s) if s.state == "deployed" => Ok(s.version),
+            Some(s) if s.state == controller_api::DeployPhase::Deployed => Ok(s.version),
             other => bail!("{app} is not deployed: {other:?}"),
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bus_schema::messages::{BuildCompleted, BuildFailed, BuildRequested, Stream};
 use bus_schema::{AppName, MessageId};
-use controller_api::HookPush;
+use controller_api::{DeployPhase, HookPush};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedMutexGuard, mpsc};
@@ -311,12 +311,12 @@ async fn wait_for_release(builder: &Builder, push: &PushContext, build_id: Uuid,
                 }
                 if let Some(v) = release {
                     match &status.deploy {
-                        Some(d) if d.version == v && d.state == "deployed" => {
+                        Some(d) if d.version == v && d.state == DeployPhase::Deployed => {
                             out.say(&format!("       done, {}:v{v} deployed to Deis", push.app)).await;
                             out.say(&format!("\n       {}\n", status.url)).await;
                             return 0;
                         }
-                        Some(d) if d.version == v && d.state == "failed" => {
+                        Some(d) if d.version == v && d.state == DeployPhase::Failed => {
                             let reason = d.reason.as_deref().unwrap_or("no reason given");
                             let serving =
                                 d.serving.map(|s| format!("; v{s} is still serving")).unwrap_or_default();

@@ -30,33 +30,18 @@ pub fn parse_key_value(arg: &str) -> Result<(String, String)> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
-/// Checks a process type (`web`, `worker`, …): a DNS label, as the platform requires so it can
-/// name containers.
+/// Checks a process type (`web`, `worker`, …) by the platform's own rule
+/// ([`bus_schema::ProcessType`]): a DNS label, so it can name containers.
 pub fn validate_process_type(kind: &str) -> Result<()> {
-    validate_label("process type", kind)
+    bus_schema::ProcessType::parse(kind)?;
+    Ok(())
 }
 
-/// Checks an app name: a DNS label (`[a-z][a-z0-9-]*`, at most 63 characters), so that
-/// `<app>.<domain>` is a host name. Checking locally also keeps names like `../x` out of URL paths.
+/// Checks an app name by the platform's own rule ([`bus_schema::AppName`]): a DNS label
+/// (`[a-z][a-z0-9-]*`, at most 63 characters, not reserved), so that `<app>.<domain>` is a host
+/// name. Checking locally also keeps names like `../x` out of URL paths.
 pub fn validate_app(app: &str) -> Result<()> {
-    validate_label("app name", app)
-}
-
-fn validate_label(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() {
-        bail!("{what} is empty");
-    }
-    if name.len() > 63 {
-        bail!("{what} '{name}' is longer than 63 characters");
-    }
-    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let starts_ok = name.starts_with(|c: char| c.is_ascii_lowercase());
-    if !ok_chars || !starts_ok || name.ends_with('-') {
-        bail!(
-            "invalid {what} '{name}': use lowercase letters, digits and '-', starting with a letter \
-             and not ending with '-'"
-        );
-    }
+    bus_schema::AppName::parse(app)?;
     Ok(())
 }
 
@@ -263,7 +248,7 @@ mod tests {
     #[test]
     fn app_names_and_segments() {
         assert!(validate_app("my-app2").is_ok());
-        for bad in ["", "My", "1app", "app-", "../x", "a/b", &"a".repeat(64)] {
+        for bad in ["", "My", "1app", "app-", "../x", "a/b", "deis", &"a".repeat(64)] {
             assert!(validate_app(bad).is_err(), "{bad}");
         }
         assert!(validate_segment("domain", "www.example.com").is_ok());

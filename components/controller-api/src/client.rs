@@ -5,6 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::endpoints::Endpoint;
 use crate::types::*;
 
 /// Why an API call failed.
@@ -187,99 +188,99 @@ impl Client {
     // --- auth ---------------------------------------------------------------------------------
 
     pub async fn register(&self, req: &RegisterRequest) -> Result<User, ApiError> {
-        self.call(Method::POST, "/v1/auth/register/", Some(req), false).await
+        self.call(Method::POST, &Endpoint::Register.path(&[]), Some(req), false).await
     }
 
     pub async fn login(&self, req: &LoginRequest) -> Result<TokenResponse, ApiError> {
-        self.call(Method::POST, "/v1/auth/login/", Some(req), false).await
+        self.call(Method::POST, &Endpoint::Login.path(&[]), Some(req), false).await
     }
 
     pub async fn whoami(&self) -> Result<User, ApiError> {
-        self.get("/v1/auth/whoami/").await
+        self.get(&Endpoint::Whoami.path(&[])).await
     }
 
     pub async fn passwd(&self, req: &PasswdRequest) -> Result<(), ApiError> {
-        self.call_raw(Method::POST, "/v1/auth/passwd/", Some(req), true).await.map(|_| ())
+        self.call_raw(Method::POST, &Endpoint::Passwd.path(&[]), Some(req), true).await.map(|_| ())
     }
 
     pub async fn cancel(&self, req: &CancelRequest) -> Result<(), ApiError> {
-        self.call_raw(Method::POST, "/v1/auth/cancel/", Some(req), true).await.map(|_| ())
+        self.call_raw(Method::POST, &Endpoint::Cancel.path(&[]), Some(req), true).await.map(|_| ())
     }
 
     pub async fn regenerate_token(&self, req: &RegenerateTokenRequest) -> Result<TokenResponse, ApiError> {
-        self.post("/v1/auth/tokens/", req).await
+        self.post(&Endpoint::RegenerateToken.path(&[]), req).await
     }
 
     pub async fn users(&self) -> Result<Vec<User>, ApiError> {
-        self.all("/v1/users/").await
+        self.all(&Endpoint::Users.path(&[])).await
     }
 
     // --- apps ---------------------------------------------------------------------------------
 
     pub async fn apps(&self) -> Result<Vec<App>, ApiError> {
-        self.all("/v1/apps/").await
+        self.all(&Endpoint::Apps.path(&[])).await
     }
 
     pub async fn app_create(&self, name: Option<&str>) -> Result<App, ApiError> {
-        self.post("/v1/apps/", &AppCreateRequest { id: name.map(str::to_owned) }).await
+        self.post(&Endpoint::AppCreate.path(&[]), &AppCreateRequest { id: name.map(str::to_owned) }).await
     }
 
     pub async fn app(&self, app: &str) -> Result<App, ApiError> {
-        self.get(&format!("/v1/apps/{app}/")).await
+        self.get(&Endpoint::App.path(&[app])).await
     }
 
     pub async fn app_destroy(&self, app: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/apps/{app}/")).await
+        self.delete(&Endpoint::AppDestroy.path(&[app])).await
     }
 
     pub async fn app_transfer(&self, app: &str, owner: &str) -> Result<App, ApiError> {
-        self.post(&format!("/v1/apps/{app}/"), &AppTransferRequest { owner: owner.to_owned() }).await
+        self.post(&Endpoint::AppTransfer.path(&[app]), &AppTransferRequest { owner: owner.to_owned() }).await
     }
 
     // --- config -------------------------------------------------------------------------------
 
     pub async fn config(&self, app: &str) -> Result<Config, ApiError> {
-        self.get(&format!("/v1/apps/{app}/config/")).await
+        self.get(&Endpoint::Config.path(&[app])).await
     }
 
     pub async fn config_update(&self, app: &str, update: &ConfigUpdate) -> Result<Config, ApiError> {
-        self.post(&format!("/v1/apps/{app}/config/"), update).await
+        self.post(&Endpoint::ConfigUpdate.path(&[app]), update).await
     }
 
     // --- builds, releases, scale --------------------------------------------------------------
 
     pub async fn builds(&self, app: &str) -> Result<Vec<Build>, ApiError> {
-        self.all(&format!("/v1/apps/{app}/builds/")).await
+        self.all(&Endpoint::Builds.path(&[app])).await
     }
 
     pub async fn build_create(&self, app: &str, req: &BuildCreateRequest) -> Result<Build, ApiError> {
-        self.post(&format!("/v1/apps/{app}/builds/"), req).await
+        self.post(&Endpoint::BuildCreate.path(&[app]), req).await
     }
 
     pub async fn releases(&self, app: &str) -> Result<Vec<Release>, ApiError> {
-        self.all(&format!("/v1/apps/{app}/releases/")).await
+        self.all(&Endpoint::Releases.path(&[app])).await
     }
 
     pub async fn release(&self, app: &str, version: u32) -> Result<Release, ApiError> {
-        self.get(&format!("/v1/apps/{app}/releases/v{version}/")).await
+        self.get(&Endpoint::Release.path(&[app, &format!("v{version}")])).await
     }
 
     pub async fn rollback(&self, app: &str, version: Option<u32>) -> Result<Release, ApiError> {
-        self.post(&format!("/v1/apps/{app}/releases/rollback/"), &RollbackRequest { version }).await
+        self.post(&Endpoint::Rollback.path(&[app]), &RollbackRequest { version }).await
     }
 
     pub async fn scale(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<App, ApiError> {
-        self.post(&format!("/v1/apps/{app}/scale/"), formation).await
+        self.post(&Endpoint::Scale.path(&[app]), formation).await
     }
 
     pub async fn containers(&self, app: &str) -> Result<Vec<Container>, ApiError> {
-        self.all(&format!("/v1/apps/{app}/containers/")).await
+        self.all(&Endpoint::Containers.path(&[app])).await
     }
 
     /// Restarts containers one at a time (all, a type, or one container of a type).
     /// The containers that will be restarted, one at a time.
     pub async fn restart(&self, app: &str, req: &RestartRequest) -> Result<Vec<Container>, ApiError> {
-        self.post(&format!("/v1/apps/{app}/containers/restart/"), req).await
+        self.post(&Endpoint::Restart.path(&[app]), req).await
     }
 
     /// Runs a one-off command; `on_event` sees each output line as it arrives. Returns the exit
@@ -291,7 +292,7 @@ impl Client {
         mut on_event: impl FnMut(&RunEvent),
     ) -> Result<Option<i64>, ApiError> {
         use futures::StreamExt;
-        let url = format!("{}/v1/apps/{app}/run/", self.base);
+        let url = format!("{}{}", self.base, Endpoint::Run.path(&[app]));
         let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
         let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
         // One-offs may run long: no overall timeout, only the connect timeout.
@@ -334,7 +335,7 @@ impl Client {
         mut on_line: impl FnMut(&str),
     ) -> Result<(), ApiError> {
         use futures::StreamExt;
-        let url = format!("{}/v1/apps/{app}/logs/?{}", self.base, query.to_query_string());
+        let url = format!("{}{}?{}", self.base, Endpoint::Logs.path(&[app]), query.to_query_string());
         let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
         let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
         // Following has no end: no overall timeout, only the connect timeout.
@@ -355,84 +356,82 @@ impl Client {
     }
 
     pub async fn drains(&self, app: &str) -> Result<Vec<Drain>, ApiError> {
-        self.all(&format!("/v1/apps/{app}/drains/")).await
+        self.all(&Endpoint::Drains.path(&[app])).await
     }
 
     pub async fn drain_add(&self, app: &str, url: &str) -> Result<Drain, ApiError> {
-        self.post(&format!("/v1/apps/{app}/drains/"), &DrainCreateRequest { url: url.to_owned() }).await
+        self.post(&Endpoint::DrainAdd.path(&[app]), &DrainCreateRequest { url: url.to_owned() }).await
     }
 
     pub async fn drain_remove(&self, app: &str, id: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/apps/{app}/drains/{id}")).await
+        self.delete(&Endpoint::DrainRemove.path(&[app, id])).await
     }
 
     /// The rollout of the app's newest release; `None` before its first deploy.
     pub async fn deploy_status(&self, app: &str) -> Result<Option<DeployStatus>, ApiError> {
-        self.get(&format!("/v1/apps/{app}/deploy/")).await
+        self.get(&Endpoint::Deploy.path(&[app])).await
     }
 
     // --- domains ------------------------------------------------------------------------------
 
     pub async fn domains(&self, app: &str) -> Result<Vec<Domain>, ApiError> {
-        self.all(&format!("/v1/apps/{app}/domains/")).await
+        self.all(&Endpoint::Domains.path(&[app])).await
     }
 
     pub async fn domain_add(&self, app: &str, domain: &str) -> Result<Domain, ApiError> {
-        self.post(&format!("/v1/apps/{app}/domains/"), &DomainCreateRequest { domain: domain.to_owned() })
-            .await
+        self.post(&Endpoint::DomainAdd.path(&[app]), &DomainCreateRequest { domain: domain.to_owned() }).await
     }
 
     pub async fn domain_remove(&self, app: &str, domain: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/apps/{app}/domains/{domain}")).await
+        self.delete(&Endpoint::DomainRemove.path(&[app, domain])).await
     }
 
     // --- certs --------------------------------------------------------------------------------
 
     pub async fn certs(&self) -> Result<Vec<Cert>, ApiError> {
-        self.all("/v1/certs/").await
+        self.all(&Endpoint::Certs.path(&[])).await
     }
 
     pub async fn cert_add(&self, req: &CertCreateRequest) -> Result<Cert, ApiError> {
-        self.post("/v1/certs/", req).await
+        self.post(&Endpoint::CertAdd.path(&[]), req).await
     }
 
     pub async fn cert_remove(&self, name: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/certs/{name}")).await
+        self.delete(&Endpoint::CertRemove.path(&[name])).await
     }
 
     pub async fn cert_attach(&self, name: &str, domain: &str) -> Result<Cert, ApiError> {
-        self.post(&format!("/v1/certs/{name}/domain/"), &CertAttachRequest { domain: domain.to_owned() })
-            .await
+        self.post(&Endpoint::CertAttach.path(&[name]), &CertAttachRequest { domain: domain.to_owned() }).await
     }
 
     pub async fn cert_detach(&self, name: &str, domain: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/certs/{name}/domain/{domain}")).await
+        self.delete(&Endpoint::CertDetach.path(&[name, domain])).await
     }
 
     // --- keys ---------------------------------------------------------------------------------
 
     pub async fn keys(&self) -> Result<Vec<Key>, ApiError> {
-        self.all("/v1/keys/").await
+        self.all(&Endpoint::Keys.path(&[])).await
     }
 
     pub async fn key_add(&self, req: &KeyCreateRequest) -> Result<Key, ApiError> {
-        self.post("/v1/keys/", req).await
+        self.post(&Endpoint::KeyAdd.path(&[]), req).await
     }
 
     pub async fn key_remove(&self, id: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/keys/{id}")).await
+        self.delete(&Endpoint::KeyRemove.path(&[id])).await
     }
 
     // --- perms --------------------------------------------------------------------------------
 
     pub async fn perms(&self, app: &str) -> Result<AppPerms, ApiError> {
-        self.get(&format!("/v1/apps/{app}/perms/")).await
+        self.get(&Endpoint::Perms.path(&[app])).await
     }
 
     pub async fn perm_create(&self, app: &str, username: &str) -> Result<(), ApiError> {
         self.call_raw(
             Method::POST,
-            &format!("/v1/apps/{app}/perms/"),
+            &Endpoint::PermCreate.path(&[app]),
             Some(&PermCreateRequest { username: username.to_owned() }),
             true,
         )
@@ -441,17 +440,17 @@ impl Client {
     }
 
     pub async fn perm_delete(&self, app: &str, username: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/apps/{app}/perms/{username}")).await
+        self.delete(&Endpoint::PermDelete.path(&[app, username])).await
     }
 
     pub async fn admins(&self) -> Result<Vec<AdminPerm>, ApiError> {
-        self.all("/v1/admin/perms/").await
+        self.all(&Endpoint::Admins.path(&[])).await
     }
 
     pub async fn admin_create(&self, username: &str) -> Result<(), ApiError> {
         self.call_raw(
             Method::POST,
-            "/v1/admin/perms/",
+            &Endpoint::AdminCreate.path(&[]),
             Some(&PermCreateRequest { username: username.to_owned() }),
             true,
         )
@@ -460,48 +459,27 @@ impl Client {
     }
 
     pub async fn admin_delete(&self, username: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/admin/perms/{username}")).await
+        self.delete(&Endpoint::AdminDelete.path(&[username])).await
     }
 
     // --- builder hooks (the builder's own secret, see `for_builder`) ---------------------------
 
     /// Who registered the SSH key with this fingerprint (`SHA256:…`).
     pub async fn hook_key_owner(&self, fingerprint: &str) -> Result<HookKeyOwner, ApiError> {
-        self.get(&format!("/v1/hooks/key/{}", encode_segment(fingerprint))).await
+        self.get(&Endpoint::HookKeyOwner.path(&[fingerprint])).await
     }
 
     /// Whether `username` may push to `app`, and the app's build settings if so.
     pub async fn hook_push(&self, username: &str, app: &str) -> Result<HookPush, ApiError> {
-        self.post("/v1/hooks/push/", &HookPushRequest { username: username.to_owned(), app: app.to_owned() })
-            .await
+        self.post(
+            &Endpoint::HookPush.path(&[]),
+            &HookPushRequest { username: username.to_owned(), app: app.to_owned() },
+        )
+        .await
     }
 
     /// The release made from a build, and how the app's rollout is going.
     pub async fn hook_build_status(&self, app: &str, build: uuid::Uuid) -> Result<HookBuildStatus, ApiError> {
-        self.get(&format!("/v1/hooks/apps/{app}/builds/{build}/")).await
-    }
-}
-
-/// Percent-encodes a path segment: SSH fingerprints are base64, whose `/` and `+` would
-/// otherwise split or change the path.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_stay_one_segment() {
-        assert_eq!(encode_segment("SHA256:ab/c+d"), "SHA256%3Aab%2Fc%2Bd");
+        self.get(&Endpoint::HookBuildStatus.path(&[app, &build.to_string()])).await
     }
 }

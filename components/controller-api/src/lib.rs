@@ -3,7 +3,9 @@
 //! [`Client`], and the OpenAPI document is generated from the same types, so the three agree.
 
 mod client;
+pub mod endpoints;
 mod types;
 
 pub use client::{ApiError, Client};
+pub use endpoints::{Endpoint, Unmatched, Verb};
 pub use types::*;

@@ -332,12 +332,39 @@ pub struct Container {
 pub struct DeployStatus {
     /// The release being rolled out (or last rolled out).
     pub version: u32,
-    /// `deploying`, `deployed` or `failed`.
-    pub state: String,
+    pub state: DeployPhase,
     /// The release still serving after a failure, if any.
     pub serving: Option<u32>,
     /// Why it failed.
     pub reason: Option<String>,
+}
+
+/// Where a release's rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployPhase {
+    /// New containers are starting; the previous release still serves.
+    Deploying,
+    /// Every process type of the release runs as asked.
+    Deployed,
+    /// The release did not become healthy within the deploy timeout.
+    Failed,
+}
+
+impl DeployPhase {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeployPhase::Deploying => "deploying",
+            DeployPhase::Deployed => "deployed",
+            DeployPhase::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for DeployPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `deis ps:restart [web[.2]]`: which containers to restart (all when empty).

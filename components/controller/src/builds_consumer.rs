@@ -12,7 +12,7 @@ use futures::StreamExt;
 use service_kit::{Backoff, Shutdown};
 
 use crate::api::builds::{NewBuild, record_build};
-use crate::ctx::{AppRow, Ctx};
+use crate::ctx::{APP_ROW_COLUMNS, AppRow, Ctx};
 use crate::error::ApiError;
 use crate::outbox;
 
@@ -92,13 +92,15 @@ pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
 async fn lock_app(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> Result<AppRow, ApiError> {
     let row = tx
         .query_opt(
-            "SELECT a.id, a.name, a.owner_id, u.username FROM apps a JOIN users u ON u.id = a.owner_id
-             WHERE a.name = $1 FOR UPDATE OF a",
+            &format!(
+                "SELECT {APP_ROW_COLUMNS} FROM apps a JOIN users u ON u.id = a.owner_id
+                 WHERE a.name = $1 FOR UPDATE OF a"
+            ),
             &[&name],
         )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
-    Ok(AppRow { id: row.get(0), name: row.get(1), owner_id: row.get(2), owner: row.get(3) })
+    Ok(AppRow::from_row(&row)?)
 }
 
 async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), ApiError> {

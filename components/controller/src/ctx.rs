@@ -56,14 +56,16 @@ impl Ctx {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT u.id, u.username, u.is_superuser FROM tokens t JOIN users u ON u.id = t.user_id
-                 WHERE t.token_hash = $1",
+                &format!(
+                    "SELECT {AUTH_USER_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.token_hash = $1"
+                ),
                 &[&auth::token_hash(token)],
             )
             .await?;
         let row = row
             .ok_or_else(|| ApiError::Unauthorized("invalid token: log in again with `deis login`".into()))?;
-        Ok(AuthUser { id: row.get(0), username: row.get(1), is_superuser: row.get(2) })
+        Ok(AuthUser::from_row(&row)?)
     }
 
     pub fn app_url(&self, app: &str) -> String {
@@ -79,7 +81,19 @@ pub struct AuthUser {
     pub is_superuser: bool,
 }
 
+/// The columns [`AuthUser::from_row`] reads, for a query on `users u`.
+pub const AUTH_USER_COLUMNS: &str = "u.id, u.username, u.is_superuser";
+
 impl AuthUser {
+    /// Reads a row of [`AUTH_USER_COLUMNS`] (`id`, `username`, `is_superuser`).
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            username: row.try_get("username")?,
+            is_superuser: row.try_get("is_superuser")?,
+        })
+    }
+
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.is_superuser {
             Ok(())
@@ -96,6 +110,21 @@ pub struct AppRow {
     pub name: String,
     pub owner_id: i64,
     pub owner: String,
+}
+
+/// The columns [`AppRow::from_row`] reads, for a query on `apps a JOIN users u ON u.id = a.owner_id`.
+pub const APP_ROW_COLUMNS: &str = "a.id, a.name, a.owner_id, u.username AS owner";
+
+impl AppRow {
+    /// Reads a row of [`APP_ROW_COLUMNS`] (`id`, `name`, `owner_id`, `owner`).
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            owner_id: row.try_get("owner_id")?,
+            owner: row.try_get("owner")?,
+        })
+    }
 }
 
 /// How much access a user needs.
@@ -116,15 +145,15 @@ pub async fn app_for<C: GenericClient>(
     access: Access,
     lock: bool,
 ) -> Result<AppRow, ApiError> {
-    let sql = if lock {
-        "SELECT a.id, a.name, a.owner_id, u.username FROM apps a JOIN users u ON u.id = a.owner_id
-         WHERE a.name = $1 FOR UPDATE OF a"
-    } else {
-        "SELECT a.id, a.name, a.owner_id, u.username FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.name = $1"
-    };
-    let row =
-        client.query_opt(sql, &[&name]).await?.ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
-    let app = AppRow { id: row.get(0), name: row.get(1), owner_id: row.get(2), owner: row.get(3) };
+    let lock = if lock { " FOR UPDATE OF a" } else { "" };
+    let sql = format!(
+        "SELECT {APP_ROW_COLUMNS} FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.name = $1{lock}"
+    );
+    let row = client
+        .query_opt(&sql, &[&name])
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
+    let app = AppRow::from_row(&row)?;
     if user.is_superuser || app.owner_id == user.id {
         return Ok(app);
     }

@@ -42,11 +42,14 @@ pub async fn sync_once(
 ) -> Result<(usize, usize), String> {
     let db = ctx.pool.get().await.map_err(|e| e.to_string())?;
     let rows = db
-        .query("SELECT d.domain, a.name FROM domains d JOIN apps a ON a.id = d.app_id", &[])
+        .query("SELECT d.domain, a.name AS app FROM domains d JOIN apps a ON a.id = d.app_id", &[])
         .await
         .map_err(|e| e.to_string())?;
-    let domains: BTreeMap<String, String> =
-        rows.iter().map(|r| (keys.domain(r.get::<_, &str>(0)), r.get(1))).collect();
+    let domains = rows
+        .iter()
+        .map(|r| Ok((keys.domain(r.try_get::<_, &str>("domain")?), r.try_get::<_, String>("app")?)))
+        .collect::<Result<BTreeMap<String, String>, tokio_postgres::Error>>()
+        .map_err(|e| e.to_string())?;
     let rows = db
         .query(
             "SELECT cd.domain, c.certificate, c.key FROM cert_domains cd JOIN certs c ON c.id = cd.cert_id",
@@ -56,22 +59,25 @@ pub async fn sync_once(
         .map_err(|e| e.to_string())?;
     let mut certs = BTreeMap::new();
     for r in &rows {
-        let record = bus_schema::discovery::CertRecord { certificate: r.get(1), key: r.get(2) };
-        certs.insert(
-            keys.cert(r.get::<_, &str>(0)),
-            serde_json::to_string(&record).map_err(|e| e.to_string())?,
-        );
+        let text = |column: &str| r.try_get::<_, String>(column).map_err(|e| e.to_string());
+        let record =
+            bus_schema::discovery::CertRecord { certificate: text("certificate")?, key: text("key")? };
+        certs.insert(keys.cert(&text("domain")?), serde_json::to_string(&record).map_err(|e| e.to_string())?);
     }
     let rows = db
-        .query("SELECT a.name, d.id, d.url FROM drains d JOIN apps a ON a.id = d.app_id", &[])
+        .query("SELECT a.name AS app, d.id, d.url FROM drains d JOIN apps a ON a.id = d.app_id", &[])
         .await
         .map_err(|e| e.to_string())?;
     let mut drains = BTreeMap::new();
     for r in &rows {
-        let Ok(app) = bus_schema::AppName::parse(r.get::<_, &str>(0)) else { continue };
-        let spec = bus_schema::discovery::DrainSpec { url: r.get(2) };
+        let Ok(app) = bus_schema::AppName::parse(r.try_get::<_, &str>("app").map_err(|e| e.to_string())?)
+        else {
+            continue;
+        };
+        let id: uuid::Uuid = r.try_get("id").map_err(|e| e.to_string())?;
+        let spec = bus_schema::discovery::DrainSpec { url: r.try_get("url").map_err(|e| e.to_string())? };
         drains.insert(
-            keys.drain(&app, &r.get::<_, uuid::Uuid>(1).to_string()),
+            keys.drain(&app, &id.to_string()),
             serde_json::to_string(&spec).map_err(|e| e.to_string())?,
         );
     }

@@ -11,6 +11,7 @@ pub mod db;
 pub mod domains_sync;
 pub mod error;
 pub mod metrics;
+pub mod model;
 pub mod openapi;
 pub mod outbox;
 pub mod releases;
@@ -150,11 +151,11 @@ async fn register(config: ControllerConfig, shutdown: Shutdown) {
     let Ok(client) = service_kit::etcd::connect(&config.etcd, &shutdown).await else {
         return;
     };
-    let key = format!("{}/components/controller/{}", config.etcd.prefix, config.advertise);
-    let value =
-        serde_json::json!({ "address": config.advertise, "version": env!("CARGO_PKG_VERSION") }).to_string();
-    let handle = Registration { key, value: value.into_bytes(), ttl: config.etcd.lease_ttl() }
-        .spawn(client, &shutdown);
+    let key =
+        bus_schema::discovery::Keys::new(&config.etcd.prefix).component("controller", &config.advertise);
+    let value = bus_schema::discovery::ComponentRecord::new(&config.advertise, env!("CARGO_PKG_VERSION"));
+    let handle =
+        Registration { key, value: value.to_json(), ttl: config.etcd.lease_ttl() }.spawn(client, &shutdown);
     shutdown.cancelled().await;
     handle.stop().await;
 }

@@ -134,18 +134,28 @@ async fn publish_pending(ctx: &Ctx, bus: &Bus) -> Result<usize, RelayError> {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     // One relay at a time across all controllers keeps events in commit order.
-    let leader: bool = tx.query_one("SELECT pg_try_advisory_xact_lock(7415002)", &[]).await?.get(0);
+    let leader: bool =
+        tx.query_one("SELECT pg_try_advisory_xact_lock(7415002) AS leader", &[]).await?.try_get("leader")?;
     if !leader {
         return Ok(0);
     }
     let rows = tx
         .query("SELECT id, kind, payload FROM outbox WHERE published IS NULL ORDER BY seq LIMIT 100", &[])
         .await?;
-    let mut done = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: uuid::Uuid = row.get(0);
-        let kind: i16 = row.get(1);
-        let payload: Vec<u8> = row.get(2);
+    // Every row is read before any is published: a row that cannot be read fails the batch
+    // before anything goes out, rather than after events that would then not be marked.
+    let pending_rows = rows
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<_, uuid::Uuid>("id")?,
+                row.try_get::<_, i16>("kind")?,
+                row.try_get::<_, Vec<u8>>("payload")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    let mut done = Vec::with_capacity(pending_rows.len());
+    for (id, kind, payload) in pending_rows {
         match publish_one(bus, kind, &payload).await {
             Ok(()) => done.push(id),
             Err(RelayError::Corrupt { id: _, kind, source }) => {
@@ -163,7 +173,10 @@ async fn publish_pending(ctx: &Ctx, bus: &Bus) -> Result<usize, RelayError> {
         }
     }
     mark(&tx, &done).await?;
-    let pending: i64 = tx.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await?.get(0);
+    let pending: i64 = tx
+        .query_one("SELECT count(*) AS pending FROM outbox WHERE published IS NULL", &[])
+        .await?
+        .try_get("pending")?;
     tx.commit().await?;
     ctx.metrics.events_published.inc_by(done.len() as u64);
     ctx.metrics.outbox_pending.set(pending);

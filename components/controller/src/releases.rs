@@ -35,19 +35,23 @@ pub struct ReleaseRow {
     pub created: time::OffsetDateTime,
 }
 
-const RELEASE_COLUMNS: &str =
-    "r.uuid, r.version, r.owner, r.build_uuid, COALESCE(b.image, ''), r.config_uuid, r.summary, r.created";
+/// The columns [`ReleaseRow::from_row`] reads, for `releases r LEFT JOIN builds b ON b.uuid = r.build_uuid`.
+const RELEASE_COLUMNS: &str = "r.uuid, r.version, r.owner, r.build_uuid AS build, COALESCE(b.image, '') AS image, \
+     r.config_uuid AS config, r.summary, r.created";
 
-fn release_row(row: &tokio_postgres::Row) -> ReleaseRow {
-    ReleaseRow {
-        uuid: row.get(0),
-        version: row.get(1),
-        owner: row.get(2),
-        build: row.get(3),
-        image: row.get(4),
-        config: row.get(5),
-        summary: row.get(6),
-        created: row.get(7),
+impl ReleaseRow {
+    /// Reads a row of [`RELEASE_COLUMNS`].
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            uuid: row.try_get("uuid")?,
+            version: row.try_get("version")?,
+            owner: row.try_get("owner")?,
+            build: row.try_get("build")?,
+            image: row.try_get("image")?,
+            config: row.try_get("config")?,
+            summary: row.try_get("summary")?,
+            created: row.try_get("created")?,
+        })
     }
 }
 
@@ -59,7 +63,7 @@ pub async fn latest<C: deadpool_postgres::GenericClient>(
         "SELECT {RELEASE_COLUMNS} FROM releases r LEFT JOIN builds b ON b.uuid = r.build_uuid
          WHERE r.app_id = $1 ORDER BY r.version DESC LIMIT 1"
     );
-    Ok(client.query_opt(&sql, &[&app_id]).await?.as_ref().map(release_row))
+    Ok(client.query_opt(&sql, &[&app_id]).await?.as_ref().map(ReleaseRow::from_row).transpose()?)
 }
 
 pub async fn by_version<C: deadpool_postgres::GenericClient>(
@@ -71,7 +75,7 @@ pub async fn by_version<C: deadpool_postgres::GenericClient>(
         "SELECT {RELEASE_COLUMNS} FROM releases r LEFT JOIN builds b ON b.uuid = r.build_uuid
          WHERE r.app_id = $1 AND r.version = $2"
     );
-    Ok(client.query_opt(&sql, &[&app_id, &version]).await?.as_ref().map(release_row))
+    Ok(client.query_opt(&sql, &[&app_id, &version]).await?.as_ref().map(ReleaseRow::from_row).transpose()?)
 }
 
 pub async fn list<C: deadpool_postgres::GenericClient>(
@@ -80,14 +84,16 @@ pub async fn list<C: deadpool_postgres::GenericClient>(
     limit: i64,
     offset: i64,
 ) -> Result<(i64, Vec<ReleaseRow>), ApiError> {
-    let count: i64 =
-        client.query_one("SELECT count(*) FROM releases WHERE app_id = $1", &[&app_id]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) AS count FROM releases WHERE app_id = $1", &[&app_id])
+        .await?
+        .try_get("count")?;
     let sql = format!(
         "SELECT {RELEASE_COLUMNS} FROM releases r LEFT JOIN builds b ON b.uuid = r.build_uuid
          WHERE r.app_id = $1 ORDER BY r.version DESC LIMIT $2 OFFSET $3"
     );
     let rows = client.query(&sql, &[&app_id, &limit, &offset]).await?;
-    Ok((count, rows.iter().map(release_row).collect()))
+    Ok((count, rows.iter().map(ReleaseRow::from_row).collect::<Result<_, _>>()?))
 }
 
 pub async fn load_config<C: deadpool_postgres::GenericClient>(
@@ -97,14 +103,15 @@ pub async fn load_config<C: deadpool_postgres::GenericClient>(
     let row = client
         .query_one(r#"SELECT "values", memory, cpu, tags FROM configs WHERE uuid = $1"#, &[&uuid])
         .await?;
-    fn parse<T: serde::de::DeserializeOwned>(row: &tokio_postgres::Row, i: usize) -> Result<T, ApiError> {
-        serde_json::from_value(row.get(i)).map_err(|e| ApiError::Internal(format!("stored config: {e}")))
+    fn parse<T: serde::de::DeserializeOwned>(row: &tokio_postgres::Row, column: &str) -> Result<T, ApiError> {
+        serde_json::from_value(row.try_get(column)?)
+            .map_err(|e| ApiError::Internal(format!("stored config: {e}")))
     }
     Ok(ConfigData {
-        values: parse(&row, 0)?,
-        memory: parse(&row, 1)?,
-        cpu: parse(&row, 2)?,
-        tags: parse(&row, 3)?,
+        values: parse(&row, "values")?,
+        memory: parse(&row, "memory")?,
+        cpu: parse(&row, "cpu")?,
+        tags: parse(&row, "tags")?,
     })
 }
 
@@ -146,9 +153,12 @@ pub async fn create(
     summary: String,
 ) -> Result<ReleaseRow, ApiError> {
     let version: i32 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = $1", &[&app.id])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS version FROM releases WHERE app_id = $1",
+            &[&app.id],
+        )
         .await?
-        .get(0);
+        .try_get("version")?;
     let uuid = Uuid::now_v7();
     tx.execute(
         "INSERT INTO releases (uuid, app_id, owner, version, build_uuid, config_uuid, summary)
@@ -189,9 +199,9 @@ pub async fn spec_of<C: deadpool_postgres::GenericClient>(
     let mut processes = BTreeMap::new();
     if let Some(build) = release.build {
         let row = client.query_one("SELECT procfile, kind FROM builds WHERE uuid = $1", &[&build]).await?;
-        let procfile: BTreeMap<String, String> = serde_json::from_value(row.get(0))
+        let procfile: BTreeMap<String, String> = serde_json::from_value(row.try_get("procfile")?)
             .map_err(|e| ApiError::Internal(format!("stored procfile: {e}")))?;
-        let kind: String = row.get(1);
+        let kind: String = row.try_get("kind")?;
         for (ptype, command) in procfile {
             processes.insert(validate::process_type(&ptype)?, command);
         }

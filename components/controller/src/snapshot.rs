@@ -9,7 +9,7 @@ use bus_schema::messages::{AppDesired, DesiredStateSnapshot};
 use futures::StreamExt;
 use service_kit::Shutdown;
 
-use crate::ctx::{AppRow, Ctx};
+use crate::ctx::{APP_ROW_COLUMNS, AppRow, Ctx};
 use crate::error::ApiError;
 use crate::{releases, validate};
 
@@ -52,22 +52,25 @@ pub async fn snapshot(ctx: &Ctx) -> Result<DesiredStateSnapshot, ApiError> {
     let client = ctx.pool.get().await?;
     let rows = client
         .query(
-            "SELECT a.id, a.name, a.owner_id, u.username, a.structure, a.structure_generation
-             FROM apps a JOIN users u ON u.id = a.owner_id ORDER BY a.name",
+            &format!(
+                "SELECT {APP_ROW_COLUMNS}, a.structure, a.structure_generation
+                 FROM apps a JOIN users u ON u.id = a.owner_id ORDER BY a.name"
+            ),
             &[],
         )
         .await?;
     let mut apps = Vec::with_capacity(rows.len());
     for row in rows {
-        let app = AppRow { id: row.get(0), name: row.get(1), owner_id: row.get(2), owner: row.get(3) };
+        let app = AppRow::from_row(&row)?;
         let Some(release) = releases::latest(&client, app.id).await? else { continue };
         let spec = releases::spec_of(&client, &app, &release).await?;
-        let structure: BTreeMap<String, u32> = serde_json::from_value(row.get(4)).unwrap_or_default();
+        let structure: BTreeMap<String, u32> =
+            serde_json::from_value(row.try_get("structure")?).unwrap_or_default();
         let mut formation = BTreeMap::new();
         for (ptype, n) in structure {
             formation.insert(validate::process_type(&ptype)?, n);
         }
-        let generation: i64 = row.get(5);
+        let generation: i64 = row.try_get("structure_generation")?;
         apps.push(AppDesired {
             release: spec,
             formation,

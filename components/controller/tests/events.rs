@@ -21,8 +21,12 @@ fn set(k: &str, v: &str) -> ConfigUpdate {
 /// Waits until the relay has published every outbox row.
 async fn outbox_empties(db: &tokio_postgres::Client, what: &str) {
     eventually(what, Duration::from_secs(10), || async {
-        let n: i64 =
-            db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.ok()?.get(0);
+        let n: i64 = db
+            .query_one("SELECT count(*) AS count FROM outbox WHERE published IS NULL", &[])
+            .await
+            .ok()?
+            .try_get("count")
+            .unwrap();
         (n == 0).then_some(())
     })
     .await;
@@ -62,8 +66,12 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
     alice.config_update("durable", &set("A", "1")).await.unwrap();
     let db = a.db().await;
     a.stop().await;
-    let pending: i64 =
-        db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.unwrap().get(0);
+    let pending: i64 = db
+        .query_one("SELECT count(*) AS count FROM outbox WHERE published IS NULL", &[])
+        .await
+        .unwrap()
+        .try_get("count")
+        .unwrap();
     assert!(pending >= 2, "the changes' events wait in the outbox ({pending})");
 
     let bus = TestController::start_with(config.clone(), ns.clone(), database.clone()).await;
@@ -336,8 +344,12 @@ async fn a_controller_started_before_nats_and_etcd_takes_writes_and_publishes_th
     alice.app_create(Some("early")).await.unwrap();
     alice.config_update("early", &set("A", "1")).await.unwrap();
     let db = ctl.db().await;
-    let pending: i64 =
-        db.query_one("SELECT count(*) FROM outbox WHERE published IS NULL", &[]).await.unwrap().get(0);
+    let pending: i64 = db
+        .query_one("SELECT count(*) AS count FROM outbox WHERE published IS NULL", &[])
+        .await
+        .unwrap()
+        .try_get("count")
+        .unwrap();
     assert!(pending >= 2, "the writes' events wait in the outbox ({pending})");
 
     nats.open();

@@ -1,7 +1,7 @@
 //! What runs: releases (releases:*), the formation (ps:scale) and builds (builds:*).
 
 use anyhow::Result;
-use controller_api::{Build, BuildCreateRequest, Container, DeployStatus, Release};
+use controller_api::{Build, BuildCreateRequest, Container, DeployPhase, DeployStatus, Release};
 
 use super::apps::render_structure;
 use crate::context::Ctx;
@@ -99,11 +99,11 @@ fn parse_restart_target(target: Option<&str>) -> Result<controller_api::RestartR
 }
 
 fn render_deploy(d: &DeployStatus) -> String {
-    match (d.state.as_str(), d.serving, &d.reason) {
-        ("failed", Some(serving), Some(reason)) => {
+    match (d.state, d.serving, &d.reason) {
+        (DeployPhase::Failed, Some(serving), Some(reason)) => {
             format!("v{} failed: {reason} (v{serving} keeps serving)", d.version)
         }
-        ("failed", None, Some(reason)) => format!("v{} failed: {reason}", d.version),
+        (DeployPhase::Failed, None, Some(reason)) => format!("v{} failed: {reason}", d.version),
         (state, _, _) => format!("v{} {state}", d.version),
     }
 }

@@ -15,19 +15,20 @@ use crate::error::{ApiError, is_unique_violation};
 use crate::releases::{self, ConfigData};
 use crate::{outbox, validate};
 
-const APP_COLUMNS: &str = "a.uuid, a.name, u.username, a.structure, a.created, a.updated";
+/// The columns [`app_row`] reads, for `apps a JOIN users u ON u.id = a.owner_id`.
+const APP_COLUMNS: &str = "a.uuid, a.name, u.username AS owner, a.structure, a.created, a.updated";
 
-fn app_row(ctx: &Ctx, row: &tokio_postgres::Row) -> App {
-    let name: String = row.get(1);
-    App {
-        uuid: row.get(0),
+fn app_row(ctx: &Ctx, row: &tokio_postgres::Row) -> Result<App, tokio_postgres::Error> {
+    let name: String = row.try_get("name")?;
+    Ok(App {
+        uuid: row.try_get("uuid")?,
         url: ctx.app_url(&name),
         id: name,
-        owner: row.get(2),
-        structure: serde_json::from_value(row.get(3)).unwrap_or_default(),
-        created: ts(row.get(4)),
-        updated: ts(row.get(5)),
-    }
+        owner: row.try_get("owner")?,
+        structure: serde_json::from_value(row.try_get("structure")?).unwrap_or_default(),
+        created: ts(row.try_get("created")?),
+        updated: ts(row.try_get("updated")?),
+    })
 }
 
 pub async fn load(
@@ -41,7 +42,7 @@ pub async fn load(
             &[&name],
         )
         .await?;
-    Ok(app_row(ctx, &row))
+    Ok(app_row(ctx, &row)?)
 }
 
 /// Apps you own or that are shared with you (all apps, for administrators).
@@ -54,9 +55,12 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
     let visible =
         "($1 OR a.owner_id = $2 OR EXISTS (SELECT 1 FROM perms p WHERE p.app_id = a.id AND p.user_id = $2))";
     let count: i64 = client
-        .query_one(&format!("SELECT count(*) FROM apps a WHERE {visible}"), &[&user.is_superuser, &user.id])
+        .query_one(
+            &format!("SELECT count(*) AS count FROM apps a WHERE {visible}"),
+            &[&user.is_superuser, &user.id],
+        )
         .await?
-        .get(0);
+        .try_get("count")?;
     let rows = client
         .query(
             &format!(
@@ -66,7 +70,7 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
             &[&user.is_superuser, &user.id, &paging.limit, &paging.offset],
         )
         .await?;
-    let apps = rows.iter().map(|r| app_row(&ctx, r)).collect();
+    let apps = rows.iter().map(|r| app_row(&ctx, r)).collect::<Result<_, _>>()?;
     Ok(json(StatusCode::OK, &paging.page("/v1/apps/", count, apps)))
 }
 
@@ -89,7 +93,7 @@ pub async fn create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
         )
         .await;
     let app_id: i64 = match inserted {
-        Ok(row) => row.get(0),
+        Ok(row) => row.try_get("id")?,
         Err(e) if is_unique_violation(&e) => {
             return Err(ApiError::Conflict(format!("an app named '{name}' already exists")));
         }

@@ -18,15 +18,16 @@ use crate::validate;
 
 const USER_COLUMNS: &str = "username, email, first_name, last_name, is_superuser, date_joined";
 
-fn user_row(row: &tokio_postgres::Row) -> User {
-    User {
-        username: row.get(0),
-        email: row.get(1),
-        first_name: row.get(2),
-        last_name: row.get(3),
-        is_superuser: row.get(4),
-        date_joined: ts(row.get(5)),
-    }
+/// Reads a row of [`USER_COLUMNS`].
+fn user_row(row: &tokio_postgres::Row) -> Result<User, tokio_postgres::Error> {
+    Ok(User {
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        is_superuser: row.try_get("is_superuser")?,
+        date_joined: ts(row.try_get("date_joined")?),
+    })
 }
 
 /// Register a user. The first user becomes an administrator.
@@ -49,7 +50,8 @@ pub async fn register(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Resul
     let tx = client.transaction().await?;
     // Serialises registrations so exactly one user can be "the first".
     tx.execute("SELECT pg_advisory_xact_lock(7415003)", &[]).await?;
-    let first: bool = tx.query_one("SELECT NOT EXISTS (SELECT 1 FROM users)", &[]).await?.get(0);
+    let first: bool =
+        tx.query_one("SELECT NOT EXISTS (SELECT 1 FROM users) AS first", &[]).await?.try_get("first")?;
     if !first {
         match ctx.config.registration_mode {
             RegistrationMode::Open => {}
@@ -76,9 +78,10 @@ pub async fn register(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Resul
         }
         Err(e) => return Err(e.into()),
     };
+    let out = user_row(&row)?;
     tx.commit().await?;
     tracing::info!(user = %req.username, admin = first, "user registered");
-    Ok(json(StatusCode::CREATED, &user_row(&row)))
+    Ok(json(StatusCode::CREATED, &out))
 }
 
 /// Log in: exchange a username and password for the user's API token.
@@ -91,7 +94,7 @@ pub async fn login(ctx: Arc<Ctx>, body: Body) -> Result<Response, ApiError> {
         client.query_opt("SELECT id, password_hash FROM users WHERE username = $1", &[&req.username]).await?;
     let bad = || ApiError::Unauthorized("wrong username or password".into());
     let row = row.ok_or_else(bad)?;
-    let (id, hash): (i64, String) = (row.get(0), row.get(1));
+    let (id, hash): (i64, String) = (row.try_get("id")?, row.try_get("password_hash")?);
     if !auth::verify_password(req.password, hash).await {
         return Err(bad());
     }
@@ -112,7 +115,7 @@ pub async fn whoami(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, Ap
     let client = ctx.pool.get().await?;
     let row =
         client.query_one(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&user.id]).await?;
-    Ok(json(StatusCode::OK, &user_row(&row)))
+    Ok(json(StatusCode::OK, &user_row(&row)?))
 }
 
 /// Change a password (yours, or any user's as an administrator). Other sessions' tokens end.
@@ -130,15 +133,17 @@ pub async fn passwd(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
                 .query_opt("SELECT id FROM users WHERE username = $1", &[name])
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("user '{name}'")))?
-                .get::<_, i64>(0)
+                .try_get::<_, i64>("id")?
         }
         _ => {
             let current = req
                 .password
                 .clone()
                 .ok_or_else(|| ApiError::Invalid("the current password is required".into()))?;
-            let hash: String =
-                client.query_one("SELECT password_hash FROM users WHERE id = $1", &[&user.id]).await?.get(0);
+            let hash: String = client
+                .query_one("SELECT password_hash FROM users WHERE id = $1", &[&user.id])
+                .await?
+                .try_get("password_hash")?;
             if !auth::verify_password(current, hash).await {
                 return Err(ApiError::Unauthorized("the current password is wrong".into()));
             }
@@ -178,12 +183,15 @@ pub async fn cancel(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
                 .query_opt("SELECT id FROM users WHERE username = $1", &[&name])
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("user '{name}'")))?
-                .get(0);
+                .try_get("id")?;
             (id, name)
         }
         _ => (user.id, user.username.clone()),
     };
-    let apps: i64 = client.query_one("SELECT count(*) FROM apps WHERE owner_id = $1", &[&id]).await?.get(0);
+    let apps: i64 = client
+        .query_one("SELECT count(*) AS count FROM apps WHERE owner_id = $1", &[&id])
+        .await?
+        .try_get("count")?;
     if apps > 0 {
         return Err(ApiError::Conflict(format!(
             "'{name}' still owns {apps} app(s): transfer or destroy them first"
@@ -212,7 +220,7 @@ pub async fn regenerate(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Res
                 tx.query_opt("SELECT id FROM users WHERE username = $1", &[name])
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("user '{name}'")))?
-                    .get::<_, i64>(0)
+                    .try_get::<_, i64>("id")?
             }
             _ => user.id,
         };
@@ -237,14 +245,15 @@ pub async fn users(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result
     user.require_admin()?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
-    let count: i64 = client.query_one("SELECT count(*) FROM users", &[]).await?.get(0);
+    let count: i64 = client.query_one("SELECT count(*) AS count FROM users", &[]).await?.try_get("count")?;
     let rows = client
         .query(
             &format!("SELECT {USER_COLUMNS} FROM users ORDER BY username LIMIT $1 OFFSET $2"),
             &[&paging.limit, &paging.offset],
         )
         .await?;
-    Ok(json(StatusCode::OK, &paging.page("/v1/users/", count, rows.iter().map(user_row).collect())))
+    let out = rows.iter().map(user_row).collect::<Result<_, _>>()?;
+    Ok(json(StatusCode::OK, &paging.page("/v1/users/", count, out)))
 }
 
 /// Loads a user's id by name.
@@ -253,5 +262,5 @@ pub async fn user_id<C: GenericClient>(client: &C, name: &str) -> Result<i64, Ap
         .query_opt("SELECT id FROM users WHERE username = $1", &[&name])
         .await?
         .ok_or_else(|| ApiError::not_found(format!("user '{name}'")))?
-        .get(0))
+        .try_get("id")?)
 }

@@ -31,19 +31,22 @@ fn release_view(app: &str, r: &ReleaseRow) -> Release {
     }
 }
 
-fn build_view(app: &str, row: &tokio_postgres::Row) -> Build {
-    let created = ts(row.get(6));
-    Build {
-        uuid: row.get(0),
-        owner: row.get(1),
+/// The columns [`build_view`] reads, from `builds`.
+const BUILD_COLUMNS: &str = "uuid, owner, image, sha, procfile, kind, created";
+
+fn build_view(app: &str, row: &tokio_postgres::Row) -> Result<Build, tokio_postgres::Error> {
+    let created = ts(row.try_get("created")?);
+    Ok(Build {
+        uuid: row.try_get("uuid")?,
+        owner: row.try_get("owner")?,
         app: app.to_owned(),
-        image: row.get(2),
-        sha: row.get(3),
-        procfile: serde_json::from_value(row.get(4)).unwrap_or_default(),
-        kind: row.get(5),
+        image: row.try_get("image")?,
+        sha: row.try_get("sha")?,
+        procfile: serde_json::from_value(row.try_get("procfile")?).unwrap_or_default(),
+        kind: row.try_get("kind")?,
         created: created.clone(),
         updated: created,
-    }
+    })
 }
 
 /// A build to record, from the API or from the builder's build-completed event.
@@ -84,7 +87,7 @@ pub async fn record_build(
     // except `web`/`cmd` on an app's first build, which start at one (as Deis v1 did).
     let first_build = current.build.is_none();
     let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
-    let mut structure = super::apps::structure_of(row.get(0));
+    let mut structure = super::apps::structure_of(row.try_get("structure")?);
     let types: Vec<String> =
         if build.procfile.is_empty() { vec!["cmd".into()] } else { build.procfile.keys().cloned().collect() };
     structure.retain(|k, _| types.contains(k));
@@ -117,7 +120,7 @@ async fn set_structure(
             &[&value, &app.id],
         )
         .await?
-        .get(0);
+        .try_get("structure_generation")?;
     let mut formation = BTreeMap::new();
     for (ptype, n) in &structure {
         formation.insert(validate::process_type(ptype)?, *n);
@@ -149,16 +152,20 @@ pub async fn list(
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
     let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 =
-        client.query_one("SELECT count(*) FROM builds WHERE app_id = $1", &[&app.id]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) AS count FROM builds WHERE app_id = $1", &[&app.id])
+        .await?
+        .try_get("count")?;
     let rows = client
         .query(
-            "SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE app_id = $1
-             ORDER BY created DESC LIMIT $2 OFFSET $3",
+            &format!(
+                "SELECT {BUILD_COLUMNS} FROM builds WHERE app_id = $1
+                 ORDER BY created DESC LIMIT $2 OFFSET $3"
+            ),
             &[&app.id, &paging.limit, &paging.offset],
         )
         .await?;
-    let builds = rows.iter().map(|r| build_view(&app.name, r)).collect();
+    let builds = rows.iter().map(|r| build_view(&app.name, r)).collect::<Result<_, _>>()?;
     Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/builds/", app.name), count, builds)))
 }
 
@@ -198,15 +205,12 @@ pub async fn create(
         kind: "image",
     };
     let release = record_build(&ctx, &tx, &row, &build).await?;
-    let out = tx
-        .query_one(
-            "SELECT uuid, owner, image, sha, procfile, kind, created FROM builds WHERE uuid = $1",
-            &[&build.uuid],
-        )
-        .await?;
+    let out =
+        tx.query_one(&format!("SELECT {BUILD_COLUMNS} FROM builds WHERE uuid = $1"), &[&build.uuid]).await?;
+    let out = build_view(&row.name, &out)?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
-    let resp = json(StatusCode::CREATED, &build_view(&row.name, &out));
+    let resp = json(StatusCode::CREATED, &out);
     Ok(match release.map(|r| u32::try_from(r.version)) {
         Some(Ok(version)) => settle::mark(resp, Settle::Release { app: row.name.clone(), version }),
         _ => resp,
@@ -388,7 +392,8 @@ pub async fn scale(
         )));
     };
     let row = tx.query_one("SELECT procfile FROM builds WHERE uuid = $1", &[&build]).await?;
-    let procfile: BTreeMap<String, String> = serde_json::from_value(row.get(0)).unwrap_or_default();
+    let procfile: BTreeMap<String, String> =
+        serde_json::from_value(row.try_get("procfile")?).unwrap_or_default();
     let known: Vec<String> =
         if procfile.is_empty() { vec!["cmd".into()] } else { procfile.into_keys().collect() };
     for ptype in req.keys() {
@@ -401,7 +406,7 @@ pub async fn scale(
         }
     }
     let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
-    let mut structure = super::apps::structure_of(row.get(0));
+    let mut structure = super::apps::structure_of(row.try_get("structure")?);
     for (ptype, n) in &req {
         structure.insert(ptype.clone(), *n);
     }

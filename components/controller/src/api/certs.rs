@@ -12,37 +12,70 @@ use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::error::{ApiError, is_unique_violation};
 use crate::validate;
 
-const CERT_COLUMNS: &str = "c.id, c.name, u.username, c.common_name, c.san, c.starts, c.expires, c.issuer, c.fingerprint, c.created, c.owner_id";
+/// The columns [`CertRow::from_row`] reads, for `certs c JOIN users u ON u.id = c.owner_id`.
+const CERT_COLUMNS: &str = "c.id, c.name, u.username AS owner, c.common_name, c.san, c.starts, c.expires, \
+     c.issuer, c.fingerprint, c.created, c.owner_id";
 
-async fn cert_view<C: GenericClient>(client: &C, row: &tokio_postgres::Row) -> Result<Cert, ApiError> {
-    let id: i64 = row.get(0);
+/// A certificate as stored (without its PEM and key), with its owner's name.
+#[derive(Debug, Clone)]
+struct CertRow {
+    id: i64,
+    name: String,
+    owner: String,
+    owner_id: i64,
+    common_name: String,
+    /// Subject alternative names (empty when the stored JSON is not a list of strings).
+    san: Vec<String>,
+    starts: time::OffsetDateTime,
+    expires: time::OffsetDateTime,
+    issuer: String,
+    fingerprint: String,
+    created: time::OffsetDateTime,
+}
+
+impl CertRow {
+    /// Reads a row of [`CERT_COLUMNS`].
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            owner: row.try_get("owner")?,
+            owner_id: row.try_get("owner_id")?,
+            common_name: row.try_get("common_name")?,
+            san: serde_json::from_value(row.try_get("san")?).unwrap_or_default(),
+            starts: row.try_get("starts")?,
+            expires: row.try_get("expires")?,
+            issuer: row.try_get("issuer")?,
+            fingerprint: row.try_get("fingerprint")?,
+            created: row.try_get("created")?,
+        })
+    }
+}
+
+async fn cert_view<C: GenericClient>(client: &C, cert: &CertRow) -> Result<Cert, ApiError> {
     let domains = client
-        .query("SELECT domain FROM cert_domains WHERE cert_id = $1 ORDER BY domain", &[&id])
+        .query("SELECT domain FROM cert_domains WHERE cert_id = $1 ORDER BY domain", &[&cert.id])
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get("domain"))
+        .collect::<Result<_, _>>()?;
     Ok(Cert {
-        name: row.get(1),
-        owner: row.get(2),
-        common_name: row.get(3),
-        san: serde_json::from_value(row.get(4)).unwrap_or_default(),
-        starts: ts(row.get(5)),
-        expires: ts(row.get(6)),
-        issuer: row.get(7),
-        fingerprint: row.get(8),
+        name: cert.name.clone(),
+        owner: cert.owner.clone(),
+        common_name: cert.common_name.clone(),
+        san: cert.san.clone(),
+        starts: ts(cert.starts),
+        expires: ts(cert.expires),
+        issuer: cert.issuer.clone(),
+        fingerprint: cert.fingerprint.clone(),
         domains,
-        created: ts(row.get(9)),
-        updated: ts(row.get(9)),
+        created: ts(cert.created),
+        updated: ts(cert.created),
     })
 }
 
 /// Loads a certificate the user may manage (its owner or an administrator).
-async fn owned<C: GenericClient>(
-    client: &C,
-    user: &AuthUser,
-    name: &str,
-) -> Result<tokio_postgres::Row, ApiError> {
+async fn owned<C: GenericClient>(client: &C, user: &AuthUser, name: &str) -> Result<CertRow, ApiError> {
     let by_name = client
         .query_opt(
             &format!(
@@ -76,11 +109,11 @@ async fn owned<C: GenericClient>(
             }
         }
     };
-    let owner: i64 = row.get(10);
-    if owner != user.id && !user.is_superuser {
+    let cert = CertRow::from_row(&row)?;
+    if cert.owner_id != user.id && !user.is_superuser {
         return Err(ApiError::Forbidden(format!("certificate '{name}' belongs to another user")));
     }
-    Ok(row)
+    Ok(cert)
 }
 
 /// Certificates (yours; every one for administrators).
@@ -92,11 +125,11 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
     let client = ctx.pool.get().await?;
     let count: i64 = client
         .query_one(
-            "SELECT count(*) FROM certs c WHERE $1 OR c.owner_id = $2",
+            "SELECT count(*) AS count FROM certs c WHERE $1 OR c.owner_id = $2",
             &[&user.is_superuser, &user.id],
         )
         .await?
-        .get(0);
+        .try_get("count")?;
     let rows = client
         .query(
             &format!(
@@ -108,7 +141,7 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        out.push(cert_view(&client, row).await?);
+        out.push(cert_view(&client, &CertRow::from_row(row)?).await?);
     }
     Ok(json(StatusCode::OK, &paging.page("/v1/certs/", count, out)))
 }
@@ -157,7 +190,7 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         }
         Err(e) => return Err(e.into()),
     }
-    let row = owned(&tx, &user, &name).await?;
+    let cert = owned(&tx, &user, &name).await?;
     let mut attached = domain.filter(|d| !d.is_empty());
     if attached.is_none() {
         // Deis v1 served a certificate for its common name's domain as soon as it was added:
@@ -174,14 +207,14 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
         if free {
             // A savepoint: a binding that fails (a race for the domain) leaves the add whole.
             let sp = tx.transaction().await?;
-            if attach_to(&sp, &user, &row, &name, &cn).await.is_ok() {
+            if attach_to(&sp, &user, &cert, &name, &cn).await.is_ok() {
                 sp.commit().await?;
                 attached = Some(cn);
             }
         }
     } else if let Some(domain) = &attached {
         // Deis v1 served a certificate for its common name as soon as it was added.
-        if let Err(error) = attach_to(&tx, &user, &row, &name, domain).await {
+        if let Err(error) = attach_to(&tx, &user, &cert, &name, domain).await {
             return Err(match error {
                 ApiError::NotFound(_)
                 | ApiError::Invalid(_)
@@ -193,7 +226,7 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
             });
         }
     }
-    let view = cert_view(&tx, &row).await?;
+    let view = cert_view(&tx, &cert).await?;
     tx.commit().await?;
     if attached.is_some() {
         ctx.domains_wake.notify_one();
@@ -207,8 +240,8 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
 pub async fn info(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let client = ctx.pool.get().await?;
-    let row = owned(&client, &user, &name).await?;
-    Ok(json(StatusCode::OK, &cert_view(&client, &row).await?))
+    let cert = owned(&client, &user, &name).await?;
+    Ok(json(StatusCode::OK, &cert_view(&client, &cert).await?))
 }
 
 /// Remove a certificate; its domains go back to plain HTTP.
@@ -217,9 +250,8 @@ pub async fn info(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<
 pub async fn remove(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
     let client = ctx.pool.get().await?;
-    let row = owned(&client, &user, &name).await?;
-    let id: i64 = row.get(0);
-    client.execute("DELETE FROM certs WHERE id = $1", &[&id]).await?;
+    let cert = owned(&client, &user, &name).await?;
+    client.execute("DELETE FROM certs WHERE id = $1", &[&cert.id]).await?;
     ctx.domains_wake.notify_one();
     Ok(no_content())
 }
@@ -238,18 +270,18 @@ pub async fn attach(
     let req: CertAttachRequest = parse_body(body?)?;
     let domain = req.domain.trim().trim_end_matches('.').to_ascii_lowercase();
     let client = ctx.pool.get().await?;
-    let row = owned(&client, &user, &name).await?;
-    attach_to(&client, &user, &row, &name, &domain).await?;
+    let cert = owned(&client, &user, &name).await?;
+    attach_to(&client, &user, &cert, &name, &domain).await?;
     ctx.domains_wake.notify_one();
-    Ok(json(StatusCode::CREATED, &cert_view(&client, &row).await?))
+    Ok(json(StatusCode::CREATED, &cert_view(&client, &cert).await?))
 }
 
-/// Serves `domain` with the certificate in `row`, if the user may use the domain's app and the
+/// Serves `domain` with the certificate `cert`, if the user may use the domain's app and the
 /// certificate covers it.
 async fn attach_to<C: GenericClient>(
     client: &C,
     user: &AuthUser,
-    row: &tokio_postgres::Row,
+    cert: &CertRow,
     name: &str,
     domain: &str,
 ) -> Result<(), ApiError> {
@@ -260,19 +292,19 @@ async fn attach_to<C: GenericClient>(
         )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("domain {domain} (add it to an app first)")))?
-        .get(0);
+        .try_get("name")?;
     app_for(client, user, &app, Access::Use, false).await?;
-    let mut names: Vec<String> = serde_json::from_value(row.get(4)).unwrap_or_default();
-    names.push(row.get::<_, String>(3).to_ascii_lowercase());
+    let mut names = cert.san.clone();
+    names.push(cert.common_name.to_ascii_lowercase());
     if !validate::cert_covers(&names, domain) {
         return Err(ApiError::Invalid(format!(
             "certificate '{name}' does not cover {domain} (it covers {})",
             names.join(", ")
         )));
     }
-    let id: i64 = row.get(0);
-    let inserted =
-        client.execute("INSERT INTO cert_domains (cert_id, domain) VALUES ($1, $2)", &[&id, &domain]).await;
+    let inserted = client
+        .execute("INSERT INTO cert_domains (cert_id, domain) VALUES ($1, $2)", &[&cert.id, &domain])
+        .await;
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
@@ -296,10 +328,9 @@ pub async fn detach(
     let user = ctx.authenticate(authz).await?;
     let domain = domain.to_ascii_lowercase();
     let client = ctx.pool.get().await?;
-    let row = owned(&client, &user, &name).await?;
-    let id: i64 = row.get(0);
+    let cert = owned(&client, &user, &name).await?;
     let n = client
-        .execute("DELETE FROM cert_domains WHERE cert_id = $1 AND domain = $2", &[&id, &domain])
+        .execute("DELETE FROM cert_domains WHERE cert_id = $1 AND domain = $2", &[&cert.id, &domain])
         .await?;
     if n == 0 {
         return Err(ApiError::not_found(format!("{domain} on certificate '{name}'")));

@@ -27,10 +27,10 @@ async fn config_view<C: deadpool_postgres::GenericClient>(
         )
         .await?;
     let data = releases::load_config(client, release.config).await?;
-    let created = ts(row.get(6));
+    let created = ts(row.try_get("created")?);
     Ok(Config {
-        uuid: row.get(0),
-        owner: row.get(1),
+        uuid: row.try_get("uuid")?,
+        owner: row.try_get("owner")?,
         app: app.name.clone(),
         values: data.values,
         memory: data.memory,

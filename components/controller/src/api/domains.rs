@@ -24,8 +24,10 @@ pub async fn list(
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
     let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 =
-        client.query_one("SELECT count(*) FROM domains WHERE app_id = $1", &[&app.id]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) AS count FROM domains WHERE app_id = $1", &[&app.id])
+        .await?
+        .try_get("count")?;
     let rows = client
         .query(
             "SELECT owner, domain, created FROM domains WHERE app_id = $1 ORDER BY domain LIMIT $2 OFFSET $3",
@@ -34,14 +36,17 @@ pub async fn list(
         .await?;
     let out = rows
         .iter()
-        .map(|r| Domain {
-            owner: r.get(0),
-            app: app.name.clone(),
-            domain: r.get(1),
-            created: ts(r.get(2)),
-            updated: ts(r.get(2)),
+        .map(|r| {
+            let created = ts(r.try_get("created")?);
+            Ok(Domain {
+                owner: r.try_get("owner")?,
+                app: app.name.clone(),
+                domain: r.try_get("domain")?,
+                created: created.clone(),
+                updated: created,
+            })
         })
-        .collect();
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/domains/", app.name), count, out)))
 }
 
@@ -68,7 +73,7 @@ pub async fn add(
         )
         .await;
     let created = match inserted {
-        Ok(row) => ts(row.get(0)),
+        Ok(row) => ts(row.try_get("created")?),
         Err(e) if is_unique_violation(&e) => {
             return Err(ApiError::Conflict(format!("domain {domain} is already in use")));
         }

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_schema::messages::{AppStatusRequest, DeployState};
+use bus_schema::messages::AppStatusRequest;
 use controller_api::{DeployStatus, HookBuildStatus, HookKeyOwner, HookPush, HookPushRequest};
 use sha2::{Digest, Sha256};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{Body, decode_segment, json, parse_body};
-use crate::ctx::{Access, AuthUser, Ctx, app_for};
+use super::{Body, json, parse_body};
+use crate::ctx::{AUTH_USER_COLUMNS, Access, AuthUser, Ctx, app_for};
 use crate::error::ApiError;
 use crate::{releases, validate};
 
@@ -51,11 +51,10 @@ pub async fn key_owner(
     auth: Option<String>,
 ) -> Result<Response, ApiError> {
     authenticate_builder(&ctx, auth)?;
-    let fingerprint = decode_segment(&fingerprint)?;
     let client = ctx.pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT u.username, k.name, k.fingerprint FROM keys k JOIN users u ON u.id = k.user_id
+            "SELECT u.username, k.name AS key_id, k.fingerprint FROM keys k JOIN users u ON u.id = k.user_id
              WHERE k.fingerprint = $1",
             &[&fingerprint],
         )
@@ -67,7 +66,11 @@ pub async fn key_owner(
         })?;
     Ok(json(
         StatusCode::OK,
-        &HookKeyOwner { username: row.get(0), key_id: row.get(1), fingerprint: row.get(2) },
+        &HookKeyOwner {
+            username: row.try_get("username")?,
+            key_id: row.try_get("key_id")?,
+            fingerprint: row.try_get("fingerprint")?,
+        },
     ))
 }
 
@@ -80,10 +83,13 @@ pub async fn push(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Result<Res
     validate::app_name(&req.app)?;
     let client = ctx.pool.get().await?;
     let row = client
-        .query_opt("SELECT id, username, is_superuser FROM users WHERE username = $1", &[&req.username])
+        .query_opt(
+            &format!("SELECT {AUTH_USER_COLUMNS} FROM users u WHERE u.username = $1"),
+            &[&req.username],
+        )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("user '{}'", req.username)))?;
-    let user = AuthUser { id: row.get(0), username: row.get(1), is_superuser: row.get(2) };
+    let user = AuthUser::from_row(&row)?;
     let app = app_for(&client, &user, &req.app, Access::Use, false).await.map_err(|e| match e {
         ApiError::Forbidden(_) => {
             ApiError::Forbidden(format!("{} does not have permission to push to {}", user.username, req.app))
@@ -124,14 +130,15 @@ pub async fn build_status(
         .query_opt("SELECT id FROM apps WHERE name = $1", &[&app])
         .await?
         .ok_or_else(|| ApiError::not_found(format!("app '{app}'")))?
-        .get(0);
+        .try_get("id")?;
     let release: Option<i32> = client
         .query_opt(
             "SELECT version FROM releases WHERE app_id = $1 AND build_uuid = $2 ORDER BY version LIMIT 1",
             &[&app_id, &build],
         )
         .await?
-        .map(|r| r.get(0));
+        .map(|r| r.try_get("version"))
+        .transpose()?;
     drop(client);
     let mut status = HookBuildStatus {
         build,
@@ -157,15 +164,5 @@ async fn ask_scheduler(ctx: &Ctx, app: bus_schema::AppName) -> Result<Option<Dep
         .request(&subject, &bus.envelope(AppStatusRequest { app }), Duration::from_secs(3))
         .await
         .map_err(|e| format!("the scheduler did not answer: {e}"))?;
-    Ok(reply.body.deploy.map(|d| match d {
-        DeployState::Deploying { version } => {
-            DeployStatus { version, state: "deploying".into(), serving: None, reason: None }
-        }
-        DeployState::Deployed { version } => {
-            DeployStatus { version, state: "deployed".into(), serving: None, reason: None }
-        }
-        DeployState::Failed { version, serving, reason } => {
-            DeployStatus { version, state: "failed".into(), serving, reason: Some(reason) }
-        }
-    }))
+    Ok(reply.body.deploy.map(crate::model::deploy_status))
 }

@@ -11,15 +11,19 @@ use crate::ctx::Ctx;
 use crate::error::{ApiError, is_unique_violation};
 use crate::validate;
 
-fn key_view(owner: &str, r: &tokio_postgres::Row) -> Key {
-    Key {
-        id: r.get(0),
+/// The columns [`key_view`] reads, from `keys`.
+const KEY_COLUMNS: &str = "name, public, fingerprint, created";
+
+fn key_view(owner: &str, r: &tokio_postgres::Row) -> Result<Key, tokio_postgres::Error> {
+    let created = ts(r.try_get("created")?);
+    Ok(Key {
+        id: r.try_get("name")?,
         owner: owner.to_owned(),
-        public: r.get(1),
-        fingerprint: r.get(2),
-        created: ts(r.get(3)),
-        updated: ts(r.get(3)),
-    }
+        public: r.try_get("public")?,
+        fingerprint: r.try_get("fingerprint")?,
+        created: created.clone(),
+        updated: created,
+    })
 }
 
 /// Your SSH keys.
@@ -29,15 +33,17 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
     let user = ctx.authenticate(authz).await?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
-    let count: i64 =
-        client.query_one("SELECT count(*) FROM keys WHERE user_id = $1", &[&user.id]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) AS count FROM keys WHERE user_id = $1", &[&user.id])
+        .await?
+        .try_get("count")?;
     let rows = client
         .query(
-            "SELECT name, public, fingerprint, created FROM keys WHERE user_id = $1 ORDER BY name LIMIT $2 OFFSET $3",
+            &format!("SELECT {KEY_COLUMNS} FROM keys WHERE user_id = $1 ORDER BY name LIMIT $2 OFFSET $3"),
             &[&user.id, &paging.limit, &paging.offset],
         )
         .await?;
-    let out = rows.iter().map(|r| key_view(&user.username, r)).collect();
+    let out = rows.iter().map(|r| key_view(&user.username, r)).collect::<Result<_, _>>()?;
     Ok(json(StatusCode::OK, &paging.page("/v1/keys/", count, out)))
 }
 
@@ -55,13 +61,15 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
     let client = ctx.pool.get().await?;
     let inserted = client
         .query_one(
-            "INSERT INTO keys (user_id, name, public, fingerprint) VALUES ($1, $2, $3, $4)
-             RETURNING name, public, fingerprint, created",
+            &format!(
+                "INSERT INTO keys (user_id, name, public, fingerprint) VALUES ($1, $2, $3, $4)
+                 RETURNING {KEY_COLUMNS}"
+            ),
             &[&user.id, &name, &public, &fingerprint],
         )
         .await;
     match inserted {
-        Ok(row) => Ok(json(StatusCode::CREATED, &key_view(&user.username, &row))),
+        Ok(row) => Ok(json(StatusCode::CREATED, &key_view(&user.username, &row)?)),
         Err(e) if is_unique_violation(&e) => {
             let detail = match e.as_db_error().and_then(|d| d.constraint()) {
                 Some(c) if c.contains("fingerprint") => {
@@ -80,7 +88,6 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
     responses((status = 204, description = "Removed")))]
 pub async fn remove(ctx: Arc<Ctx>, id: String, authz: Option<String>) -> Result<Response, ApiError> {
     let user = ctx.authenticate(authz).await?;
-    let id = super::decode_segment(&id)?;
     let client = ctx.pool.get().await?;
     let n = client.execute("DELETE FROM keys WHERE user_id = $1 AND name = $2", &[&user.id, &id]).await?;
     if n == 0 {

@@ -179,8 +179,10 @@ pub async fn drains(
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
     let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 =
-        client.query_one("SELECT count(*) FROM drains WHERE app_id = $1", &[&app.id]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) AS count FROM drains WHERE app_id = $1", &[&app.id])
+        .await?
+        .try_get("count")?;
     let rows = client
         .query(
             "SELECT id, owner, url, created FROM drains WHERE app_id = $1 ORDER BY created, id LIMIT $2 OFFSET $3",
@@ -189,14 +191,16 @@ pub async fn drains(
         .await?;
     let out = rows
         .iter()
-        .map(|r| Drain {
-            id: r.get::<_, uuid::Uuid>(0).to_string(),
-            owner: r.get(1),
-            app: app.name.clone(),
-            url: r.get(2),
-            created: ts(r.get(3)),
+        .map(|r| {
+            Ok(Drain {
+                id: r.try_get::<_, uuid::Uuid>("id")?.to_string(),
+                owner: r.try_get("owner")?,
+                app: app.name.clone(),
+                url: r.try_get("url")?,
+                created: ts(r.try_get("created")?),
+            })
         })
-        .collect();
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/drains/", app.name), count, out)))
 }
 
@@ -218,7 +222,10 @@ pub async fn drain_add(
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Use, false).await?;
-    let count: i64 = tx.query_one("SELECT count(*) FROM drains WHERE app_id = $1", &[&app.id]).await?.get(0);
+    let count: i64 = tx
+        .query_one("SELECT count(*) AS count FROM drains WHERE app_id = $1", &[&app.id])
+        .await?
+        .try_get("count")?;
     if count >= MAX_DRAINS {
         return Err(ApiError::Invalid(format!(
             "{} already has {MAX_DRAINS} drains, the most an app may have",
@@ -233,7 +240,7 @@ pub async fn drain_add(
         )
         .await;
     let created = match inserted {
-        Ok(row) => ts(row.get(0)),
+        Ok(row) => ts(row.try_get("created")?),
         Err(e) if is_unique_violation(&e) => {
             return Err(ApiError::Conflict(format!("{} already drains to {url}", app.name)));
         }
@@ -273,7 +280,7 @@ pub async fn drain_remove(
     let Some(row) = row else {
         return Err(ApiError::not_found(format!("drain {id} of {}", app.name)));
     };
-    let url: String = row.get(0);
+    let url: String = row.try_get("url")?;
     let shown = DrainUrl::parse(&url).map(|u| u.to_string()).unwrap_or_else(|_| "a drain".into());
     super::commit_synced(
         tx,

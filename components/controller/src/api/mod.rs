@@ -20,11 +20,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use controller_api::{BUILDER_AUTH_HEADER, Endpoint, Unmatched};
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::filters::path::FullPath;
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -106,30 +109,11 @@ pub fn ts(t: time::OffsetDateTime) -> String {
 /// Undoes percent-encoding in a path segment (key ids and usernames may hold `@` or spaces).
 /// A segment that decodes to a NUL is refused, like NUL in a body.
 pub fn decode_segment(s: &str) -> Result<String, ApiError> {
-    let decoded = percent_decode(s);
+    let decoded = percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     if decoded.contains('\0') {
         return Err(ApiError::Invalid("a path segment may not contain NUL (%00)".into()));
     }
     Ok(decoded)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| char::from(b).to_digit(16);
-            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `?limit=&offset=` as Deis v1 paginated.
@@ -211,388 +195,24 @@ pub fn routes(
         let ctx = ctx.clone();
         warp::any().map(move || ctx.clone())
     };
-    let authz = warp::header::optional::<String>("authorization");
-    let query = warp::query::<Query>();
-    let body = body(limit);
-    use warp::path;
-
-    // Deis v1 clients check they talk to a controller with `GET /v1/` and want 401 for it.
-    let auth_routes = path!("v1")
-        .and(warp::get())
-        .and(c.clone())
-        .and(authz)
-        .then(|c, a| respond(auth::api_root(c, a)))
-        .or(path!("v1" / "auth" / "register")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(auth::register(c, a, b))))
-        .unify()
-        .or(path!("v1" / "auth" / "login")
-            .and(warp::post())
-            .and(c.clone())
-            .and(body.clone())
-            .then(|c, b| respond(auth::login(c, b))))
-        .unify()
-        .or(path!("v1" / "auth" / "whoami")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .then(|c, a| respond(auth::whoami(c, a))))
-        .unify()
-        .or(path!("v1" / "auth" / "passwd")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(auth::passwd(c, a, b))))
-        .unify()
-        .or(path!("v1" / "auth" / "cancel")
-            .and(warp::post().or(warp::delete()).unify())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(auth::cancel(c, a, b))))
-        .unify()
-        .or(path!("v1" / "auth" / "tokens")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(auth::regenerate(c, a, b))))
-        .unify()
-        .or(path!("v1" / "users")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .and(query)
-            .then(|c, a, q| respond(auth::users(c, a, q))))
-        .unify()
-        .boxed();
-
-    let app_routes = path!("v1" / "apps")
-        .and(warp::get())
-        .and(c.clone())
-        .and(authz)
-        .and(query)
-        .then(|c, a, q| respond(apps::list(c, a, q)))
-        .or(path!("v1" / "apps")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(apps::create(c, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String)
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, c, a| respond(apps::info(c, app, a))))
-        .unify()
-        .or(path!("v1" / "apps" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, c, a| respond(apps::destroy(c, app, a))))
-        .unify()
-        .or(path!("v1" / "apps" / String)
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(apps::transfer(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "config")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, c, a| respond(config::get(c, app, a))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "config")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(config::update(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "scale")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(builds::scale(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "containers")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .and(query)
-            .then(|app, c, a, q| respond(processes::containers(c, app, a, q))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "containers" / "restart")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(processes::restart(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "containers" / String / "restart")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, t, c, a| respond(processes::restart_at(c, app, t, None, a))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "containers" / String / u32 / "restart")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, t, n, c, a| respond(processes::restart_at(c, app, t, Some(n), a))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "run")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(warp::header::optional::<String>("accept"))
-            .and(body.clone())
-            .then(|app, c, a, accept, b| respond(processes::run(c, app, a, accept, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "deploy")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, c, a| respond(processes::deploy(c, app, a))))
-        .unify()
-        .boxed();
-
-    let release_routes = path!("v1" / "apps" / String / "builds")
-        .and(warp::get())
-        .and(c.clone())
-        .and(authz)
-        .and(query)
-        .then(|app, c, a, q| respond(builds::list(c, app, a, q)))
-        .or(path!("v1" / "apps" / String / "builds")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(builds::create(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "releases")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .and(query)
-            .then(|app, c, a, q| respond(builds::releases(c, app, a, q))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "releases" / "rollback")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(builds::rollback(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "releases" / String)
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, v, c, a| respond(builds::release(c, app, v, a))))
-        .unify()
-        .boxed();
-
-    let domain_routes = path!("v1" / "apps" / String / "domains")
-        .and(warp::get())
-        .and(c.clone())
-        .and(authz)
-        .and(query)
-        .then(|app, c, a, q| respond(domains::list(c, app, a, q)))
-        .or(path!("v1" / "apps" / String / "domains")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(domains::add(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "domains" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, d, c, a| respond(domains::remove(c, app, d, a))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "logs")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .and(query)
-            .then(|app, c, a, q| respond(logs::logs(c, app, a, q))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "drains")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .and(query)
-            .then(|app, c, a, q| respond(logs::drains(c, app, a, q))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "drains")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(logs::drain_add(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "drains" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, id, c, a| respond(logs::drain_remove(c, app, id, a))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "perms")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, c, a| respond(perms::list(c, app, a))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "perms")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|app, c, a, b| respond(perms::create(c, app, a, b))))
-        .unify()
-        .or(path!("v1" / "apps" / String / "perms" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|app, u, c, a| respond(perms::delete(c, app, u, a))))
-        .unify()
-        .or(path!("v1" / "admin" / "perms")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .and(query)
-            .then(|c, a, q| respond(perms::admins(c, a, q))))
-        .unify()
-        .or(path!("v1" / "admin" / "perms")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(perms::admin_create(c, a, b))))
-        .unify()
-        .or(path!("v1" / "admin" / "perms" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|u, c, a| respond(perms::admin_delete(c, u, a))))
-        .unify()
-        .boxed();
-
-    let cert_key_routes = path!("v1" / "certs")
-        .and(warp::get())
-        .and(c.clone())
-        .and(authz)
-        .and(query)
-        .then(|c, a, q| respond(certs::list(c, a, q)))
-        .or(path!("v1" / "certs")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(certs::add(c, a, b))))
-        .unify()
-        .or(path!("v1" / "certs" / String)
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .then(|n, c, a| respond(certs::info(c, n, a))))
-        .unify()
-        .or(path!("v1" / "certs" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|n, c, a| respond(certs::remove(c, n, a))))
-        .unify()
-        .or(path!("v1" / "certs" / String / "domain")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|n, c, a, b| respond(certs::attach(c, n, a, b))))
-        .unify()
-        .or(path!("v1" / "certs" / String / "domain" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|n, d, c, a| respond(certs::detach(c, n, d, a))))
-        .unify()
-        .or(path!("v1" / "keys")
-            .and(warp::get())
-            .and(c.clone())
-            .and(authz)
-            .and(query)
-            .then(|c, a, q| respond(keys::list(c, a, q))))
-        .unify()
-        .or(path!("v1" / "keys")
-            .and(warp::post())
-            .and(c.clone())
-            .and(authz)
-            .and(body.clone())
-            .then(|c, a, b| respond(keys::add(c, a, b))))
-        .unify()
-        .or(path!("v1" / "keys" / String)
-            .and(warp::delete())
-            .and(c.clone())
-            .and(authz)
-            .then(|k, c, a| respond(keys::remove(c, k, a))))
-        .unify()
-        .boxed();
-
-    // Only the builder may use these, with its own secret.
-    let builder_auth = warp::header::optional::<String>("x-deis-builder-auth");
-    let hook_routes = path!("v1" / "hooks" / "key" / String)
-        .and(warp::get())
-        .and(c.clone())
-        .and(builder_auth)
-        .then(|f, c, a| respond(hooks::key_owner(c, f, a)))
-        .or(path!("v1" / "hooks" / "push")
-            .and(warp::post())
-            .and(c.clone())
-            .and(builder_auth)
-            .and(body.clone())
-            .then(|c, a, b| respond(hooks::push(c, a, b))))
-        .unify()
-        .or(path!("v1" / "hooks" / "apps" / String / "builds" / String)
-            .and(warp::get())
-            .and(c.clone())
-            .and(builder_auth)
-            .then(|app, b, c, a| respond(hooks::build_status(c, app, b, a))))
-        .unify()
-        .boxed();
-
-    let doc = path!("v1" / "openapi.json").and(warp::get()).map(move || {
-        warp::reply::with_header(openapi.as_str().to_owned(), "content-type", "application/json")
-            .into_response()
-    });
-
+    // The endpoint table (`controller_api::Endpoint`) is the one place paths are written; every
+    // request that is no ops route is matched against it.
+    let api = c
+        .clone()
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(body(limit))
+        .then(move |ctx, method: Method, path: FullPath, query, headers, body| {
+            let req = Request { ctx, headers, query, body, openapi: openapi.clone() };
+            respond(dispatch(req, method, path))
+        });
     let metrics = ctx.metrics.clone();
-    let changes = auth_routes
-        .or(app_routes)
-        .unify()
-        .or(release_routes)
-        .unify()
-        .or(domain_routes)
-        .unify()
-        .or(cert_key_routes)
-        .unify()
-        .or(hook_routes)
-        .unify()
-        .or(doc)
-        .unify()
-        .or(ops)
-        .unify();
+    let changes = ops.or(api).unify();
     // A change answers once it runs, unless the client asked for the answer at once (settle.rs).
     warp::header::headers_cloned()
-        .and(c.clone())
+        .and(c)
         .and(changes)
         .then(|headers, ctx, resp| settle::settle(ctx, headers, resp))
         .recover(rejection)
@@ -608,6 +228,133 @@ pub fn routes(
             resp
         })
         .boxed()
+}
+
+/// One API request as the handlers take it.
+#[derive(Debug)]
+pub struct Request {
+    pub ctx: Arc<Ctx>,
+    headers: HeaderMap,
+    /// The raw query string.
+    query: String,
+    body: Body,
+    openapi: Arc<String>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<String> {
+        // Header names are case-insensitive; the map keys them in lower case.
+        self.headers.get(name.to_ascii_lowercase().as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    fn authz(&self) -> Option<String> {
+        self.header("authorization")
+    }
+
+    fn query(&self) -> Result<Query, ApiError> {
+        serde_urlencoded::from_str(&self.query)
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+    }
+}
+
+/// The request's path parameters, percent-decoded, in the order of the endpoint's template.
+struct Params(std::vec::IntoIter<String>);
+
+impl Params {
+    fn decode(raw: &[&str]) -> Result<Self, ApiError> {
+        let decoded = raw.iter().map(|s| decode_segment(s)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(decoded.into_iter()))
+    }
+
+    /// The next parameter; the endpoint table guarantees its template has as many as are taken.
+    fn next(&mut self) -> String {
+        self.0.next().unwrap_or_default()
+    }
+}
+
+async fn dispatch(req: Request, method: Method, path: FullPath) -> Result<Response, ApiError> {
+    let (endpoint, raw) = Endpoint::recognise(method.as_str(), path.as_str()).map_err(|miss| match miss {
+        Unmatched::NotFound => {
+            ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
+        }
+        Unmatched::MethodNotAllowed => ApiError::MethodNotAllowed,
+    })?;
+    let params = Params::decode(&raw)?;
+    let span = tracing::debug_span!("request", %endpoint);
+    handle(endpoint, params, req).instrument(span).await
+}
+
+/// Calls the endpoint's handler with what it takes from the request.
+async fn handle(endpoint: Endpoint, mut p: Params, r: Request) -> Result<Response, ApiError> {
+    use Endpoint as E;
+    let (a, c) = (r.authz(), r.ctx.clone());
+    match endpoint {
+        E::ApiRoot => auth::api_root(c, a).await,
+        E::OpenApi => {
+            Ok(warp::reply::with_header(r.openapi.as_str().to_owned(), "content-type", "application/json")
+                .into_response())
+        }
+        E::Register => auth::register(c, a, r.body).await,
+        E::Login => auth::login(c, r.body).await,
+        E::Whoami => auth::whoami(c, a).await,
+        E::Passwd => auth::passwd(c, a, r.body).await,
+        E::Cancel | E::CancelV1 => auth::cancel(c, a, r.body).await,
+        E::RegenerateToken => auth::regenerate(c, a, r.body).await,
+        E::Users => auth::users(c, a, r.query()?).await,
+        E::Apps => apps::list(c, a, r.query()?).await,
+        E::AppCreate => apps::create(c, a, r.body).await,
+        E::App => apps::info(c, p.next(), a).await,
+        E::AppDestroy => apps::destroy(c, p.next(), a).await,
+        E::AppTransfer => apps::transfer(c, p.next(), a, r.body).await,
+        E::Config => config::get(c, p.next(), a).await,
+        E::ConfigUpdate => config::update(c, p.next(), a, r.body).await,
+        E::Scale => builds::scale(c, p.next(), a, r.body).await,
+        E::Containers => processes::containers(c, p.next(), a, r.query()?).await,
+        E::Restart => processes::restart(c, p.next(), a, r.body).await,
+        E::RestartType => processes::restart_at(c, p.next(), p.next(), None, a).await,
+        E::RestartOne => {
+            let (app, ptype) = (p.next(), p.next());
+            let num = p.next().parse::<u32>().map_err(|_| {
+                ApiError::NotFound(format!(
+                    "no such endpoint: {} wants a container number",
+                    endpoint.template()
+                ))
+            })?;
+            processes::restart_at(c, app, ptype, Some(num), a).await
+        }
+        E::Run => processes::run(c, p.next(), a, r.header("accept"), r.body).await,
+        E::Deploy => processes::deploy(c, p.next(), a).await,
+        E::Builds => builds::list(c, p.next(), a, r.query()?).await,
+        E::BuildCreate => builds::create(c, p.next(), a, r.body).await,
+        E::Releases => builds::releases(c, p.next(), a, r.query()?).await,
+        E::Rollback => builds::rollback(c, p.next(), a, r.body).await,
+        E::Release => builds::release(c, p.next(), p.next(), a).await,
+        E::Domains => domains::list(c, p.next(), a, r.query()?).await,
+        E::DomainAdd => domains::add(c, p.next(), a, r.body).await,
+        E::DomainRemove => domains::remove(c, p.next(), p.next(), a).await,
+        E::Logs => logs::logs(c, p.next(), a, r.query()?).await,
+        E::Drains => logs::drains(c, p.next(), a, r.query()?).await,
+        E::DrainAdd => logs::drain_add(c, p.next(), a, r.body).await,
+        E::DrainRemove => logs::drain_remove(c, p.next(), p.next(), a).await,
+        E::Perms => perms::list(c, p.next(), a).await,
+        E::PermCreate => perms::create(c, p.next(), a, r.body).await,
+        E::PermDelete => perms::delete(c, p.next(), p.next(), a).await,
+        E::Admins => perms::admins(c, a, r.query()?).await,
+        E::AdminCreate => perms::admin_create(c, a, r.body).await,
+        E::AdminDelete => perms::admin_delete(c, p.next(), a).await,
+        E::Certs => certs::list(c, a, r.query()?).await,
+        E::CertAdd => certs::add(c, a, r.body).await,
+        E::Cert => certs::info(c, p.next(), a).await,
+        E::CertRemove => certs::remove(c, p.next(), a).await,
+        E::CertAttach => certs::attach(c, p.next(), a, r.body).await,
+        E::CertDetach => certs::detach(c, p.next(), p.next(), a).await,
+        E::Keys => keys::list(c, a, r.query()?).await,
+        E::KeyAdd => keys::add(c, a, r.body).await,
+        E::KeyRemove => keys::remove(c, p.next(), a).await,
+        E::HookKeyOwner => hooks::key_owner(c, p.next(), r.header(BUILDER_AUTH_HEADER)).await,
+        E::HookPush => hooks::push(c, r.header(BUILDER_AUTH_HEADER), r.body).await,
+        E::HookBuildStatus => hooks::build_status(c, p.next(), p.next(), r.header(BUILDER_AUTH_HEADER)).await,
+    }
 }
 
 /// Maps warp's own rejections (no such route, wrong method, bad query) to JSON errors.

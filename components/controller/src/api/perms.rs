@@ -24,7 +24,8 @@ pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<R
             &[&app.id],
         )
         .await?;
-    Ok(json(StatusCode::OK, &AppPerms { users: rows.iter().map(|r| r.get(0)).collect() }))
+    let users = rows.iter().map(|r| r.try_get("username")).collect::<Result<_, _>>()?;
+    Ok(json(StatusCode::OK, &AppPerms { users }))
 }
 
 /// Share an app with a user (owner or administrators).
@@ -111,14 +112,20 @@ pub async fn admins(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Resul
     user.require_admin()?;
     let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
-    let count: i64 = client.query_one("SELECT count(*) FROM users WHERE is_superuser", &[]).await?.get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) AS count FROM users WHERE is_superuser", &[])
+        .await?
+        .try_get("count")?;
     let rows = client
         .query(
             "SELECT username FROM users WHERE is_superuser ORDER BY username LIMIT $1 OFFSET $2",
             &[&paging.limit, &paging.offset],
         )
         .await?;
-    let out = rows.iter().map(|r| AdminPerm { username: r.get(0), is_superuser: true }).collect();
+    let out = rows
+        .iter()
+        .map(|r| Ok(AdminPerm { username: r.try_get("username")?, is_superuser: true }))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok(json(StatusCode::OK, &paging.page("/v1/admin/perms/", count, out)))
 }
 
@@ -153,12 +160,15 @@ pub async fn admin_delete(
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
-    let admins: i64 = tx.query_one("SELECT count(*) FROM users WHERE is_superuser", &[]).await?.get(0);
+    let admins: i64 = tx
+        .query_one("SELECT count(*) AS count FROM users WHERE is_superuser", &[])
+        .await?
+        .try_get("count")?;
     let is_admin = tx
         .query_opt("SELECT is_superuser FROM users WHERE username = $1", &[&username])
         .await?
         .ok_or_else(|| ApiError::not_found(format!("user '{username}'")))?
-        .get::<_, bool>(0);
+        .try_get::<_, bool>("is_superuser")?;
     if !is_admin {
         return Err(ApiError::not_found(format!("administrator '{username}'")));
     }

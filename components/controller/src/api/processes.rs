@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_schema::messages::{AppStatus, AppStatusRequest, DeployState};
+use bus_schema::messages::{AppStatus, AppStatusRequest};
 use bus_schema::{Bus, Request, Subject};
 use controller_api::{Container, DeployStatus, RestartRequest};
 use warp::Reply as _;
@@ -79,17 +79,7 @@ pub async fn deploy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result
         app_for(&client, &user, &app, Access::Use, false).await?;
     }
     let status = ask(&ctx, &app).await?;
-    let out = status.deploy.map(|d| match d {
-        DeployState::Deploying { version } => {
-            DeployStatus { version, state: "deploying".into(), serving: None, reason: None }
-        }
-        DeployState::Deployed { version } => {
-            DeployStatus { version, state: "deployed".into(), serving: None, reason: None }
-        }
-        DeployState::Failed { version, serving, reason } => {
-            DeployStatus { version, state: "failed".into(), serving, reason: Some(reason) }
-        }
-    });
+    let out = status.deploy.map(crate::model::deploy_status);
     Ok(json(StatusCode::OK, &out))
 }
 
