@@ -14,6 +14,7 @@ pub mod codec;
 pub mod discovery;
 pub mod drain_url;
 pub mod envelope;
+pub mod labels;
 pub mod messages;
 pub mod names;
 pub mod streams;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, RestartContainerOptions};
+use bus_schema::labels;
 use deisctl::parts::{Container, Parts, Target};
 use futures::StreamExt;
 
@@ -30,7 +31,7 @@ pub enum ClusterError {
     Engine { node: String, reason: String },
 }
 
-/// An app container as a node's engine reports it (labels written by the agent).
+/// An app container as a node's engine reports it (read from the [`labels`] the agent wrote).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppContainer {
     pub node: String,
@@ -249,7 +250,7 @@ impl Cluster {
     pub async fn app_containers(&self, node: &str) -> Result<Vec<AppContainer>, ClusterError> {
         let engine_err = |reason: String| ClusterError::Engine { node: node.to_owned(), reason };
         let engine = self.engine(node).await?;
-        let filters = HashMap::from([("label".to_owned(), vec!["deis.app".to_owned()])]);
+        let filters = HashMap::from([("label".to_owned(), vec![labels::APP.to_owned()])]);
         let list = engine.list_containers(Some(ListContainersOptions {
             all: true,
             filters: Some(filters),
@@ -262,18 +263,19 @@ impl Cluster {
         Ok(found
             .into_iter()
             .filter_map(|c| {
-                let labels = c.labels.unwrap_or_default();
+                let container_labels = c.labels.unwrap_or_default();
                 // One-off `deis run` containers are not part of the formation.
-                if labels.contains_key("deis.run") {
+                if container_labels.contains_key(labels::RUN) {
                     return None;
                 }
+                let key = labels::container_key(&container_labels)?;
                 Some(AppContainer {
                     node: node.to_owned(),
                     id: c.id.unwrap_or_default(),
-                    app: labels.get("deis.app")?.clone(),
-                    version: labels.get("deis.version")?.parse().ok()?,
-                    process_type: labels.get("deis.type")?.clone(),
-                    index: labels.get("deis.index")?.parse().ok()?,
+                    app: key.app.to_string(),
+                    version: key.version,
+                    process_type: key.process_type.to_string(),
+                    index: key.index,
                     running: c.state.map(|s| s.to_string()) == Some("running".to_owned()),
                     host_port: c.ports.unwrap_or_default().iter().find_map(|p| p.public_port),
                 })

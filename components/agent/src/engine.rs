@@ -4,26 +4,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     RemoveContainerOptions, StopContainerOptions,
 };
+use bus_schema::NodeId;
+use bus_schema::labels;
 use bus_schema::messages::{ContainerKey, HealthCheck, Limits, RunOneOff, StartContainer};
-use bus_schema::{AppName, NodeId, ProcessType};
 use futures::StreamExt;
-
-pub const LABEL_MANAGED: &str = "deis.managed";
-pub const LABEL_NODE: &str = "deis.node";
-pub const LABEL_APP: &str = "deis.app";
-pub const LABEL_VERSION: &str = "deis.version";
-pub const LABEL_TYPE: &str = "deis.type";
-pub const LABEL_INDEX: &str = "deis.index";
-/// Marks a one-off (`deis run`) container with its run id; such containers are not part of the
-/// inventory, since no formation wants them.
-pub const LABEL_RUN: &str = "deis.run";
-/// The container's HTTP health check (JSON), so an agent that adopts it checks it the same way.
-pub const LABEL_HEALTH: &str = "deis.health";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -71,32 +62,11 @@ impl Engine {
         )
     }
 
-    fn labels(&self, key: &ContainerKey) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_NODE.to_owned(), self.node.to_string()),
-            (LABEL_APP.to_owned(), key.app.to_string()),
-            (LABEL_VERSION.to_owned(), key.version.to_string()),
-            (LABEL_TYPE.to_owned(), key.process_type.to_string()),
-            (LABEL_INDEX.to_owned(), key.index.to_string()),
-        ])
-    }
-
-    /// Reads a container's identity back from its labels; `None` for anything malformed.
-    pub fn key_from_labels(labels: &HashMap<String, String>) -> Option<ContainerKey> {
-        Some(ContainerKey {
-            app: AppName::parse(labels.get(LABEL_APP)?.as_str()).ok()?,
-            version: labels.get(LABEL_VERSION)?.parse().ok()?,
-            process_type: ProcessType::parse(labels.get(LABEL_TYPE)?.as_str()).ok()?,
-            index: labels.get(LABEL_INDEX)?.parse().ok()?,
-        })
-    }
-
     /// Every container this node's agent created, running or not.
     pub async fn list(&self) -> Result<Vec<Found>, EngineError> {
         let filters = HashMap::from([(
             "label".to_owned(),
-            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_NODE}={}", self.node)],
+            vec![format!("{}=true", labels::MANAGED), format!("{}={}", labels::NODE, self.node)],
         )]);
         let list = self
             .docker
@@ -109,8 +79,7 @@ impl Engine {
             .map_err(docker_err("listing containers"))?;
         let mut out = Vec::new();
         for c in list {
-            let Some(labels) = c.labels.as_ref() else { continue };
-            let Some(key) = Self::key_from_labels(labels) else { continue };
+            let Some(key) = c.labels.as_ref().and_then(labels::container_key) else { continue };
             let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_owned());
             // Only ours: the prefix keeps tests and other platforms on the same engine apart.
             let Some(name) = name.filter(|n| n.starts_with(&self.prefix)) else { continue };
@@ -118,11 +87,7 @@ impl Engine {
             let host_port = c.ports.as_ref().and_then(|ports| {
                 ports.iter().find(|p| p.private_port == self.app_port).and_then(|p| p.public_port)
             });
-            let ip = c
-                .network_settings
-                .as_ref()
-                .and_then(|n| n.networks.as_ref())
-                .and_then(|n| n.values().find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty())));
+            let ip = network_ip(c.network_settings.as_ref().and_then(|n| n.networks.as_ref()));
             out.push(Found {
                 key,
                 id: c.id.unwrap_or_default(),
@@ -148,10 +113,7 @@ impl Engine {
                     .and_then(|n| n.ports.as_ref())
                     .and_then(|p| p.get(&format!("{}/tcp", self.app_port)).cloned().flatten())
                     .and_then(|b| b.first().and_then(|b| b.host_port.as_ref()).and_then(|p| p.parse().ok()));
-                let ip =
-                    info.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|n| {
-                        n.values().find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty()))
-                    });
+                let ip = network_ip(info.network_settings.as_ref().and_then(|n| n.networks.as_ref()));
                 Ok(Some(Found {
                     key: key.clone(),
                     id: info.id.unwrap_or_default(),
@@ -204,23 +166,14 @@ impl Engine {
         }
         self.ensure_image(&cmd.image).await?;
         let name = self.name(&cmd.key);
-        let mut env: Vec<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.extend(extra_env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut env: Vec<String> = cmd.env.iter().chain(extra_env).map(env_var).collect();
         env.push(format!("PORT={}", self.app_port));
         let port = format!("{}/tcp", self.app_port);
         let body = ContainerCreateBody {
             image: Some(cmd.image.clone()),
-            // A Procfile command is a shell line, run by the app's own shell inside its container.
-            cmd: (!cmd.command.is_empty())
-                .then(|| vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.command.clone()]),
+            cmd: (!cmd.command.is_empty()).then(|| shell(&cmd.command)),
             env: Some(env),
-            labels: Some({
-                let mut labels = self.labels(&cmd.key);
-                if let Some(h) = health {
-                    labels.insert(LABEL_HEALTH.to_owned(), serde_json::to_string(h).unwrap_or_default());
-                }
-                labels
-            }),
+            labels: Some(labels::for_container(&self.node, &cmd.key, health)),
             exposed_ports: Some(vec![port.clone()]),
             host_config: Some(HostConfig {
                 port_bindings: Some(HashMap::from([(
@@ -245,14 +198,7 @@ impl Engine {
             }),
             ..Default::default()
         };
-        self.docker
-            .create_container(
-                Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }),
-                body,
-            )
-            .await
-            .map_err(docker_err(format!("creating {name}")))?;
-        self.docker.start_container(&name, None).await.map_err(docker_err(format!("starting {name}")))?;
+        self.create_and_start(&name, body).await?;
         self.find(&cmd.key).await?.ok_or_else(|| EngineError::Docker {
             what: format!("starting {name}"),
             reason: "it vanished".into(),
@@ -265,41 +211,39 @@ impl Engine {
         self.ensure_image(&cmd.image).await?;
         let short = cmd.run_id.simple().to_string();
         let name = format!("{}{}.{}.run.{}", self.prefix, self.node, cmd.app, &short[..12]);
-        let mut env: Vec<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env: Vec<String> = cmd.env.iter().map(env_var).collect();
         env.extend([
             format!("DEIS_APP={}", cmd.app),
             format!("DEIS_RELEASE=v{}", cmd.version),
             "DYNO=run.1".to_owned(),
         ]);
-        let labels = HashMap::from([
-            (LABEL_RUN.to_owned(), cmd.run_id.to_string()),
-            (LABEL_NODE.to_owned(), self.node.to_string()),
-            (LABEL_APP.to_owned(), cmd.app.to_string()),
-        ]);
         let body = ContainerCreateBody {
             image: Some(cmd.image.clone()),
-            cmd: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.command.clone()]),
+            cmd: Some(shell(&cmd.command)),
             env: Some(env),
-            labels: Some(labels),
+            labels: Some(labels::for_one_off(&self.node, &cmd.app, cmd.run_id)),
             host_config: Some(confined(&cmd.limits)),
             ..Default::default()
         };
+        self.create_and_start(&name, body).await?;
+        Ok(name)
+    }
+
+    async fn create_and_start(&self, name: &str, body: ContainerCreateBody) -> Result<(), EngineError> {
         self.docker
             .create_container(
-                Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }),
+                Some(CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() }),
                 body,
             )
             .await
             .map_err(docker_err(format!("creating {name}")))?;
-        self.docker.start_container(&name, None).await.map_err(docker_err(format!("starting {name}")))?;
-        Ok(name)
+        self.docker.start_container(name, None).await.map_err(docker_err(format!("starting {name}")))
     }
 
     /// The HTTP health check a container was started with, from its label.
     pub async fn health_of(&self, name: &str) -> Option<HealthCheck> {
         let info = self.docker.inspect_container(name, None::<InspectContainerOptions>).await.ok()?;
-        let label = info.config?.labels?.get(LABEL_HEALTH)?.clone();
-        serde_json::from_str(&label).ok()
+        labels::health_check(&info.config?.labels?)
     }
 
     /// Stops (SIGTERM, then SIGKILL after the grace period) and removes a container.
@@ -346,6 +290,21 @@ fn confined(limits: &Limits) -> HostConfig {
     }
 }
 
+/// A Procfile (or `deis run`) command is a shell line, run by the app's own shell inside its
+/// container.
+fn shell(command: &str) -> Vec<String> {
+    vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()]
+}
+
+fn env_var((name, value): (&String, &String)) -> String {
+    format!("{name}={value}")
+}
+
+/// The container's own address on the first network that gives it one.
+fn network_ip(networks: Option<&HashMap<String, EndpointSettings>>) -> Option<String> {
+    networks?.values().find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty()))
+}
+
 /// Splits `registry:5000/name:tag` into repository and tag (`latest` when absent).
 pub fn split_image(image: &str) -> (&str, &str) {
     let last_slash = image.rfind('/').map_or(0, |i| i + 1);
@@ -365,28 +324,5 @@ mod tests {
         assert_eq!(split_image("127.0.0.1:5000/app"), ("127.0.0.1:5000/app", "latest"));
         assert_eq!(split_image("deis/stack"), ("deis/stack", "latest"));
         assert_eq!(split_image("stack:v1"), ("stack", "v1"));
-    }
-
-    #[test]
-    fn labels_round_trip_and_bad_ones_are_ignored() {
-        let key = ContainerKey {
-            app: AppName::parse("shop").unwrap(),
-            version: 3,
-            process_type: ProcessType::web(),
-            index: 2,
-        };
-        let engine_labels = HashMap::from([
-            (LABEL_APP.to_owned(), "shop".to_owned()),
-            (LABEL_VERSION.to_owned(), "3".to_owned()),
-            (LABEL_TYPE.to_owned(), "web".to_owned()),
-            (LABEL_INDEX.to_owned(), "2".to_owned()),
-        ]);
-        assert_eq!(Engine::key_from_labels(&engine_labels), Some(key));
-        let mut bad = engine_labels.clone();
-        bad.insert(LABEL_APP.to_owned(), "Bad App".to_owned());
-        assert_eq!(Engine::key_from_labels(&bad), None);
-        let mut bad = engine_labels;
-        bad.insert(LABEL_VERSION.to_owned(), "x".to_owned());
-        assert_eq!(Engine::key_from_labels(&bad), None);
     }
 }

@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use bus_schema::discovery::{Keys, NodeRecord, RouteRecord};
 use bus_schema::messages::{
-    ContainerEvent, ContainerEventKind, ContainerKey, ContainerStatus, HealthCheck, NodeInventory,
+    ContainerEvent, ContainerEventKind, ContainerKey, ContainerStatus, HealthCheck, NodeInventory, RunOneOff,
     StartContainer, StartContainerReply, StopContainer, StopContainerReply,
 };
-use bus_schema::{AppName, Bus, Component, NodeId, Sender, Timestamp};
+use bus_schema::{AppName, Bus, CodecError, Component, Incoming, NodeId, Request, Sender, Timestamp};
 use futures::StreamExt;
 use service_kit::etcd::RegistrationState;
-use service_kit::{Registration, Shutdown};
+use service_kit::{Registration, RegistrationHandle, Shutdown};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use config::AgentConfig;
 use engine::{Engine, Found};
@@ -83,6 +84,20 @@ impl std::fmt::Debug for Inner {
 /// Runs the agent until shutdown. Containers keep running after the agent stops; the node's
 /// lease is left to expire rather than revoked, so a quick restart does not move anything.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+    let (inner, registration) = connect(config, &shutdown).await?;
+    adopt(&inner).await?;
+    serve(&inner, &shutdown).await?;
+    inner.stop_watching();
+    registration.abandon().await;
+    tracing::info!(node = %inner.node, "agent stopped; containers left running");
+    Ok(())
+}
+
+/// Connects to the engine, the bus and etcd, and registers the node.
+async fn connect(
+    config: AgentConfig,
+    shutdown: &Shutdown,
+) -> Result<(Arc<Inner>, RegistrationHandle), AgentError> {
     let node = NodeId::parse(&config.node_id)?;
     let docker = service_kit::docker::connect().await?;
     let (memory_mb, cpus) = capacity(&docker, &config).await;
@@ -93,10 +108,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         app_port: config.app_port,
     };
     let sender = Sender { component: Component::Agent, instance: node.to_string() };
-    let bus = service_kit::nats::connect_bus(&config.nats, sender, &shutdown).await?;
-    let etcd = service_kit::etcd::connect(&config.etcd, &shutdown).await?;
+    let bus = service_kit::nats::connect_bus(&config.nats, sender, shutdown).await?;
+    let etcd = service_kit::etcd::connect(&config.etcd, shutdown).await?;
     let keys = Keys::new(&config.etcd.prefix);
-
     let record = NodeRecord {
         id: node.clone(),
         address: config.address.clone(),
@@ -104,12 +118,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         cpus,
         labels: config.labels.clone(),
     };
-    let registration = Registration {
-        key: keys.node(&node),
-        value: serde_json::to_vec(&record).unwrap_or_default(),
-        ttl: Duration::from_secs(config.lease_ttl_secs.max(1).unsigned_abs()),
-    }
-    .spawn(etcd.clone(), &Shutdown::new());
+    let registration = register(&etcd, &keys, &record, config.lease_ttl_secs);
     let inner = Arc::new(Inner {
         config,
         node: node.clone(),
@@ -124,74 +133,78 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         shutdown: shutdown.clone(),
     });
     tracing::info!(%node, memory_mb, cpus, "agent starting");
+    Ok((inner, registration))
+}
 
-    adopt(&inner).await?;
-    let mut starts = inner.bus.subscribe_subject(&inner.bus.namespace().agent_start(&node)).await?;
-    let mut stops = inner.bus.subscribe_subject(&inner.bus.namespace().agent_stop(&node)).await?;
-    let mut runs = inner.bus.subscribe_subject(&inner.bus.namespace().agent_run(&node)).await?;
+/// Keeps the node's record alive under its lease. The registration has a shutdown of its own,
+/// not the agent's: a stopping agent abandons the lease (see [`run`]) instead of revoking it.
+fn register(
+    etcd: &etcd_client::Client,
+    keys: &Keys,
+    record: &NodeRecord,
+    ttl_secs: i64,
+) -> RegistrationHandle {
+    Registration {
+        key: keys.node(&record.id),
+        value: serde_json::to_vec(record).unwrap_or_default(),
+        ttl: Duration::from_secs(ttl_secs.max(1).unsigned_abs()),
+    }
+    .spawn(etcd.clone(), &Shutdown::new())
+}
+
+/// Answers the scheduler's commands for this node until shutdown. The commands are subscribed
+/// before the background loops start: once this node's first inventory is out, the scheduler
+/// may send it commands at any moment, and none must be missed.
+async fn serve(inner: &Arc<Inner>, shutdown: &Shutdown) -> Result<(), AgentError> {
+    let ns = inner.bus.namespace();
+    let mut starts = inner.bus.subscribe_subject(&ns.agent_start(&inner.node)).await?;
+    let mut stops = inner.bus.subscribe_subject(&ns.agent_stop(&inner.node)).await?;
+    let mut runs = inner.bus.subscribe_subject(&ns.agent_run(&inner.node)).await?;
     shutdown.spawn(watch::docker_events(inner.clone()));
     shutdown.spawn(watch::inventory(inner.clone()));
     shutdown.spawn(watch::routes_follow_lease(inner.clone()));
-
     loop {
         tokio::select! {
-            Some(msg) = starts.next() => match msg {
-                Ok(cmd) => {
-                    let inner = inner.clone();
-                    tokio::spawn(async move {
-                        let reply = inner.start(cmd.envelope.body.clone()).await;
-                        if let Err(error) = inner.bus.reply(&cmd, reply).await {
-                            tracing::warn!(%error, "replying to a start");
-                        }
-                    });
-                }
-                Err((subject, error)) => tracing::warn!(%subject, %error, "malformed start command dropped"),
-            },
-            Some(msg) = stops.next() => match msg {
-                Ok(cmd) => {
-                    let inner = inner.clone();
-                    tokio::spawn(async move {
-                        let reply = inner.stop(cmd.envelope.body.clone()).await;
-                        if let Err(error) = inner.bus.reply(&cmd, reply).await {
-                            tracing::warn!(%error, "replying to a stop");
-                        }
-                    });
-                }
-                Err((subject, error)) => tracing::warn!(%subject, %error, "malformed stop command dropped"),
-            },
-            Some(msg) = runs.next() => match msg {
-                Ok(cmd) => {
-                    let inner = inner.clone();
-                    tokio::spawn(async move {
-                        let reply = match inner.engine.start_one_off(&cmd.envelope.body).await {
-                            Ok(name) => {
-                                tokio::spawn(watch::one_off(inner.clone(), cmd.envelope.body.clone(), name.clone()));
-                                StartContainerReply::Started { container_id: name, host_port: None }
-                            }
-                            Err(error) => StartContainerReply::Failed { reason: error.to_string() },
-                        };
-                        if let Err(error) = inner.bus.reply(&cmd, reply).await {
-                            tracing::warn!(%error, "replying to a run");
-                        }
-                    });
-                }
-                Err((subject, error)) => tracing::warn!(%subject, %error, "malformed run command dropped"),
-            },
-            _ = shutdown.cancelled() => break,
+            Some(msg) = starts.next() => {
+                answer(inner, "start", msg, |inner, cmd| async move { inner.start(cmd).await });
+            }
+            Some(msg) = stops.next() => {
+                answer(inner, "stop", msg, |inner, cmd| async move { inner.stop(cmd).await });
+            }
+            Some(msg) = runs.next() => {
+                answer(inner, "run", msg, |inner, cmd| async move { inner.run_one_off(cmd).await });
+            }
+            _ = shutdown.cancelled() => return Ok(()),
         }
     }
-    // Stop every watcher; containers keep running for the next agent to adopt.
-    for t in inner
-        .tracked
-        .lock()
-        .map(|t| t.values().flat_map(|t| [t.watchers.clone(), t.log_stop.clone()]).collect::<Vec<_>>())
-        .unwrap_or_default()
-    {
-        t.cancel();
-    }
-    registration.abandon().await;
-    tracing::info!(%node, "agent stopped; containers left running");
-    Ok(())
+}
+
+/// Handles one command on a task of its own and replies to it: a start may pull an image for
+/// minutes, and must hold up neither the other commands nor the other containers.
+fn answer<R, F, Fut>(
+    inner: &Arc<Inner>,
+    what: &'static str,
+    msg: Result<Incoming<R>, (String, CodecError)>,
+    handle: F,
+) where
+    R: Request + Clone,
+    F: FnOnce(Arc<Inner>, R) -> Fut + Send + 'static,
+    Fut: Future<Output = R::Reply> + Send,
+{
+    let cmd = match msg {
+        Ok(cmd) => cmd,
+        Err((subject, error)) => {
+            tracing::warn!(%subject, %error, "malformed {what} command dropped");
+            return;
+        }
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let reply = handle(inner.clone(), cmd.envelope.body.clone()).await;
+        if let Err(error) = inner.bus.reply(&cmd, reply).await {
+            tracing::warn!(%error, "replying to a {what}");
+        }
+    });
 }
 
 async fn capacity(docker: &bollard::Docker, config: &AgentConfig) -> (u64, u32) {
@@ -231,8 +244,21 @@ impl Inner {
     }
 
     async fn start(self: &Arc<Self>, cmd: StartContainer) -> StartContainerReply {
-        let span = tracing::info_span!("start", app = %cmd.key.app, release = cmd.key.version, ptype = %cmd.key.process_type, index = cmd.key.index);
-        let _enter = span.enter();
+        let key = &cmd.key;
+        let span = tracing::info_span!(
+            "start",
+            app = %key.app,
+            release = key.version,
+            ptype = %key.process_type,
+            index = key.index
+        );
+        // Instrumented, not entered: a guard held across an await would lend the span to
+        // whatever else runs on this thread meanwhile, and take it from this start when it
+        // resumes on another.
+        self.start_container(cmd).instrument(span).await
+    }
+
+    async fn start_container(self: &Arc<Self>, cmd: StartContainer) -> StartContainerReply {
         let lock = self.key_lock(&cmd.key);
         let _guard = lock.lock().await;
         if let Some(t) = self.tracked.lock().unwrap_or_else(|p| p.into_inner()).get(&cmd.key) {
@@ -283,6 +309,29 @@ impl Inner {
                 StopContainerReply::Stopped
             }
             Err(error) => StopContainerReply::Failed { reason: error.to_string() },
+        }
+    }
+
+    /// Starts a one-off container, followed to its end (and then removed) by a task of its own.
+    async fn run_one_off(self: &Arc<Self>, cmd: RunOneOff) -> StartContainerReply {
+        match self.engine.start_one_off(&cmd).await {
+            Ok(name) => {
+                tokio::spawn(watch::one_off(self.clone(), cmd, name.clone()));
+                StartContainerReply::Started { container_id: name, host_port: None }
+            }
+            Err(error) => StartContainerReply::Failed { reason: error.to_string() },
+        }
+    }
+
+    /// Stops every watcher; the containers keep running for the next agent to adopt.
+    fn stop_watching(&self) {
+        let tokens: Vec<CancellationToken> = self
+            .tracked
+            .lock()
+            .map(|t| t.values().flat_map(|t| [t.watchers.clone(), t.log_stop.clone()]).collect())
+            .unwrap_or_default();
+        for token in tokens {
+            token.cancel();
         }
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::{EventsOptions, LogsOptions};
-use bus_schema::Timestamp;
 use bus_schema::messages::{ContainerEventKind, ContainerKey, LogLine, LogSource, Stream};
+use bus_schema::{AppName, Bus, BusError, NodeId, Subject, Timestamp, labels};
 use futures::StreamExt;
 use service_kit::Backoff;
 use service_kit::etcd::RegistrationState;
@@ -16,7 +16,6 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
-use crate::engine::{Engine, LABEL_NODE};
 
 /// Longest line shipped; longer ones are cut with a marker so one app cannot flood the bus.
 const MAX_LINE: usize = 10 * 1024;
@@ -134,9 +133,8 @@ pub async fn logs(
     };
     let options = LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
     let mut output = inner.engine.docker.logs(&name, Some(options));
-    let subject = inner.bus.namespace().log_lines(&key.app);
     let source = LogSource::App { process_type: key.process_type.clone(), index: key.index };
-    let mut seq = 0u64;
+    let mut shipper = Shipper::new(inner.bus.namespace().log_lines(&key.app), &key.app, source, &inner.node);
     let mut lines = Lines::default();
     loop {
         let chunk = tokio::select! {
@@ -149,23 +147,43 @@ pub async fn logs(
             _ => (std::mem::take(&mut lines).finish(), true),
         };
         for (stream, message) in chunks {
-            seq += 1;
-            let line = LogLine {
-                app: key.app.clone(),
-                time: Timestamp::now(),
-                source: source.clone(),
-                stream,
-                node: Some(inner.node.clone()),
-                seq,
-                message,
-            };
-            if let Err(error) = inner.bus.publish(&subject, &inner.bus.envelope(line)).await {
+            if let Err(error) = shipper.ship(&inner.bus, stream, message).await {
                 tracing::debug!(%error, "publishing a log line");
             }
         }
         if end {
             return;
         }
+    }
+}
+
+/// Publishes one container's output lines on one subject, each with the next `seq`, so readers
+/// get them in the order the container wrote them.
+struct Shipper {
+    subject: Subject<LogLine>,
+    app: AppName,
+    source: LogSource,
+    node: NodeId,
+    seq: u64,
+}
+
+impl Shipper {
+    fn new(subject: Subject<LogLine>, app: &AppName, source: LogSource, node: &NodeId) -> Self {
+        Self { subject, app: app.clone(), source, node: node.clone(), seq: 0 }
+    }
+
+    async fn ship(&mut self, bus: &Bus, stream: Stream, message: String) -> Result<(), BusError> {
+        self.seq += 1;
+        let line = LogLine {
+            app: self.app.clone(),
+            time: Timestamp::now(),
+            source: self.source.clone(),
+            stream,
+            node: Some(self.node.clone()),
+            seq: self.seq,
+            message,
+        };
+        bus.publish(&self.subject, &bus.envelope(line)).await
     }
 }
 
@@ -229,36 +247,18 @@ fn cut(mut text: String) -> String {
 /// its exit status; then the container is removed.
 pub async fn one_off(inner: Arc<Inner>, cmd: bus_schema::messages::RunOneOff, name: String) {
     let ns = inner.bus.namespace().clone();
-    let subject = ns.run_output(cmd.run_id);
     let options = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
     let mut output = inner.engine.docker.logs(&name, Some(options));
-    let mut seq = 0u64;
+    let source = LogSource::Run { index: 1 };
+    let mut shipper = Shipper::new(ns.run_output(cmd.run_id), &cmd.app, source, &inner.node);
     let mut lines = Lines::default();
-    let send = |stream: Stream, message: String, seq: u64| {
-        let line = LogLine {
-            app: cmd.app.clone(),
-            time: Timestamp::now(),
-            source: LogSource::Run { index: 1 },
-            stream,
-            node: Some(inner.node.clone()),
-            seq,
-            message,
-        };
-        let bus = inner.bus.clone();
-        let subject = subject.clone();
-        async move {
-            let _ = bus.publish(&subject, &bus.envelope(line)).await;
-        }
-    };
     while let Some(Ok(chunk)) = output.next().await {
         for (stream, message) in lines.push(chunk) {
-            seq += 1;
-            send(stream, message, seq).await;
+            let _ = shipper.ship(&inner.bus, stream, message).await;
         }
     }
     for (stream, message) in lines.finish() {
-        seq += 1;
-        send(stream, message, seq).await;
+        let _ = shipper.ship(&inner.bus, stream, message).await;
     }
     let exit_code = match inner.engine.docker.inspect_container(&name, None).await {
         Ok(info) => info.state.and_then(|s| s.exit_code),
@@ -278,7 +278,7 @@ pub async fn docker_events(inner: Arc<Inner>) {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
             ("event".to_owned(), vec!["die".to_owned()]),
-            ("label".to_owned(), vec![format!("{LABEL_NODE}={}", inner.node)]),
+            ("label".to_owned(), vec![format!("{}={}", labels::NODE, inner.node)]),
         ]);
         let mut events =
             inner.engine.docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
@@ -291,7 +291,7 @@ pub async fn docker_events(inner: Arc<Inner>) {
                 Some(Ok(event)) => {
                     backoff.reset();
                     let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
-                    let Some(key) = Engine::key_from_labels(&attributes) else { continue };
+                    let Some(key) = labels::container_key(&attributes) else { continue };
                     let name = attributes.get("name").cloned().unwrap_or_default();
                     if !name.starts_with(&inner.engine.prefix) {
                         continue;

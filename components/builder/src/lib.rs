@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
+use bus_schema::discovery::ComponentRecord;
 use bus_schema::streams::{StreamId, ensure_stream};
 use bus_schema::{AppName, Bus, Component, Sender};
 use prometheus_client::registry::Registry;
@@ -206,10 +207,8 @@ async fn register(config: BuilderConfig, shutdown: Shutdown) {
         return;
     };
     let key = bus_schema::discovery::Keys::new(&config.etcd.prefix).component("builder", &config.advertise);
-    let value =
-        serde_json::json!({ "address": config.advertise, "version": env!("CARGO_PKG_VERSION") }).to_string();
-    let handle = Registration { key, value: value.into_bytes(), ttl: config.etcd.lease_ttl() }
-        .spawn(client, &shutdown);
+    let value = ComponentRecord::new(config.advertise.as_str(), env!("CARGO_PKG_VERSION")).to_json();
+    let handle = Registration { key, value, ttl: config.etcd.lease_ttl() }.spawn(client, &shutdown);
     shutdown.cancelled().await;
     tokio::time::timeout(Duration::from_secs(5), handle.stop()).await.ok();
 }

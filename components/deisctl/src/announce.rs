@@ -12,7 +12,9 @@ use bus_schema::discovery::{HealthRecord, Keys, MemberRecord};
 use service_kit::{Backoff, Shutdown};
 
 use crate::config::DeisctlConfig;
+use crate::parts::label;
 use crate::probe::{Probe, ProbeError};
+use crate::unix_now;
 
 /// One part this announcer watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +30,6 @@ pub enum SpecError {
     Malformed(String),
     #[error(transparent)]
     Probe(#[from] ProbeError),
-}
-
-fn label(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Watched {
@@ -55,12 +51,6 @@ impl Watched {
     fn part(&self) -> String {
         format!("{}@{}", self.component, self.instance)
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Announces until shutdown; the lease is revoked on the way out, so the parts show down at once.

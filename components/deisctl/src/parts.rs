@@ -78,7 +78,10 @@ pub enum TargetError {
     Unknown { target: String, known: String },
 }
 
-fn label(text: &str) -> bool {
+/// Whether a text may be a part's component or instance (from a container's labels, a target
+/// or an announcer's spec): lowercase letters, digits and `-`, so `<component>@<instance>`
+/// always parses back.
+pub(crate) fn label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 63
         && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -85,105 +85,118 @@ fn rank(component: &str) -> usize {
 
 /// Builds the status table from what was read. Pure, so it is tested without a cluster.
 pub fn rows(observed: &Observed) -> Vec<Row> {
-    let container = |component: &str, instance: &str| {
-        observed.containers.iter().find(|c| c.component == component && c.instance == instance)
-    };
-    let mut nodes: BTreeSet<String> = observed.nodes.keys().cloned().collect();
-    let mut parts: BTreeSet<(String, String)> = BTreeSet::new();
-    for ((component, instance), member) in &observed.members {
-        nodes.extend(member.node.as_ref().map(ToString::to_string));
-        parts.insert((component.clone(), instance.clone()));
-    }
-    for ((component, instance), health) in &observed.health {
-        nodes.extend(health.node.as_ref().map(ToString::to_string));
-        parts.insert((component.clone(), instance.clone()));
-    }
-    for c in &observed.containers {
-        if c.is_node() {
-            nodes.insert(c.instance.clone());
-        } else if c.component != "announce" {
-            parts.insert((c.component.clone(), c.instance.clone()));
-        }
-    }
-
-    let mut rows = Vec::new();
-    for node in &nodes {
-        let row = match observed.nodes.get(node) {
-            Some(record) => Row {
-                part: node.clone(),
-                component: NODE.to_owned(),
-                node: Some(node.clone()),
-                state: State::Up,
-                for_secs: None,
-                detail: format!(
-                    "{}, {} CPUs, {} MiB{}",
-                    record.address,
-                    record.cpus,
-                    record.memory_mb,
-                    labels(&record.labels)
-                ),
-            },
-            None => {
-                let mut detail = "no lease: its agent is stopped or the node is unreachable".to_owned();
-                if let Some(c) = container(NODE, node).filter(|c| !c.running()) {
-                    detail = format!("{detail}; container {}", c.status.to_lowercase());
-                }
-                Row {
-                    part: node.clone(),
-                    component: NODE.to_owned(),
-                    node: Some(node.clone()),
-                    state: State::Down,
-                    for_secs: None,
-                    detail,
-                }
-            }
-        };
-        rows.push(row);
-    }
-    for (component, instance) in &parts {
-        let key = (component.clone(), instance.clone());
-        let member_node = observed.members.get(&key).and_then(|m| m.node.as_ref().map(ToString::to_string));
-        let container = container(component, instance);
-        let mut row = match observed.health.get(&key) {
-            Some(h) => Row {
-                part: part_name(component, instance),
-                component: component.clone(),
-                node: h.node.as_ref().map(ToString::to_string).or(member_node),
-                state: if h.healthy { State::Healthy } else { State::Unhealthy },
-                for_secs: Some((observed.now - h.since).max(0)),
-                detail: if h.healthy { String::new() } else { h.detail.clone() },
-            },
-            None => {
-                let node = member_node.or_else(|| container.and_then(|c| c.node.clone()));
-                let node_down = node.as_ref().is_some_and(|n| !observed.nodes.contains_key(n));
-                let detail = match container {
-                    Some(c) if !c.running() => format!("container {}", c.status.to_lowercase()),
-                    _ if node_down => "its node is down".to_owned(),
-                    Some(_) => {
-                        "running, but no announcer reports it (is the node's announcer up?)".to_owned()
-                    }
-                    None => "no health report".to_owned(),
-                };
-                Row {
-                    part: part_name(component, instance),
-                    component: component.clone(),
-                    node,
-                    state: State::Down,
-                    for_secs: None,
-                    detail,
-                }
-            }
-        };
-        if component == "scheduler" && observed.leader.as_deref() == Some(instance.as_str()) {
-            row.detail =
-                if row.detail.is_empty() { "leader".to_owned() } else { format!("leader; {}", row.detail) };
-        }
-        rows.push(row);
-    }
+    let (nodes, parts) = observed.known();
+    let mut rows: Vec<Row> = nodes.iter().map(|node| node_row(observed, node)).collect();
+    rows.extend(parts.iter().map(|(component, instance)| part_row(observed, component, instance)));
     rows.sort_by(|a, b| {
         (rank(&a.component), &a.component, &a.part).cmp(&(rank(&b.component), &b.component, &b.part))
     });
     rows
+}
+
+impl Observed {
+    /// Every node and part that anything reports: a part that went down keeps its member record,
+    /// and one that never announced itself is still known by its container, so neither drops
+    /// out of the table.
+    fn known(&self) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+        let mut nodes: BTreeSet<String> = self.nodes.keys().cloned().collect();
+        let mut parts: BTreeSet<(String, String)> = BTreeSet::new();
+        for ((component, instance), member) in &self.members {
+            nodes.extend(member.node.as_ref().map(ToString::to_string));
+            parts.insert((component.clone(), instance.clone()));
+        }
+        for ((component, instance), health) in &self.health {
+            nodes.extend(health.node.as_ref().map(ToString::to_string));
+            parts.insert((component.clone(), instance.clone()));
+        }
+        for c in &self.containers {
+            if c.is_node() {
+                nodes.insert(c.instance.clone());
+            } else if c.component != "announce" {
+                parts.insert((c.component.clone(), c.instance.clone()));
+            }
+        }
+        (nodes, parts)
+    }
+
+    fn container(&self, component: &str, instance: &str) -> Option<&Container> {
+        self.containers.iter().find(|c| c.component == component && c.instance == instance)
+    }
+}
+
+/// A node is up while its agent holds the node's lease, and down otherwise.
+fn node_row(observed: &Observed, node: &str) -> Row {
+    let (state, detail) = match observed.nodes.get(node) {
+        Some(record) => (
+            State::Up,
+            format!(
+                "{}, {} CPUs, {} MiB{}",
+                record.address,
+                record.cpus,
+                record.memory_mb,
+                labels(&record.labels)
+            ),
+        ),
+        None => {
+            let mut detail = "no lease: its agent is stopped or the node is unreachable".to_owned();
+            if let Some(c) = observed.container(NODE, node).filter(|c| !c.running()) {
+                detail = format!("{detail}; container {}", c.status.to_lowercase());
+            }
+            (State::Down, detail)
+        }
+    };
+    Row {
+        part: node.to_owned(),
+        component: NODE.to_owned(),
+        node: Some(node.to_owned()),
+        state,
+        for_secs: None,
+        detail,
+    }
+}
+
+/// A part is as its announcer last probed it, and down when no announcer reports it.
+fn part_row(observed: &Observed, component: &str, instance: &str) -> Row {
+    let key = (component.to_owned(), instance.to_owned());
+    let member_node = observed.members.get(&key).and_then(|m| m.node.as_ref().map(ToString::to_string));
+    let mut row = match observed.health.get(&key) {
+        Some(h) => Row {
+            part: part_name(component, instance),
+            component: component.to_owned(),
+            node: h.node.as_ref().map(ToString::to_string).or(member_node),
+            state: if h.healthy { State::Healthy } else { State::Unhealthy },
+            for_secs: Some((observed.now - h.since).max(0)),
+            detail: if h.healthy { String::new() } else { h.detail.clone() },
+        },
+        None => unreported_row(observed, component, instance, member_node),
+    };
+    if component == "scheduler" && observed.leader.as_deref() == Some(instance) {
+        row.detail =
+            if row.detail.is_empty() { "leader".to_owned() } else { format!("leader; {}", row.detail) };
+    }
+    row
+}
+
+/// A part no announcer reports is down; the detail says the likeliest reason, most telling
+/// first: its container stopped, its node is down, or its announcer is.
+fn unreported_row(observed: &Observed, component: &str, instance: &str, member_node: Option<String>) -> Row {
+    let container = observed.container(component, instance);
+    let node = member_node.or_else(|| container.and_then(|c| c.node.clone()));
+    let node_down = node.as_ref().is_some_and(|n| !observed.nodes.contains_key(n));
+    let detail = match container {
+        Some(c) if !c.running() => format!("container {}", c.status.to_lowercase()),
+        _ if node_down => "its node is down".to_owned(),
+        Some(_) => "running, but no announcer reports it (is the node's announcer up?)".to_owned(),
+        None => "no health report".to_owned(),
+    };
+    Row {
+        part: part_name(component, instance),
+        component: component.to_owned(),
+        node,
+        state: State::Down,
+        for_secs: None,
+        detail,
+    }
 }
 
 fn labels(labels: &BTreeMap<String, String>) -> String {
@@ -201,36 +214,14 @@ pub async fn read(
     now: i64,
 ) -> Result<Observed, etcd_client::Error> {
     let mut observed = Observed { now, ..Observed::default() };
-    let prefixed = || Some(etcd_client::GetOptions::new().with_prefix());
-    for kv in etcd.get(keys.health(), prefixed()).await?.kvs() {
-        let Ok(key) = kv.key_str() else { continue };
-        let Some((component, instance)) = keys.health_of(key) else { continue };
-        match parse::<HealthRecord>(key, kv.value()) {
-            Ok(h) => {
-                observed.health.insert((component.to_owned(), instance.to_owned()), h);
-            }
-            Err(e) => observed.malformed.push(e),
-        }
-    }
-    for kv in etcd.get(keys.members(), prefixed()).await?.kvs() {
-        let Ok(key) = kv.key_str() else { continue };
-        let Some((component, instance)) = keys.member_of(key) else { continue };
-        match parse::<MemberRecord>(key, kv.value()) {
-            Ok(m) => {
-                observed.members.insert((component.to_owned(), instance.to_owned()), m);
-            }
-            Err(e) => observed.malformed.push(e),
-        }
-    }
-    for kv in etcd.get(keys.nodes(), prefixed()).await?.kvs() {
-        let Ok(key) = kv.key_str() else { continue };
-        match parse::<NodeRecord>(key, kv.value()) {
-            Ok(n) => {
-                observed.nodes.insert(n.id.to_string(), n);
-            }
-            Err(e) => observed.malformed.push(e),
-        }
-    }
+    let owned = |(component, instance): (&str, &str)| (component.to_owned(), instance.to_owned());
+    let malformed = &mut observed.malformed;
+    let health = records(etcd, keys.health(), |key| keys.health_of(key).map(owned), malformed).await?;
+    let members = records(etcd, keys.members(), |key| keys.member_of(key).map(owned), malformed).await?;
+    let nodes = records::<(), NodeRecord>(etcd, keys.nodes(), |_| Some(()), malformed).await?;
+    observed.health = health.into_iter().collect();
+    observed.members = members.into_iter().collect();
+    observed.nodes = nodes.into_iter().map(|((), node)| (node.id.to_string(), node)).collect();
     observed.leader = etcd
         .get(keys.scheduler_leader(), None)
         .await?
@@ -238,6 +229,27 @@ pub async fn read(
         .first()
         .map(|kv| String::from_utf8_lossy(kv.value()).trim().to_owned());
     Ok(observed)
+}
+
+/// The records under a prefix whose keys `id_of` recognises (others are not ours to judge), in
+/// key order. A malformed value is set aside (its key and why) rather than failing the read, so
+/// one bad record does not hide the rest of the cluster.
+async fn records<I, T: serde::de::DeserializeOwned>(
+    etcd: &mut etcd_client::Client,
+    prefix: String,
+    id_of: impl Fn(&str) -> Option<I>,
+    malformed: &mut Vec<String>,
+) -> Result<Vec<(I, T)>, etcd_client::Error> {
+    let mut found = Vec::new();
+    for kv in etcd.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?.kvs() {
+        let Ok(key) = kv.key_str() else { continue };
+        let Some(id) = id_of(key) else { continue };
+        match parse::<T>(key, kv.value()) {
+            Ok(record) => found.push((id, record)),
+            Err(e) => malformed.push(e),
+        }
+    }
+    Ok(found)
 }
 
 /// The table as text, with a summary line.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bollard::Docker;
 use bus_schema::messages::BuildKind;
-use bus_schema::{AppName, ProcessType};
+use bus_schema::{AppName, ProcessType, labels};
 use futures::StreamExt;
 use uuid::Uuid;
 
@@ -54,9 +54,9 @@ impl Job {
     /// Labels on everything a build creates, so it can be found and cleaned up.
     fn labels(&self) -> HashMap<String, String> {
         HashMap::from([
-            ("io.deis.app".to_owned(), self.app.to_string()),
-            ("io.deis.build".to_owned(), self.build_id.to_string()),
-            ("io.deis.git-sha".to_owned(), self.sha.clone()),
+            (labels::IMAGE_APP.to_owned(), self.app.to_string()),
+            (labels::IMAGE_BUILD.to_owned(), self.build_id.to_string()),
+            (labels::IMAGE_GIT_SHA.to_owned(), self.sha.clone()),
         ])
     }
 }
