@@ -11,10 +11,10 @@ use bus_schema::{BuildOutcome, Bus};
 use futures::StreamExt;
 use service_kit::{Backoff, Shutdown};
 
-use crate::api::builds::{NewBuild, record_build};
 use crate::ctx::{APP_ROW_COLUMNS, AppRow, Ctx};
-use crate::error::ApiError;
-use crate::outbox;
+use crate::model::Error;
+use crate::model::builds::{NewBuild, record_build};
+use crate::model::outbox;
 
 pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -76,8 +76,8 @@ pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
                     ctx.metrics.builds_consumed.inc();
                     let _ = msg.ack().await;
                 }
-                Err(ApiError::NotFound(detail)) | Err(ApiError::Invalid(detail)) => {
-                    tracing::warn!(%detail, "build outcome refused; dropping it");
+                Err(error) if error.is_permanent() => {
+                    tracing::warn!(%error, "build outcome refused; dropping it");
                     let _ = msg.ack().await;
                 }
                 Err(error) => {
@@ -89,7 +89,7 @@ pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     }
 }
 
-async fn lock_app(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> Result<AppRow, ApiError> {
+async fn lock_app(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> Result<AppRow, Error> {
     let row = tx
         .query_opt(
             &format!(
@@ -99,11 +99,11 @@ async fn lock_app(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> Result
             &[&name],
         )
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
+        .ok_or_else(|| Error::not_found(format!("app '{name}'")))?;
     Ok(AppRow::from_row(&row)?)
 }
 
-async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), ApiError> {
+async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), Error> {
     let span = tracing::info_span!("build_completed", app = %build.app, build_id = %build.build_id);
     let _enter = span.enter();
     let mut client = ctx.pool.get().await?;
@@ -131,7 +131,7 @@ async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn failed(ctx: &Ctx, build: BuildFailed) -> Result<(), ApiError> {
+async fn failed(ctx: &Ctx, build: BuildFailed) -> Result<(), Error> {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     lock_app(&tx, build.app.as_str()).await?;

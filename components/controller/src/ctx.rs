@@ -7,10 +7,10 @@ use bus_schema::{Component, Namespace, Sender};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::Notify;
 
-use crate::auth;
 use crate::config::ControllerConfig;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::model::Error;
+use crate::model::auth;
 
 /// Shared state of one controller instance.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl Ctx {
     }
 
     /// Resolves the `Authorization` header to a user.
-    pub async fn authenticate(&self, header: Option<String>) -> Result<AuthUser, ApiError> {
+    pub async fn authenticate(&self, header: Option<String>) -> Result<AuthUser, Error> {
         let token = auth::parse_authorization(header.as_deref())?;
         let client = self.pool.get().await?;
         let row = client
@@ -63,8 +63,8 @@ impl Ctx {
                 &[&auth::token_hash(token)],
             )
             .await?;
-        let row = row
-            .ok_or_else(|| ApiError::Unauthorized("invalid token: log in again with `deis login`".into()))?;
+        let row =
+            row.ok_or_else(|| Error::Unauthorized("invalid token: log in again with `deis login`".into()))?;
         Ok(AuthUser::from_row(&row)?)
     }
 
@@ -94,11 +94,11 @@ impl AuthUser {
         })
     }
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub fn require_admin(&self) -> Result<(), Error> {
         if self.is_superuser {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("only administrators may do this".into()))
+            Err(Error::Forbidden("only administrators may do this".into()))
         }
     }
 }
@@ -144,15 +144,13 @@ pub async fn app_for<C: GenericClient>(
     name: &str,
     access: Access,
     lock: bool,
-) -> Result<AppRow, ApiError> {
+) -> Result<AppRow, Error> {
     let lock = if lock { " FOR UPDATE OF a" } else { "" };
     let sql = format!(
         "SELECT {APP_ROW_COLUMNS} FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.name = $1{lock}"
     );
-    let row = client
-        .query_opt(&sql, &[&name])
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("app '{name}'")))?;
+    let row =
+        client.query_opt(&sql, &[&name]).await?.ok_or_else(|| Error::not_found(format!("app '{name}'")))?;
     let app = AppRow::from_row(&row)?;
     if user.is_superuser || app.owner_id == user.id {
         return Ok(app);
@@ -166,7 +164,7 @@ pub async fn app_for<C: GenericClient>(
             return Ok(app);
         }
     }
-    Err(ApiError::Forbidden(format!(
+    Err(Error::Forbidden(format!(
         "you do not have permission to {} app '{name}'",
         match access {
             Access::Use => "use",

@@ -3,22 +3,16 @@
 //! from the bus and become releases.
 
 pub mod api;
-pub mod auth;
 mod builds_consumer;
 pub mod config;
 pub mod ctx;
 pub mod db;
 pub mod domains_sync;
-pub mod error;
 pub mod metrics;
 pub mod model;
-pub mod openapi;
-pub mod outbox;
-pub mod releases;
 mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod validate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,7 +71,7 @@ pub async fn run(
             ])
         })
     };
-    let openapi = Arc::new(openapi::document());
+    let openapi = Arc::new(api::openapi_document());
     let routes = api::routes(ctx.clone(), ops.routes(), openapi);
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, domain = %config.platform_domain, "controller listening");
@@ -130,7 +124,7 @@ async fn bus_tasks(ctx: Arc<ctx::Ctx>, nats_ok: Arc<AtomicBool>, shutdown: Shutd
     nats_ok.store(true, Ordering::Relaxed);
     let _ = ctx.bus.set(bus.clone());
     if ctx.config.relay_enabled {
-        shutdown.spawn(outbox::relay(ctx.clone(), bus.clone(), shutdown.clone()));
+        shutdown.spawn(model::outbox::relay(ctx.clone(), bus.clone(), shutdown.clone()));
     }
     if ctx.config.consume_builds {
         shutdown.spawn(builds_consumer::run(ctx.clone(), bus.clone(), shutdown.clone()));

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     if args.openapi {
         #[allow(clippy::print_stdout)]
         {
-            println!("{}", controller::openapi::document());
+            println!("{}", controller::api::openapi_document());
         }
         return Ok(());
     }

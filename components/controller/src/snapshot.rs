@@ -10,8 +10,8 @@ use futures::StreamExt;
 use service_kit::Shutdown;
 
 use crate::ctx::{APP_ROW_COLUMNS, AppRow, Ctx};
-use crate::error::ApiError;
-use crate::{releases, validate};
+use crate::model::Error;
+use crate::model::{releases, validate};
 
 pub async fn serve(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     let subject = bus.namespace().desired_state();
@@ -48,7 +48,7 @@ pub async fn serve(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     }
 }
 
-pub async fn snapshot(ctx: &Ctx) -> Result<DesiredStateSnapshot, ApiError> {
+pub async fn snapshot(ctx: &Ctx) -> Result<DesiredStateSnapshot, Error> {
     let client = ctx.pool.get().await?;
     let rows = client
         .query(

@@ -1,6 +1,5 @@
 //! `/v1/apps/`: create, list, inspect, transfer and destroy apps.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bus_schema::messages::AppDestroyed;
@@ -9,11 +8,12 @@ use rand::seq::IndexedRandom;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, Paging, Query, json, no_content, parse_body, parse_optional_body, ts};
 use crate::ctx::{Access, Ctx, app_for};
-use crate::error::{ApiError, is_unique_violation};
-use crate::releases::{self, ConfigData};
-use crate::{outbox, validate};
+use crate::model::is_unique_violation;
+use crate::model::releases::{self, ConfigData};
+use crate::model::{outbox, validate};
 
 /// The columns [`app_row`] reads, for `apps a JOIN users u ON u.id = a.owner_id`.
 const APP_COLUMNS: &str = "a.uuid, a.name, u.username AS owner, a.structure, a.created, a.updated";
@@ -211,17 +211,12 @@ fn generate_name() -> String {
     format!("{adjective}-{noun}-{}", rand::random_range(1000..10000))
 }
 
-/// The formation of an app.
-pub fn structure_of(value: serde_json::Value) -> BTreeMap<String, u32> {
-    serde_json::from_value(value).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn generated_names_are_valid_app_names() {
         for _ in 0..100 {
-            crate::validate::app_name(&super::generate_name()).unwrap();
+            crate::model::validate::app_name(&super::generate_name()).unwrap();
         }
     }
 }

@@ -9,12 +9,13 @@ use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, Paging, Query, json, no_content, parse_body, parse_optional_body, ts};
-use crate::auth;
 use crate::config::RegistrationMode;
 use crate::ctx::Ctx;
-use crate::error::{ApiError, is_unique_violation};
-use crate::validate;
+use crate::model::auth;
+use crate::model::is_unique_violation;
+use crate::model::validate;
 
 const USER_COLUMNS: &str = "username, email, first_name, last_name, is_superuser, date_joined";
 

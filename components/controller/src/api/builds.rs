@@ -3,18 +3,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bus_schema::messages::FormationChanged;
 use controller_api::{App, Build, BuildCreateRequest, Release, RollbackRequest, ScaleRequest};
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::settle::{self, Settle};
 use super::{Body, Paging, Query, json, parse_body, parse_optional_body, ts};
-use crate::ctx::{Access, AppRow, Ctx, app_for};
-use crate::error::ApiError;
-use crate::releases::{self, ReleaseRow};
-use crate::{outbox, validate};
+use crate::ctx::{Access, Ctx, app_for};
+use crate::model::builds::{NewBuild, record_build};
+use crate::model::releases::{self, ReleaseRow};
+use crate::model::{outbox, validate};
 
 fn release_view(app: &str, r: &ReleaseRow) -> Release {
     Release {
@@ -47,96 +47,6 @@ fn build_view(app: &str, row: &tokio_postgres::Row) -> Result<Build, tokio_postg
         created: created.clone(),
         updated: created,
     })
-}
-
-/// A build to record, from the API or from the builder's build-completed event.
-#[derive(Debug, Clone)]
-pub struct NewBuild {
-    pub uuid: Uuid,
-    pub owner: String,
-    pub image: String,
-    pub sha: String,
-    pub procfile: BTreeMap<String, String>,
-    pub kind: &'static str,
-}
-
-/// Records a build and releases it, in one transaction. Idempotent on the build's uuid: a
-/// build seen before (a redelivered event) changes nothing and returns `None`.
-pub async fn record_build(
-    ctx: &Ctx,
-    tx: &deadpool_postgres::Transaction<'_>,
-    app: &AppRow,
-    build: &NewBuild,
-) -> Result<Option<ReleaseRow>, ApiError> {
-    let procfile = serde_json::to_value(&build.procfile).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let inserted = tx
-        .execute(
-            "INSERT INTO builds (uuid, app_id, owner, image, sha, procfile, kind) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (uuid) DO NOTHING",
-            &[&build.uuid, &app.id, &build.owner, &build.image, &build.sha, &procfile, &build.kind],
-        )
-        .await?;
-    if inserted == 0 {
-        return Ok(None);
-    }
-    let current =
-        releases::latest(tx, app.id).await?.ok_or_else(|| ApiError::Internal("app has no release".into()))?;
-    let what = if build.sha.is_empty() { build.image.clone() } else { format!("{:.8}", build.sha) };
-    let summary = format!("{} deployed {what}", build.owner);
-    // Process types the new build no longer has are scaled to zero; new ones start at zero,
-    // except `web`/`cmd` on an app's first build, which start at one (as Deis v1 did).
-    let first_build = current.build.is_none();
-    let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
-    let mut structure = super::apps::structure_of(row.try_get("structure")?);
-    let types: Vec<String> =
-        if build.procfile.is_empty() { vec!["cmd".into()] } else { build.procfile.keys().cloned().collect() };
-    structure.retain(|k, _| types.contains(k));
-    for t in &types {
-        let start = u32::from(first_build && (t == "web" || t == "cmd"));
-        structure.entry(t.clone()).or_insert(start);
-    }
-    // The formation goes out first: a scheduler that saw the release before it would find a
-    // first build with nothing to run, call the release deployed at once, and the push would
-    // say "deployed" before a container even started.
-    set_structure(ctx, tx, app, &build.owner, structure).await?;
-    let release =
-        releases::create(ctx, tx, app, &build.owner, Some(build.uuid), current.config, summary).await?;
-    Ok(Some(release))
-}
-
-/// Stores a formation and announces it.
-async fn set_structure(
-    ctx: &Ctx,
-    tx: &deadpool_postgres::Transaction<'_>,
-    app: &AppRow,
-    user: &str,
-    structure: BTreeMap<String, u32>,
-) -> Result<(), ApiError> {
-    let value = serde_json::to_value(&structure).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let generation: i64 = tx
-        .query_one(
-            "UPDATE apps SET structure = $1, structure_generation = structure_generation + 1, updated = now()
-             WHERE id = $2 RETURNING structure_generation",
-            &[&value, &app.id],
-        )
-        .await?
-        .try_get("structure_generation")?;
-    let mut formation = BTreeMap::new();
-    for (ptype, n) in &structure {
-        formation.insert(validate::process_type(ptype)?, *n);
-    }
-    outbox::enqueue(
-        tx,
-        &ctx.sender,
-        FormationChanged {
-            app: validate::app_name(&app.name)?,
-            formation,
-            generation: u64::try_from(generation).unwrap_or(0),
-            changed_by: user.to_owned(),
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// The app's builds, newest first.
@@ -406,11 +316,11 @@ pub async fn scale(
         }
     }
     let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
-    let mut structure = super::apps::structure_of(row.try_get("structure")?);
+    let mut structure = crate::model::builds::structure_of(row.try_get("structure")?);
     for (ptype, n) in &req {
         structure.insert(ptype.clone(), *n);
     }
-    set_structure(&ctx, &tx, &app, &user.username, structure.clone()).await?;
+    crate::model::builds::set_structure(&ctx, &tx, &app, &user.username, structure.clone()).await?;
     let what: Vec<String> = req.iter().map(|(k, v)| format!("{k}={v}")).collect();
     outbox::event(
         &tx,

@@ -7,10 +7,11 @@ use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, Paging, Query, json, no_content, parse_body, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
-use crate::error::{ApiError, is_unique_violation};
-use crate::validate;
+use crate::model::is_unique_violation;
+use crate::model::validate;
 
 /// The columns [`CertRow::from_row`] reads, for `certs c JOIN users u ON u.id = c.owner_id`.
 const CERT_COLUMNS: &str = "c.id, c.name, u.username AS owner, c.common_name, c.san, c.starts, c.expires, \

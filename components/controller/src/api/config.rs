@@ -6,12 +6,12 @@ use controller_api::{Config, ConfigUpdate};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::settle::{self, Settle};
 use super::{Body, json, parse_body, ts};
 use crate::ctx::{Access, AppRow, Ctx, app_for};
-use crate::error::ApiError;
-use crate::releases::{self, ConfigData};
-use crate::validate;
+use crate::model::releases::{self, ConfigData};
+use crate::model::validate;
 
 async fn config_view<C: deadpool_postgres::GenericClient>(
     client: &C,

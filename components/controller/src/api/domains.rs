@@ -6,10 +6,11 @@ use controller_api::{Domain, DomainCreateRequest};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, Paging, Query, json, no_content, parse_body, ts};
 use crate::ctx::{Access, Ctx, app_for};
-use crate::error::{ApiError, is_unique_violation};
-use crate::validate;
+use crate::model::is_unique_violation;
+use crate::model::validate;
 
 /// The app's custom domains.
 #[utoipa::path(get, path = "/v1/apps/{app}/domains/", tag = "domains", params(("app" = String, Path, description = "App name"), Paging),

@@ -2,6 +2,8 @@
 //! `{"detail": "…"}` with a message the user can act on.
 
 use controller_api::ErrorBody;
+
+use crate::model::Error;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -67,28 +69,36 @@ impl ApiError {
 
 use warp::Reply as _;
 
+impl From<Error> for ApiError {
+    /// The one place the model's errors become HTTP statuses.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unauthorized(m) => ApiError::Unauthorized(m),
+            Error::Forbidden(m) => ApiError::Forbidden(m),
+            Error::NotFound(m) => ApiError::NotFound(m),
+            Error::Conflict(m) => ApiError::Conflict(m),
+            Error::Invalid(m) => ApiError::Invalid(m),
+            Error::Unavailable(m) => ApiError::Unavailable(m),
+            Error::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+// Handlers that query directly classify database errors as the model does.
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        if e.is_closed() || e.as_db_error().is_none() && e.to_string().contains("connection") {
-            return ApiError::Unavailable(format!("database unavailable: {e}"));
-        }
-        ApiError::Internal(format!("database: {e}"))
+        Error::from(e).into()
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        ApiError::Unavailable(format!("database unavailable: {e}"))
+        Error::from(e).into()
     }
 }
 
 impl From<bus_schema::CodecError> for ApiError {
     fn from(e: bus_schema::CodecError) -> Self {
-        ApiError::Internal(format!("encoding an event: {e}"))
+        Error::from(e).into()
     }
-}
-
-/// Whether a Postgres error is a unique-constraint violation (someone else took the name).
-pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }

@@ -12,10 +12,11 @@ use sha2::{Digest, Sha256};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, json, parse_body};
 use crate::ctx::{AUTH_USER_COLUMNS, Access, AuthUser, Ctx, app_for};
-use crate::error::ApiError;
-use crate::{releases, validate};
+use crate::model::Error;
+use crate::model::{releases, validate};
 
 /// Checks the builder's secret. Both sides are hashed first, so the comparison takes the same
 /// time whatever the guess and whatever its length.
@@ -91,10 +92,10 @@ pub async fn push(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Result<Res
         .ok_or_else(|| ApiError::not_found(format!("user '{}'", req.username)))?;
     let user = AuthUser::from_row(&row)?;
     let app = app_for(&client, &user, &req.app, Access::Use, false).await.map_err(|e| match e {
-        ApiError::Forbidden(_) => {
+        Error::Forbidden(_) => {
             ApiError::Forbidden(format!("{} does not have permission to push to {}", user.username, req.app))
         }
-        other => other,
+        other => other.into(),
     })?;
     let release = releases::latest(&client, app.id)
         .await?

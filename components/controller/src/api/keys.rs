@@ -6,10 +6,11 @@ use controller_api::{Key, KeyCreateRequest};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, Paging, Query, json, no_content, parse_body, ts};
 use crate::ctx::Ctx;
-use crate::error::{ApiError, is_unique_violation};
-use crate::validate;
+use crate::model::is_unique_violation;
+use crate::model::validate;
 
 /// The columns [`key_view`] reads, from `keys`.
 const KEY_COLUMNS: &str = "name, public, fingerprint, created";

@@ -14,11 +14,12 @@ use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::processes::bus;
 use super::{Body, Paging, Query, json, no_content, parse_body, ts};
 use crate::ctx::{Access, Ctx, app_for};
-use crate::error::{ApiError, is_unique_violation};
-use crate::validate;
+use crate::model::is_unique_violation;
+use crate::model::validate;
 
 /// How long to wait for a logger to answer a history query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);

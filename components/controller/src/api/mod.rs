@@ -7,9 +7,11 @@ pub mod builds;
 pub mod certs;
 pub mod config;
 pub mod domains;
+pub mod error;
 pub mod hooks;
 pub mod keys;
 pub mod logs;
+mod openapi;
 pub mod perms;
 pub mod processes;
 pub mod settle;
@@ -31,12 +33,17 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use self::error::ApiError;
 use crate::ctx::Ctx;
-use crate::error::ApiError;
 use crate::metrics::StatusLabel;
 
 /// The Deis v1 API version this API keeps to (sent as `DEIS_API_VERSION` on every response).
 pub const DEIS_API_VERSION: &str = "1.7";
+
+/// The OpenAPI document of the whole API (served at `/v1/openapi.json`).
+pub fn openapi_document() -> String {
+    openapi::document()
+}
 
 /// A request body, read up to the size limit (or the reason it could not be).
 pub type Body = Result<Bytes, ApiError>;
@@ -93,7 +100,7 @@ pub async fn commit_synced(
     action: &str,
     message: String,
 ) -> Result<(), ApiError> {
-    crate::outbox::event(&tx, &ctx.sender, app, actor, action, message).await?;
+    crate::model::outbox::event(&tx, &ctx.sender, app, actor, action, message).await?;
     tx.commit().await?;
     ctx.relay_wake.notify_one();
     ctx.domains_wake.notify_one();

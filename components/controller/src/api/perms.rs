@@ -6,10 +6,10 @@ use controller_api::{AdminPerm, AppPerms, PermCreateRequest};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, Paging, Query, json, no_content, parse_body};
 use crate::ctx::{Access, Ctx, app_for};
-use crate::error::ApiError;
-use crate::outbox;
+use crate::model::outbox;
 
 /// Users an app is shared with.
 #[utoipa::path(get, path = "/v1/apps/{app}/perms/", tag = "perms", params(("app" = String, Path, description = "App name")),

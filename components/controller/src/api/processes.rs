@@ -11,10 +11,10 @@ use warp::Reply as _;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::{Body, Paging, Query, json, parse_body, parse_optional_body};
 use crate::ctx::{Access, Ctx, app_for};
-use crate::error::ApiError;
-use crate::validate;
+use crate::model::validate;
 
 /// The bus, or why the request cannot be served yet.
 pub(super) fn bus(ctx: &Ctx) -> Result<&Bus, ApiError> {

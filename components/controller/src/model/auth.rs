@@ -6,19 +6,19 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::model::Error;
 
 /// Hashes a password for storage. Runs on a blocking thread: argon2 is slow on purpose.
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
+pub async fn hash_password(password: String) -> Result<String, Error> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
+            .map_err(|e| Error::Internal(format!("hashing a password: {e}")))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
+    .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
 }
 
 /// Checks a password against a stored hash.
@@ -43,23 +43,23 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 }
 
 /// Extracts the token from `Authorization: token <key>` (Deis v1), also accepting `Bearer`.
-pub fn parse_authorization(header: Option<&str>) -> Result<&str, ApiError> {
+pub fn parse_authorization(header: Option<&str>) -> Result<&str, Error> {
     let header = header.ok_or_else(|| {
-        ApiError::Unauthorized(
+        Error::Unauthorized(
             "authentication required: send `Authorization: token <key>` (see `deis login`)".into(),
         )
     })?;
     let (scheme, token) = header.trim().split_once(' ').ok_or_else(|| {
-        ApiError::Unauthorized("malformed Authorization header: expected `token <key>`".into())
+        Error::Unauthorized("malformed Authorization header: expected `token <key>`".into())
     })?;
     if !(scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")) {
-        return Err(ApiError::Unauthorized(format!(
+        return Err(Error::Unauthorized(format!(
             "unsupported authorization scheme '{scheme}': expected `token`"
         )));
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(ApiError::Unauthorized("empty token".into()));
+        return Err(Error::Unauthorized("empty token".into()));
     }
     Ok(token)
 }

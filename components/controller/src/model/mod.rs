@@ -3,8 +3,17 @@
 //! desired-state snapshot all go through it; its errors say what went wrong in the model's terms
 //! and the API alone turns them into statuses.
 
+pub mod auth;
+pub mod builds;
+mod error;
+pub mod outbox;
+pub mod releases;
+pub mod validate;
+
 use bus_schema::messages::DeployState;
 use controller_api::{DeployPhase, DeployStatus};
+
+pub use error::{Error, is_unique_violation};
 
 /// The API's view of a rollout the scheduler reports.
 pub fn deploy_status(state: DeployState) -> DeployStatus {

@@ -13,14 +13,10 @@ use deadpool_postgres::Transaction;
 use service_kit::{Backoff, Shutdown};
 
 use crate::ctx::Ctx;
-use crate::error::ApiError;
+use crate::model::Error;
 
 /// Writes an event into the outbox inside the caller's transaction.
-pub async fn enqueue<M: Message>(
-    tx: &Transaction<'_>,
-    sender: &Sender,
-    body: M,
-) -> Result<MessageId, ApiError> {
+pub async fn enqueue<M: Message>(tx: &Transaction<'_>, sender: &Sender, body: M) -> Result<MessageId, Error> {
     let id = MessageId::new();
     let envelope = Envelope::new(sender.clone(), body).with_id(id);
     let payload = codec::encode(&envelope)?;
@@ -40,8 +36,8 @@ pub async fn event(
     actor: &str,
     action: &str,
     message: String,
-) -> Result<(), ApiError> {
-    let app = crate::validate::app_name(app)?;
+) -> Result<(), Error> {
+    let app = crate::model::validate::app_name(app)?;
     enqueue(tx, sender, ControllerEvent { app, actor: actor.to_owned(), action: action.to_owned(), message })
         .await?;
     Ok(())

@@ -9,9 +9,9 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::ctx::{AppRow, Ctx};
-use crate::error::ApiError;
-use crate::outbox;
-use crate::validate;
+use crate::model::Error;
+use crate::model::outbox;
+use crate::model::validate;
 
 /// An app's config, one version of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl ReleaseRow {
 pub async fn latest<C: deadpool_postgres::GenericClient>(
     client: &C,
     app_id: i64,
-) -> Result<Option<ReleaseRow>, ApiError> {
+) -> Result<Option<ReleaseRow>, Error> {
     let sql = format!(
         "SELECT {RELEASE_COLUMNS} FROM releases r LEFT JOIN builds b ON b.uuid = r.build_uuid
          WHERE r.app_id = $1 ORDER BY r.version DESC LIMIT 1"
@@ -70,7 +70,7 @@ pub async fn by_version<C: deadpool_postgres::GenericClient>(
     client: &C,
     app_id: i64,
     version: i32,
-) -> Result<Option<ReleaseRow>, ApiError> {
+) -> Result<Option<ReleaseRow>, Error> {
     let sql = format!(
         "SELECT {RELEASE_COLUMNS} FROM releases r LEFT JOIN builds b ON b.uuid = r.build_uuid
          WHERE r.app_id = $1 AND r.version = $2"
@@ -83,7 +83,7 @@ pub async fn list<C: deadpool_postgres::GenericClient>(
     app_id: i64,
     limit: i64,
     offset: i64,
-) -> Result<(i64, Vec<ReleaseRow>), ApiError> {
+) -> Result<(i64, Vec<ReleaseRow>), Error> {
     let count: i64 = client
         .query_one("SELECT count(*) AS count FROM releases WHERE app_id = $1", &[&app_id])
         .await?
@@ -99,13 +99,13 @@ pub async fn list<C: deadpool_postgres::GenericClient>(
 pub async fn load_config<C: deadpool_postgres::GenericClient>(
     client: &C,
     uuid: Uuid,
-) -> Result<ConfigData, ApiError> {
+) -> Result<ConfigData, Error> {
     let row = client
         .query_one(r#"SELECT "values", memory, cpu, tags FROM configs WHERE uuid = $1"#, &[&uuid])
         .await?;
-    fn parse<T: serde::de::DeserializeOwned>(row: &tokio_postgres::Row, column: &str) -> Result<T, ApiError> {
+    fn parse<T: serde::de::DeserializeOwned>(row: &tokio_postgres::Row, column: &str) -> Result<T, Error> {
         serde_json::from_value(row.try_get(column)?)
-            .map_err(|e| ApiError::Internal(format!("stored config: {e}")))
+            .map_err(|e| Error::Internal(format!("stored config: {e}")))
     }
     Ok(ConfigData {
         values: parse(&row, "values")?,
@@ -120,10 +120,10 @@ pub async fn insert_config(
     app_id: i64,
     owner: &str,
     config: &ConfigData,
-) -> Result<Uuid, ApiError> {
+) -> Result<Uuid, Error> {
     let uuid = Uuid::now_v7();
     let j = |v: serde_json::Result<serde_json::Value>| {
-        v.map_err(|e| ApiError::Internal(format!("config to JSON: {e}")))
+        v.map_err(|e| Error::Internal(format!("config to JSON: {e}")))
     };
     tx.execute(
         r#"INSERT INTO configs (uuid, app_id, owner, "values", memory, cpu, tags) VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
@@ -151,7 +151,7 @@ pub async fn create(
     build: Option<Uuid>,
     config: Uuid,
     summary: String,
-) -> Result<ReleaseRow, ApiError> {
+) -> Result<ReleaseRow, Error> {
     let version: i32 = tx
         .query_one(
             "SELECT COALESCE(MAX(version), 0) + 1 AS version FROM releases WHERE app_id = $1",
@@ -168,7 +168,7 @@ pub async fn create(
     .await?;
     let release = by_version(tx, app.id, version)
         .await?
-        .ok_or_else(|| ApiError::Internal("release vanished inside its own transaction".into()))?;
+        .ok_or_else(|| Error::Internal("release vanished inside its own transaction".into()))?;
 
     let spec = spec_of(tx, app, &release).await?;
     outbox::enqueue(
@@ -194,13 +194,13 @@ pub async fn spec_of<C: deadpool_postgres::GenericClient>(
     client: &C,
     app: &AppRow,
     release: &ReleaseRow,
-) -> Result<ReleaseSpec, ApiError> {
+) -> Result<ReleaseSpec, Error> {
     let config = load_config(client, release.config).await?;
     let mut processes = BTreeMap::new();
     if let Some(build) = release.build {
         let row = client.query_one("SELECT procfile, kind FROM builds WHERE uuid = $1", &[&build]).await?;
         let procfile: BTreeMap<String, String> = serde_json::from_value(row.try_get("procfile")?)
-            .map_err(|e| ApiError::Internal(format!("stored procfile: {e}")))?;
+            .map_err(|e| Error::Internal(format!("stored procfile: {e}")))?;
         let kind: String = row.try_get("kind")?;
         for (ptype, command) in procfile {
             processes.insert(validate::process_type(&ptype)?, command);

@@ -4,42 +4,40 @@
 use bus_schema::{AppName, ProcessType};
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::model::Error;
 
-pub fn app_name(name: &str) -> Result<AppName, ApiError> {
-    AppName::parse(name).map_err(|e| ApiError::Invalid(e.to_string()))
+pub fn app_name(name: &str) -> Result<AppName, Error> {
+    AppName::parse(name).map_err(|e| Error::Invalid(e.to_string()))
 }
 
-pub fn process_type(name: &str) -> Result<ProcessType, ApiError> {
-    ProcessType::parse(name).map_err(|e| ApiError::Invalid(e.to_string()))
+pub fn process_type(name: &str) -> Result<ProcessType, Error> {
+    ProcessType::parse(name).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// Usernames: 1–64 of letters, digits and `@.+-_` (Django's rule, which Deis v1 used).
-pub fn username(name: &str) -> Result<(), ApiError> {
+pub fn username(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "@.+-_".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::Invalid(format!(
-            "username '{name}' must be 1 to 64 letters, digits or @.+-_ characters"
-        )))
+        Err(Error::Invalid(format!("username '{name}' must be 1 to 64 letters, digits or @.+-_ characters")))
     }
 }
 
-pub fn password(p: &str) -> Result<(), ApiError> {
+pub fn password(p: &str) -> Result<(), Error> {
     if p.is_empty() {
-        return Err(ApiError::Invalid("password may not be empty".into()));
+        return Err(Error::Invalid("password may not be empty".into()));
     }
     if p.len() > 1024 {
-        return Err(ApiError::Invalid("password is longer than 1024 characters".into()));
+        return Err(Error::Invalid("password is longer than 1024 characters".into()));
     }
     Ok(())
 }
 
 /// Config keys become environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn config_key(key: &str) -> Result<(), ApiError> {
+pub fn config_key(key: &str) -> Result<(), Error> {
     let mut chars = key.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -47,25 +45,25 @@ pub fn config_key(key: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::Invalid(format!("config key '{key}' must match [A-Za-z_][A-Za-z0-9_]*")))
+        Err(Error::Invalid(format!("config key '{key}' must match [A-Za-z_][A-Za-z0-9_]*")))
     }
 }
 
-pub fn config_value(key: &str, value: &str) -> Result<(), ApiError> {
+pub fn config_value(key: &str, value: &str) -> Result<(), Error> {
     if value.contains('\0') {
-        return Err(ApiError::Invalid(format!("the value of {key} contains a NUL byte")));
+        return Err(Error::Invalid(format!("the value of {key} contains a NUL byte")));
     }
     if value.len() > 64 * 1024 {
-        return Err(ApiError::Invalid(format!("the value of {key} is longer than 64 KiB")));
+        return Err(Error::Invalid(format!("the value of {key} is longer than 64 KiB")));
     }
     Ok(())
 }
 
 /// Memory limits as Deis v1 wrote them: a whole number with a unit, `512M`, `1G`, `256m`, `1024K`.
 /// Returns megabytes.
-pub fn memory_limit(ptype: &str, value: &str) -> Result<u64, ApiError> {
+pub fn memory_limit(ptype: &str, value: &str) -> Result<u64, Error> {
     let bad = || {
-        ApiError::Invalid(format!(
+        Error::Invalid(format!(
             "memory limit '{value}' for {ptype} must be a whole number with a unit: K, M or G (e.g. 512M)"
         ))
     };
@@ -86,37 +84,37 @@ pub fn memory_limit(ptype: &str, value: &str) -> Result<u64, ApiError> {
         _ => return Err(bad()),
     };
     if mb < 4 {
-        return Err(ApiError::Invalid(format!("memory limit '{value}' for {ptype} is below the 4M minimum")));
+        return Err(Error::Invalid(format!("memory limit '{value}' for {ptype} is below the 4M minimum")));
     }
     Ok(mb)
 }
 
-pub fn cpu_shares(ptype: &str, shares: u32) -> Result<(), ApiError> {
+pub fn cpu_shares(ptype: &str, shares: u32) -> Result<(), Error> {
     if (2..=262_144).contains(&shares) {
         Ok(())
     } else {
-        Err(ApiError::Invalid(format!("CPU shares for {ptype} must be between 2 and 262144, not {shares}")))
+        Err(Error::Invalid(format!("CPU shares for {ptype} must be between 2 and 262144, not {shares}")))
     }
 }
 
 /// Tag keys and values are node labels: short, no spaces.
-pub fn tag(key: &str, value: &str) -> Result<(), ApiError> {
+pub fn tag(key: &str, value: &str) -> Result<(), Error> {
     let ok = |s: &str| {
         !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     if ok(key) && ok(value) {
         Ok(())
     } else {
-        Err(ApiError::Invalid(format!(
+        Err(Error::Invalid(format!(
             "tag {key}={value}: keys and values must be 1 to 63 letters, digits or -_. characters"
         )))
     }
 }
 
 /// A host name (RFC 1123), lowercase, with at least two labels; `*.` may lead (a wildcard).
-pub fn domain(domain: &str, platform_domain: &str) -> Result<String, ApiError> {
+pub fn domain(domain: &str, platform_domain: &str) -> Result<String, Error> {
     let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    let bad = |why: &str| ApiError::Invalid(format!("'{domain}' is not a valid domain: {why}"));
+    let bad = |why: &str| Error::Invalid(format!("'{domain}' is not a valid domain: {why}"));
     if d.is_empty() || d.len() > 253 {
         return Err(bad("it must be 1 to 253 characters"));
     }
@@ -140,7 +138,7 @@ pub fn domain(domain: &str, platform_domain: &str) -> Result<String, ApiError> {
     }
     let platform = platform_domain.trim_end_matches('.').to_ascii_lowercase();
     if d == platform || d.ends_with(&format!(".{platform}")) {
-        return Err(ApiError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "'{domain}' is under the platform domain {platform}, whose names belong to apps already"
         )));
     }
@@ -148,21 +146,21 @@ pub fn domain(domain: &str, platform_domain: &str) -> Result<String, ApiError> {
 }
 
 /// An image reference in the platform registry: `name[:tag]` or `registry/name[:tag]`.
-pub fn image(image: &str) -> Result<(), ApiError> {
+pub fn image(image: &str) -> Result<(), Error> {
     let ok = !image.is_empty()
         && image.len() <= 512
         && image.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
         && !image.starts_with(['-', '.', '/', ':']);
-    if ok { Ok(()) } else { Err(ApiError::Invalid(format!("'{image}' is not a valid image reference"))) }
+    if ok { Ok(()) } else { Err(Error::Invalid(format!("'{image}' is not a valid image reference"))) }
 }
 
 /// A parsed SSH public key: its normalised text and `SHA256:` fingerprint.
-pub fn ssh_public_key(text: &str) -> Result<(String, String), ApiError> {
+pub fn ssh_public_key(text: &str) -> Result<(String, String), Error> {
     let key = ssh_key::PublicKey::from_openssh(text.trim()).map_err(|e| {
-        ApiError::Invalid(format!("not an OpenSSH public key (like `ssh-ed25519 AAAA… you@host`): {e}"))
+        Error::Invalid(format!("not an OpenSSH public key (like `ssh-ed25519 AAAA… you@host`): {e}"))
     })?;
     let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
-    let normalised = key.to_openssh().map_err(|e| ApiError::Invalid(format!("unusable SSH key: {e}")))?;
+    let normalised = key.to_openssh().map_err(|e| Error::Invalid(format!("unusable SSH key: {e}")))?;
     Ok((normalised, fingerprint))
 }
 
@@ -179,29 +177,27 @@ pub struct CertInfo {
 
 /// Checks a PEM certificate and its key: both parse, the key matches the certificate, and the
 /// certificate has not expired.
-pub fn certificate(cert_pem: &str, key_pem: &str) -> Result<CertInfo, ApiError> {
+pub fn certificate(cert_pem: &str, key_pem: &str) -> Result<CertInfo, Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Invalid(format!("certificate is not valid PEM: {e}")))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| ApiError::Invalid("no CERTIFICATE block in the certificate PEM".into()))?;
+        .map_err(|e| Error::Invalid(format!("certificate is not valid PEM: {e}")))?;
+    let leaf =
+        certs.first().ok_or_else(|| Error::Invalid("no CERTIFICATE block in the certificate PEM".into()))?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| ApiError::Invalid(format!("certificate is not valid X.509: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("certificate is not valid X.509: {e}")))?;
 
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
-        ApiError::Invalid(format!("private key is not valid PEM (PKCS#8, PKCS#1 or SEC1): {e}"))
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| Error::Invalid(format!("private key is not valid PEM (PKCS#8, PKCS#1 or SEC1): {e}")))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| ApiError::Invalid(format!("unsupported private key: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("unsupported private key: {e}")))?;
     let public = signing
         .public_key()
-        .ok_or_else(|| ApiError::Invalid("the private key's public half cannot be derived".into()))?;
+        .ok_or_else(|| Error::Invalid("the private key's public half cannot be derived".into()))?;
     if public.as_ref() != parsed.public_key().raw {
-        return Err(ApiError::Invalid("the private key does not match the certificate".into()));
+        return Err(Error::Invalid("the private key does not match the certificate".into()));
     }
 
     let common_name = parsed
@@ -220,14 +216,12 @@ pub fn certificate(cert_pem: &str, key_pem: &str) -> Result<CertInfo, ApiError> 
         }
     }
     if common_name.is_empty() && san.is_empty() {
-        return Err(ApiError::Invalid(
-            "the certificate names no host (no common name and no DNS SAN)".into(),
-        ));
+        return Err(Error::Invalid("the certificate names no host (no common name and no DNS SAN)".into()));
     }
     let starts = parsed.validity().not_before.to_datetime();
     let expires = parsed.validity().not_after.to_datetime();
     if expires < time::OffsetDateTime::now_utc() {
-        return Err(ApiError::Invalid(format!("the certificate expired on {expires}")));
+        return Err(Error::Invalid(format!("the certificate expired on {expires}")));
     }
     let fingerprint =
         Sha256::digest(leaf.as_ref()).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
