@@ -68,6 +68,24 @@ impl Ctx {
         Ok(AuthUser::from_row(&row)?)
     }
 
+    /// A connection, and the app `name` that `user` may use: what every read of an app's
+    /// resources starts with.
+    pub async fn app_to_read(
+        &self,
+        user: &AuthUser,
+        name: &str,
+    ) -> Result<(deadpool_postgres::Object, AppRow), Error> {
+        let client = self.pool.get().await?;
+        let app = app_for(&client, user, name, Access::Use, false).await?;
+        Ok((client, app))
+    }
+
+    /// Checks that `user` may use the app `name`, holding no connection afterwards (for handlers
+    /// that then wait on the bus).
+    pub async fn check_app_access(&self, user: &AuthUser, name: &str) -> Result<(), Error> {
+        self.app_to_read(user, name).await.map(drop)
+    }
+
     pub fn app_url(&self, app: &str) -> String {
         format!("{app}.{}", self.config.platform_domain)
     }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -26,16 +25,15 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let config: controller::ControllerConfig =
-        service_kit::load_config("controller", args.config.as_deref()).context("loading configuration")?;
-    service_kit::telemetry::init_tracing(&config.log);
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let shutdown = service_kit::Shutdown::new();
-    shutdown.trigger_on_signals();
-    controller::run(config, listener, shutdown.clone()).await?;
-    shutdown.trigger();
-    shutdown.wait(std::time::Duration::from_secs(10)).await;
+    let config =
+        service_kit::start("controller", args.config.as_deref(), |c: &controller::ControllerConfig| &c.log)?;
+    let listener = service_kit::bind(&config.listen).await?;
+    service_kit::serve(|shutdown| async move {
+        controller::run(config, listener, shutdown.clone()).await?;
+        // Had the API server stopped without a signal, the background tasks would not know to stop.
+        shutdown.trigger();
+        Ok::<_, controller::ControllerError>(())
+    })
+    .await?;
     Ok(())
 }

@@ -23,26 +23,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("controller_http_responses", "API responses by status", self.responses.clone());
-        registry.register(
-            "controller_events_published",
-            "Outbox events published",
-            self.events_published.clone(),
-        );
-        registry.register(
-            "controller_outbox_pending",
-            "Outbox events not yet published",
-            self.outbox_pending.clone(),
-        );
-        registry.register(
-            "controller_builds_consumed",
-            "Build outcomes handled",
-            self.builds_consumed.clone(),
-        );
-        registry.register(
-            "controller_bad_bus_messages",
-            "Malformed messages dropped",
-            self.bad_bus_messages.clone(),
+        service_kit::register_metrics!(
+            registry,
+            ("controller_http_responses", "API responses by status", self.responses),
+            ("controller_events_published", "Outbox events published", self.events_published),
+            ("controller_outbox_pending", "Outbox events not yet published", self.outbox_pending),
+            ("controller_builds_consumed", "Build outcomes handled", self.builds_consumed),
+            ("controller_bad_bus_messages", "Malformed messages dropped", self.bad_bus_messages),
         );
     }
 }

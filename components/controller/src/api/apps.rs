@@ -9,8 +9,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, Query, json, no_content, parse_body, parse_optional_body, ts};
-use crate::ctx::{Access, Ctx, app_for};
+use super::{Listing, Paging, json, no_content, ts};
+use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::is_unique_violation;
 use crate::model::releases::{self, ConfigData};
 use crate::model::{outbox, validate};
@@ -48,38 +48,22 @@ pub async fn load(
 /// Apps you own or that are shared with you (all apps, for administrators).
 #[utoipa::path(get, path = "/v1/apps/", tag = "apps", params(Paging),
     responses((status = 200, description = "Apps", body = controller_api::Page<App>)))]
-pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
+pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
-    let visible =
-        "($1 OR a.owner_id = $2 OR EXISTS (SELECT 1 FROM perms p WHERE p.app_id = a.id AND p.user_id = $2))";
-    let count: i64 = client
-        .query_one(
-            &format!("SELECT count(*) AS count FROM apps a WHERE {visible}"),
-            &[&user.is_superuser, &user.id],
-        )
-        .await?
-        .try_get("count")?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {APP_COLUMNS} FROM apps a JOIN users u ON u.id = a.owner_id WHERE {visible}
-                 ORDER BY a.name LIMIT $3 OFFSET $4"
-            ),
-            &[&user.is_superuser, &user.id, &paging.limit, &paging.offset],
-        )
-        .await?;
-    let apps = rows.iter().map(|r| app_row(&ctx, r)).collect::<Result<_, _>>()?;
-    Ok(json(StatusCode::OK, &paging.page("/v1/apps/", count, apps)))
+    let listing = Listing {
+        columns: APP_COLUMNS,
+        from: "apps a JOIN users u ON u.id = a.owner_id WHERE ($1 OR a.owner_id = $2
+               OR EXISTS (SELECT 1 FROM perms p WHERE p.app_id = a.id AND p.user_id = $2))",
+        order: "a.name",
+        params: &[&user.is_superuser, &user.id],
+    };
+    listing.page(&client, &paging, "/v1/apps/", |r| app_row(&ctx, r)).await
 }
 
 /// Create an app, with its release v1. A name is generated when none is given.
 #[utoipa::path(post, path = "/v1/apps/", tag = "apps", request_body = AppCreateRequest,
     responses((status = 201, description = "Created", body = App)))]
-pub async fn create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: AppCreateRequest = parse_optional_body(body)?;
+pub async fn create(ctx: Arc<Ctx>, user: AuthUser, req: AppCreateRequest) -> Result<Response, ApiError> {
     let name = match &req.id {
         Some(name) => validate::app_name(name)?,
         None => validate::app_name(&generate_name())?,
@@ -123,18 +107,15 @@ pub async fn create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
 /// One app.
 #[utoipa::path(get, path = "/v1/apps/{app}/", tag = "apps", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "The app", body = App)))]
-pub async fn info(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let client = ctx.pool.get().await?;
-    app_for(&client, &user, &app, Access::Use, false).await?;
+pub async fn info(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+    let (client, _) = ctx.app_to_read(&user, &app).await?;
     Ok(json(StatusCode::OK, &load(&ctx, &client, &app).await?))
 }
 
 /// Destroy an app: its containers, routes, releases, domains and config go.
 #[utoipa::path(delete, path = "/v1/apps/{app}/", tag = "apps", params(("app" = String, Path, description = "App name")),
     responses((status = 204, description = "Destroyed")))]
-pub async fn destroy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn destroy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let row = app_for(&tx, &user, &app, Access::Own, true).await?;
@@ -165,11 +146,9 @@ pub async fn destroy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Resul
 pub async fn transfer(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: AppTransferRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: AppTransferRequest = parse_body(body?)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let row = app_for(&tx, &user, &app, Access::Own, true).await?;

@@ -10,9 +10,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, Query, json, no_content, parse_body, parse_optional_body, ts};
+use super::{Body, Listing, Paging, json, no_content, parse_body, ts};
 use crate::config::RegistrationMode;
-use crate::ctx::Ctx;
+use crate::ctx::{AuthUser, Ctx};
 use crate::model::auth;
 use crate::model::is_unique_violation;
 use crate::model::validate;
@@ -111,8 +111,7 @@ pub async fn login(ctx: Arc<Ctx>, body: Body) -> Result<Response, ApiError> {
 
 /// The user the token belongs to.
 #[utoipa::path(get, path = "/v1/auth/whoami/", tag = "auth", responses((status = 200, description = "You", body = User)))]
-pub async fn whoami(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn whoami(ctx: Arc<Ctx>, user: AuthUser) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
     let row =
         client.query_one(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&user.id]).await?;
@@ -122,9 +121,7 @@ pub async fn whoami(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, Ap
 /// Change a password (yours, or any user's as an administrator). Other sessions' tokens end.
 #[utoipa::path(post, path = "/v1/auth/passwd/", tag = "auth", request_body = PasswdRequest,
     responses((status = 204, description = "Changed")))]
-pub async fn passwd(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: PasswdRequest = parse_body(body?)?;
+pub async fn passwd(ctx: Arc<Ctx>, user: AuthUser, req: PasswdRequest) -> Result<Response, ApiError> {
     validate::password(&req.new_password)?;
     let client = ctx.pool.get().await?;
     let target = match &req.username {
@@ -173,9 +170,7 @@ pub async fn api_root(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, 
 /// Deis v1 clients send it as DELETE, this project's as POST; both are served.
 #[utoipa::path(post, path = "/v1/auth/cancel/", tag = "auth", request_body = CancelRequest,
     responses((status = 204, description = "Removed")))]
-pub async fn cancel(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: CancelRequest = parse_optional_body(body)?;
+pub async fn cancel(ctx: Arc<Ctx>, user: AuthUser, req: CancelRequest) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
     let (id, name) = match req.username {
         Some(name) if name != user.username => {
@@ -205,9 +200,11 @@ pub async fn cancel(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<
 /// Issue a new token (ending the old ones): yours, another user's, or everyone's (admins).
 #[utoipa::path(post, path = "/v1/auth/tokens/", tag = "auth", request_body = RegenerateTokenRequest,
     responses((status = 200, description = "New token; with `all`, yours", body = TokenResponse)))]
-pub async fn regenerate(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: RegenerateTokenRequest = parse_optional_body(body)?;
+pub async fn regenerate(
+    ctx: Arc<Ctx>,
+    user: AuthUser,
+    req: RegenerateTokenRequest,
+) -> Result<Response, ApiError> {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let target = if req.all {
@@ -241,20 +238,11 @@ pub async fn regenerate(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Res
 /// Every user (administrators only).
 #[utoipa::path(get, path = "/v1/users/", tag = "users", params(Paging),
     responses((status = 200, description = "Users", body = controller_api::Page<User>)))]
-pub async fn users(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn users(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
     user.require_admin()?;
-    let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
-    let count: i64 = client.query_one("SELECT count(*) AS count FROM users", &[]).await?.try_get("count")?;
-    let rows = client
-        .query(
-            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY username LIMIT $1 OFFSET $2"),
-            &[&paging.limit, &paging.offset],
-        )
-        .await?;
-    let out = rows.iter().map(user_row).collect::<Result<_, _>>()?;
-    Ok(json(StatusCode::OK, &paging.page("/v1/users/", count, out)))
+    let listing = Listing { columns: USER_COLUMNS, from: "users", order: "username", params: &[] };
+    listing.page(&client, &paging, "/v1/users/", user_row).await
 }
 
 /// Loads a user's id by name.

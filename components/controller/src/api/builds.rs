@@ -10,8 +10,8 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::settle::{self, Settle};
-use super::{Body, Paging, Query, json, parse_body, parse_optional_body, ts};
-use crate::ctx::{Access, Ctx, app_for};
+use super::{Listing, Paging, json, ts};
+use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::builds::{NewBuild, record_build};
 use crate::model::releases::{self, ReleaseRow};
 use crate::model::{outbox, validate};
@@ -52,31 +52,16 @@ fn build_view(app: &str, row: &tokio_postgres::Row) -> Result<Build, tokio_postg
 /// The app's builds, newest first.
 #[utoipa::path(get, path = "/v1/apps/{app}/builds/", tag = "builds", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Builds", body = controller_api::Page<Build>)))]
-pub async fn list(
-    ctx: Arc<Ctx>,
-    app: String,
-    authz: Option<String>,
-    query: Query,
-) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
-    let client = ctx.pool.get().await?;
-    let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 = client
-        .query_one("SELECT count(*) AS count FROM builds WHERE app_id = $1", &[&app.id])
-        .await?
-        .try_get("count")?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {BUILD_COLUMNS} FROM builds WHERE app_id = $1
-                 ORDER BY created DESC LIMIT $2 OFFSET $3"
-            ),
-            &[&app.id, &paging.limit, &paging.offset],
-        )
-        .await?;
-    let builds = rows.iter().map(|r| build_view(&app.name, r)).collect::<Result<_, _>>()?;
-    Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/builds/", app.name), count, builds)))
+pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+    let (client, app) = ctx.app_to_read(&user, &app).await?;
+    let listing = Listing {
+        columns: BUILD_COLUMNS,
+        from: "builds WHERE app_id = $1",
+        order: "created DESC",
+        params: &[&app.id],
+    };
+    let path = format!("/v1/apps/{}/builds/", app.name);
+    listing.page(&client, &paging, &path, |r| build_view(&app.name, r)).await
 }
 
 /// Deploy an image that is already in the platform registry.
@@ -86,11 +71,9 @@ pub async fn list(
 pub async fn create(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: BuildCreateRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: BuildCreateRequest = parse_body(body?)?;
     validate::image(&req.image)?;
     for (ptype, command) in &req.procfile {
         validate::process_type(ptype)?;
@@ -98,10 +81,7 @@ pub async fn create(
             return Err(ApiError::Invalid(format!("the command of {ptype} is not acceptable")));
         }
     }
-    {
-        let client = ctx.pool.get().await?;
-        app_for(&client, &user, &app, Access::Use, false).await?;
-    }
+    ctx.check_app_access(&user, &app).await?;
     let image = ensure_in_registry(&ctx, &req.image).await?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
@@ -172,13 +152,10 @@ async fn ensure_in_registry(ctx: &Ctx, image: &str) -> Result<String, ApiError> 
 pub async fn releases(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    query: Query,
+    user: AuthUser,
+    paging: Paging,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
-    let client = ctx.pool.get().await?;
-    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+    let (client, app) = ctx.app_to_read(&user, &app).await?;
     let (count, rows) = releases::list(&client, app.id, paging.limit, paging.offset).await?;
     let out = rows.iter().map(|r| release_view(&app.name, r)).collect();
     Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/releases/", app.name), count, out)))
@@ -201,12 +178,10 @@ pub async fn release(
     ctx: Arc<Ctx>,
     app: String,
     version: String,
-    authz: Option<String>,
+    user: AuthUser,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
     let n = parse_version(&version)?;
-    let client = ctx.pool.get().await?;
-    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+    let (client, app) = ctx.app_to_read(&user, &app).await?;
     let r = releases::by_version(&client, app.id, n)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("release v{n}")))?;
@@ -220,11 +195,9 @@ pub async fn release(
 pub async fn rollback(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: RollbackRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: RollbackRequest = parse_optional_body(body)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Use, true).await?;
@@ -273,11 +246,9 @@ pub async fn rollback(
 pub async fn scale(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: ScaleRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: ScaleRequest = parse_body(body?)?;
     if req.is_empty() {
         return Err(ApiError::Invalid(
             "nothing to scale: give process types and counts, like {\"web\": 3}".into(),

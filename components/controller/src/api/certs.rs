@@ -8,7 +8,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, Query, json, no_content, parse_body, ts};
+use super::{Paging, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::is_unique_violation;
 use crate::model::validate;
@@ -120,9 +120,7 @@ async fn owned<C: GenericClient>(client: &C, user: &AuthUser, name: &str) -> Res
 /// Certificates (yours; every one for administrators).
 #[utoipa::path(get, path = "/v1/certs/", tag = "certs", params(Paging),
     responses((status = 200, description = "Certificates", body = controller_api::Page<Cert>)))]
-pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
+pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
     let count: i64 = client
         .query_one(
@@ -150,9 +148,7 @@ pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<
 /// Upload a certificate and its key.
 #[utoipa::path(post, path = "/v1/certs/", tag = "certs", request_body = CertCreateRequest,
     responses((status = 201, description = "Added", body = Cert)))]
-pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: CertCreateRequest = parse_body(body?)?;
+pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: CertCreateRequest) -> Result<Response, ApiError> {
     let info = validate::certificate(&req.certificate, &req.key)?;
     let fits = |n: &str| {
         !n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
@@ -238,8 +234,7 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
 /// One certificate.
 #[utoipa::path(get, path = "/v1/certs/{name}", tag = "certs", params(("name" = String, Path, description = "Certificate name")),
     responses((status = 200, description = "The certificate", body = Cert)))]
-pub async fn info(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn info(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;
     Ok(json(StatusCode::OK, &cert_view(&client, &cert).await?))
@@ -248,8 +243,7 @@ pub async fn info(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<
 /// Remove a certificate; its domains go back to plain HTTP.
 #[utoipa::path(delete, path = "/v1/certs/{name}", tag = "certs", params(("name" = String, Path, description = "Certificate name")),
     responses((status = 204, description = "Removed")))]
-pub async fn remove(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn remove(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;
     client.execute("DELETE FROM certs WHERE id = $1", &[&cert.id]).await?;
@@ -264,11 +258,9 @@ pub async fn remove(ctx: Arc<Ctx>, name: String, authz: Option<String>) -> Resul
 pub async fn attach(
     ctx: Arc<Ctx>,
     name: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: CertAttachRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: CertAttachRequest = parse_body(body?)?;
     let domain = req.domain.trim().trim_end_matches('.').to_ascii_lowercase();
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;
@@ -324,9 +316,8 @@ pub async fn detach(
     ctx: Arc<Ctx>,
     name: String,
     domain: String,
-    authz: Option<String>,
+    user: AuthUser,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
     let domain = domain.to_ascii_lowercase();
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;

@@ -8,8 +8,8 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::settle::{self, Settle};
-use super::{Body, json, parse_body, ts};
-use crate::ctx::{Access, AppRow, Ctx, app_for};
+use super::{json, ts};
+use crate::ctx::{Access, AppRow, AuthUser, Ctx, app_for};
 use crate::model::releases::{self, ConfigData};
 use crate::model::validate;
 
@@ -44,10 +44,8 @@ async fn config_view<C: deadpool_postgres::GenericClient>(
 /// The app's current config.
 #[utoipa::path(get, path = "/v1/apps/{app}/config/", tag = "config", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Config", body = Config)))]
-pub async fn get(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let client = ctx.pool.get().await?;
-    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+pub async fn get(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+    let (client, app) = ctx.app_to_read(&user, &app).await?;
     Ok(json(StatusCode::OK, &config_view(&client, &app).await?))
 }
 
@@ -59,11 +57,9 @@ pub async fn get(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Re
 pub async fn update(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    update: ConfigUpdate,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let update: ConfigUpdate = parse_body(body?)?;
     check(&update)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;

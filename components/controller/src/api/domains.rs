@@ -7,37 +7,25 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, Query, json, no_content, parse_body, ts};
-use crate::ctx::{Access, Ctx, app_for};
+use super::{Listing, Paging, json, no_content, ts};
+use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::is_unique_violation;
 use crate::model::validate;
 
 /// The app's custom domains.
 #[utoipa::path(get, path = "/v1/apps/{app}/domains/", tag = "domains", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Domains", body = controller_api::Page<Domain>)))]
-pub async fn list(
-    ctx: Arc<Ctx>,
-    app: String,
-    authz: Option<String>,
-    query: Query,
-) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
-    let client = ctx.pool.get().await?;
-    let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 = client
-        .query_one("SELECT count(*) AS count FROM domains WHERE app_id = $1", &[&app.id])
-        .await?
-        .try_get("count")?;
-    let rows = client
-        .query(
-            "SELECT owner, domain, created FROM domains WHERE app_id = $1 ORDER BY domain LIMIT $2 OFFSET $3",
-            &[&app.id, &paging.limit, &paging.offset],
-        )
-        .await?;
-    let out = rows
-        .iter()
-        .map(|r| {
+pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+    let (client, app) = ctx.app_to_read(&user, &app).await?;
+    let listing = Listing {
+        columns: "owner, domain, created",
+        from: "domains WHERE app_id = $1",
+        order: "domain",
+        params: &[&app.id],
+    };
+    let path = format!("/v1/apps/{}/domains/", app.name);
+    listing
+        .page(&client, &paging, &path, |r| {
             let created = ts(r.try_get("created")?);
             Ok(Domain {
                 owner: r.try_get("owner")?,
@@ -47,8 +35,7 @@ pub async fn list(
                 updated: created,
             })
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-    Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/domains/", app.name), count, out)))
+        .await
 }
 
 /// Add a custom domain. The router sends its traffic to the app.
@@ -58,11 +45,9 @@ pub async fn list(
 pub async fn add(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: DomainCreateRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: DomainCreateRequest = parse_body(body?)?;
     let domain = validate::domain(&req.domain, &ctx.config.platform_domain)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
@@ -102,9 +87,8 @@ pub async fn remove(
     ctx: Arc<Ctx>,
     app: String,
     domain: String,
-    authz: Option<String>,
+    user: AuthUser,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
     let domain = domain.to_ascii_lowercase();
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;

@@ -7,8 +7,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, Query, json, no_content, parse_body, ts};
-use crate::ctx::Ctx;
+use super::{Listing, Paging, json, no_content, ts};
+use crate::ctx::{AuthUser, Ctx};
 use crate::model::is_unique_violation;
 use crate::model::validate;
 
@@ -30,30 +30,17 @@ fn key_view(owner: &str, r: &tokio_postgres::Row) -> Result<Key, tokio_postgres:
 /// Your SSH keys.
 #[utoipa::path(get, path = "/v1/keys/", tag = "keys", params(Paging),
     responses((status = 200, description = "Keys", body = controller_api::Page<Key>)))]
-pub async fn list(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
+pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
-    let count: i64 = client
-        .query_one("SELECT count(*) AS count FROM keys WHERE user_id = $1", &[&user.id])
-        .await?
-        .try_get("count")?;
-    let rows = client
-        .query(
-            &format!("SELECT {KEY_COLUMNS} FROM keys WHERE user_id = $1 ORDER BY name LIMIT $2 OFFSET $3"),
-            &[&user.id, &paging.limit, &paging.offset],
-        )
-        .await?;
-    let out = rows.iter().map(|r| key_view(&user.username, r)).collect::<Result<_, _>>()?;
-    Ok(json(StatusCode::OK, &paging.page("/v1/keys/", count, out)))
+    let listing =
+        Listing { columns: KEY_COLUMNS, from: "keys WHERE user_id = $1", order: "name", params: &[&user.id] };
+    listing.page(&client, &paging, "/v1/keys/", |r| key_view(&user.username, r)).await
 }
 
 /// Add an SSH public key.
 #[utoipa::path(post, path = "/v1/keys/", tag = "keys", request_body = KeyCreateRequest,
     responses((status = 201, description = "Added", body = Key)))]
-pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: KeyCreateRequest = parse_body(body?)?;
+pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: KeyCreateRequest) -> Result<Response, ApiError> {
     let name = req.id.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
         return Err(ApiError::Invalid("a key's id must be 1 to 128 printable characters without '/'".into()));
@@ -87,8 +74,7 @@ pub async fn add(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Res
 /// Remove one of your SSH keys.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id")),
     responses((status = 204, description = "Removed")))]
-pub async fn remove(ctx: Arc<Ctx>, id: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn remove(ctx: Arc<Ctx>, id: String, user: AuthUser) -> Result<Response, ApiError> {
     let client = ctx.pool.get().await?;
     let n = client.execute("DELETE FROM keys WHERE user_id = $1 AND name = $2", &[&user.id, &id]).await?;
     if n == 0 {

@@ -16,8 +16,8 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::processes::bus;
-use super::{Body, Paging, Query, json, no_content, parse_body, ts};
-use crate::ctx::{Access, Ctx, app_for};
+use super::{Listing, Paging, Query, json, no_content, ts};
+use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::is_unique_violation;
 use crate::model::validate;
 
@@ -87,18 +87,9 @@ fn filters(q: &Query) -> Result<Filters, ApiError> {
         ("follow" = Option<bool>, Query, description = "Stream new lines as they come"),
     ),
     responses((status = 200, description = "Lines: `<time> <app>[<process>]: <message>`", body = String, content_type = "text/plain")))]
-pub async fn logs(
-    ctx: Arc<Ctx>,
-    app: String,
-    authz: Option<String>,
-    query: Query,
-) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn logs(ctx: Arc<Ctx>, app: String, user: AuthUser, query: Query) -> Result<Response, ApiError> {
     let filters = filters(&query)?;
-    {
-        let client = ctx.pool.get().await?;
-        app_for(&client, &user, &app, Access::Use, false).await?;
-    }
+    ctx.check_app_access(&user, &app).await?;
     let app = validate::app_name(&app)?;
     let bus = bus(&ctx)?.clone();
     let ns = bus.namespace().clone();
@@ -173,26 +164,19 @@ pub async fn logs(
 pub async fn drains(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    query: Query,
+    user: AuthUser,
+    paging: Paging,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
-    let client = ctx.pool.get().await?;
-    let app = app_for(&client, &user, &app, Access::Use, false).await?;
-    let count: i64 = client
-        .query_one("SELECT count(*) AS count FROM drains WHERE app_id = $1", &[&app.id])
-        .await?
-        .try_get("count")?;
-    let rows = client
-        .query(
-            "SELECT id, owner, url, created FROM drains WHERE app_id = $1 ORDER BY created, id LIMIT $2 OFFSET $3",
-            &[&app.id, &paging.limit, &paging.offset],
-        )
-        .await?;
-    let out = rows
-        .iter()
-        .map(|r| {
+    let (client, app) = ctx.app_to_read(&user, &app).await?;
+    let listing = Listing {
+        columns: "id, owner, url, created",
+        from: "drains WHERE app_id = $1",
+        order: "created, id",
+        params: &[&app.id],
+    };
+    let path = format!("/v1/apps/{}/drains/", app.name);
+    listing
+        .page(&client, &paging, &path, |r| {
             Ok(Drain {
                 id: r.try_get::<_, uuid::Uuid>("id")?.to_string(),
                 owner: r.try_get("owner")?,
@@ -201,8 +185,7 @@ pub async fn drains(
                 created: ts(r.try_get("created")?),
             })
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-    Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/drains/", app.name), count, out)))
+        .await
 }
 
 /// Add a drain: the loggers forward every line of the app's stream to it.
@@ -212,11 +195,9 @@ pub async fn drains(
 pub async fn drain_add(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: DrainCreateRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: DrainCreateRequest = parse_body(body?)?;
     let url = DrainUrl::parse(&req.url).map_err(|e| ApiError::Invalid(e.to_string()))?;
     // Stored as given (trimmed): the logger parses it again with the same rules.
     let url_text = req.url.trim().to_owned();
@@ -268,9 +249,8 @@ pub async fn drain_remove(
     ctx: Arc<Ctx>,
     app: String,
     id: String,
-    authz: Option<String>,
+    user: AuthUser,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("drain {id}")))?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;

@@ -34,8 +34,11 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use self::error::ApiError;
-use crate::ctx::Ctx;
+use crate::ctx::{AuthUser, Ctx};
 use crate::metrics::StatusLabel;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 /// The Deis v1 API version this API keeps to (sent as `DEIS_API_VERSION` on every response).
 pub const DEIS_API_VERSION: &str = "1.7";
@@ -159,6 +162,48 @@ impl Paging {
     }
 }
 
+/// One table's rows as a list endpoint pages them: what to read, from where, in which order.
+#[derive(Debug)]
+pub struct Listing<'a> {
+    /// The select list, e.g. `owner, domain, created`.
+    pub columns: &'a str,
+    /// The table and its filter, e.g. `domains WHERE app_id = $1`.
+    pub from: &'a str,
+    pub order: &'a str,
+    pub params: &'a [&'a (dyn ToSql + Sync)],
+}
+
+impl Listing<'_> {
+    /// Answers one page: the total count, then the page's rows (`LIMIT`/`OFFSET` are bound as
+    /// the next two parameters), each turned into the API's type by `view`.
+    pub async fn page<T: Serialize>(
+        &self,
+        client: &impl GenericClient,
+        paging: &Paging,
+        path: &str,
+        view: impl FnMut(&Row) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<Response, ApiError> {
+        let count: i64 = client
+            .query_one(&format!("SELECT count(*) AS count FROM {}", self.from), self.params)
+            .await?
+            .try_get("count")?;
+        let n = self.params.len();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {} LIMIT ${} OFFSET ${}",
+            self.columns,
+            self.from,
+            self.order,
+            n + 1,
+            n + 2
+        );
+        let mut params = self.params.to_vec();
+        params.extend([&paging.limit as &(dyn ToSql + Sync), &paging.offset]);
+        let rows = client.query(&sql, &params).await?;
+        let results = rows.iter().map(view).collect::<Result<Vec<T>, _>>()?;
+        Ok(json(StatusCode::OK, &paging.page(path, count, results)))
+    }
+}
+
 /// Reads a body up to `limit` bytes; a larger one (declared or streamed) is refused with 413.
 fn body(limit: u64) -> impl Filter<Extract = (Body,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-length")
@@ -258,6 +303,25 @@ impl Request {
         self.header("authorization")
     }
 
+    /// The caller, from the `Authorization` header.
+    async fn user(&self) -> Result<AuthUser, ApiError> {
+        Ok(self.ctx.authenticate(self.authz()).await?)
+    }
+
+    /// The body as the handler's request type.
+    fn json<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        parse_body(self.body?)
+    }
+
+    /// The body as the handler's request type; no body means its defaults.
+    fn json_or_default<T: DeserializeOwned + Default>(self) -> Result<T, ApiError> {
+        parse_optional_body(self.body)
+    }
+
+    fn paging(&self) -> Result<Paging, ApiError> {
+        Paging::from_query(&self.query()?)
+    }
+
     fn query(&self) -> Result<Query, ApiError> {
         serde_urlencoded::from_str(&self.query)
             .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
@@ -303,22 +367,22 @@ async fn handle(endpoint: Endpoint, mut p: Params, r: Request) -> Result<Respons
         }
         E::Register => auth::register(c, a, r.body).await,
         E::Login => auth::login(c, r.body).await,
-        E::Whoami => auth::whoami(c, a).await,
-        E::Passwd => auth::passwd(c, a, r.body).await,
-        E::Cancel | E::CancelV1 => auth::cancel(c, a, r.body).await,
-        E::RegenerateToken => auth::regenerate(c, a, r.body).await,
-        E::Users => auth::users(c, a, r.query()?).await,
-        E::Apps => apps::list(c, a, r.query()?).await,
-        E::AppCreate => apps::create(c, a, r.body).await,
-        E::App => apps::info(c, p.next(), a).await,
-        E::AppDestroy => apps::destroy(c, p.next(), a).await,
-        E::AppTransfer => apps::transfer(c, p.next(), a, r.body).await,
-        E::Config => config::get(c, p.next(), a).await,
-        E::ConfigUpdate => config::update(c, p.next(), a, r.body).await,
-        E::Scale => builds::scale(c, p.next(), a, r.body).await,
-        E::Containers => processes::containers(c, p.next(), a, r.query()?).await,
-        E::Restart => processes::restart(c, p.next(), a, r.body).await,
-        E::RestartType => processes::restart_at(c, p.next(), p.next(), None, a).await,
+        E::Whoami => auth::whoami(c, r.user().await?).await,
+        E::Passwd => auth::passwd(c, r.user().await?, r.json()?).await,
+        E::Cancel | E::CancelV1 => auth::cancel(c, r.user().await?, r.json_or_default()?).await,
+        E::RegenerateToken => auth::regenerate(c, r.user().await?, r.json_or_default()?).await,
+        E::Users => auth::users(c, r.user().await?, r.paging()?).await,
+        E::Apps => apps::list(c, r.user().await?, r.paging()?).await,
+        E::AppCreate => apps::create(c, r.user().await?, r.json_or_default()?).await,
+        E::App => apps::info(c, p.next(), r.user().await?).await,
+        E::AppDestroy => apps::destroy(c, p.next(), r.user().await?).await,
+        E::AppTransfer => apps::transfer(c, p.next(), r.user().await?, r.json()?).await,
+        E::Config => config::get(c, p.next(), r.user().await?).await,
+        E::ConfigUpdate => config::update(c, p.next(), r.user().await?, r.json()?).await,
+        E::Scale => builds::scale(c, p.next(), r.user().await?, r.json()?).await,
+        E::Containers => processes::containers(c, p.next(), r.user().await?, r.paging()?).await,
+        E::Restart => processes::restart(c, p.next(), r.user().await?, r.json_or_default()?).await,
+        E::RestartType => processes::restart_at(c, p.next(), p.next(), None, r.user().await?).await,
         E::RestartOne => {
             let (app, ptype) = (p.next(), p.next());
             let num = p.next().parse::<u32>().map_err(|_| {
@@ -327,37 +391,37 @@ async fn handle(endpoint: Endpoint, mut p: Params, r: Request) -> Result<Respons
                     endpoint.template()
                 ))
             })?;
-            processes::restart_at(c, app, ptype, Some(num), a).await
+            processes::restart_at(c, app, ptype, Some(num), r.user().await?).await
         }
-        E::Run => processes::run(c, p.next(), a, r.header("accept"), r.body).await,
-        E::Deploy => processes::deploy(c, p.next(), a).await,
-        E::Builds => builds::list(c, p.next(), a, r.query()?).await,
-        E::BuildCreate => builds::create(c, p.next(), a, r.body).await,
-        E::Releases => builds::releases(c, p.next(), a, r.query()?).await,
-        E::Rollback => builds::rollback(c, p.next(), a, r.body).await,
-        E::Release => builds::release(c, p.next(), p.next(), a).await,
-        E::Domains => domains::list(c, p.next(), a, r.query()?).await,
-        E::DomainAdd => domains::add(c, p.next(), a, r.body).await,
-        E::DomainRemove => domains::remove(c, p.next(), p.next(), a).await,
-        E::Logs => logs::logs(c, p.next(), a, r.query()?).await,
-        E::Drains => logs::drains(c, p.next(), a, r.query()?).await,
-        E::DrainAdd => logs::drain_add(c, p.next(), a, r.body).await,
-        E::DrainRemove => logs::drain_remove(c, p.next(), p.next(), a).await,
-        E::Perms => perms::list(c, p.next(), a).await,
-        E::PermCreate => perms::create(c, p.next(), a, r.body).await,
-        E::PermDelete => perms::delete(c, p.next(), p.next(), a).await,
-        E::Admins => perms::admins(c, a, r.query()?).await,
-        E::AdminCreate => perms::admin_create(c, a, r.body).await,
-        E::AdminDelete => perms::admin_delete(c, p.next(), a).await,
-        E::Certs => certs::list(c, a, r.query()?).await,
-        E::CertAdd => certs::add(c, a, r.body).await,
-        E::Cert => certs::info(c, p.next(), a).await,
-        E::CertRemove => certs::remove(c, p.next(), a).await,
-        E::CertAttach => certs::attach(c, p.next(), a, r.body).await,
-        E::CertDetach => certs::detach(c, p.next(), p.next(), a).await,
-        E::Keys => keys::list(c, a, r.query()?).await,
-        E::KeyAdd => keys::add(c, a, r.body).await,
-        E::KeyRemove => keys::remove(c, p.next(), a).await,
+        E::Run => processes::run(c, p.next(), r.user().await?, r.header("accept"), r.body).await,
+        E::Deploy => processes::deploy(c, p.next(), r.user().await?).await,
+        E::Builds => builds::list(c, p.next(), r.user().await?, r.paging()?).await,
+        E::BuildCreate => builds::create(c, p.next(), r.user().await?, r.json()?).await,
+        E::Releases => builds::releases(c, p.next(), r.user().await?, r.paging()?).await,
+        E::Rollback => builds::rollback(c, p.next(), r.user().await?, r.json_or_default()?).await,
+        E::Release => builds::release(c, p.next(), p.next(), r.user().await?).await,
+        E::Domains => domains::list(c, p.next(), r.user().await?, r.paging()?).await,
+        E::DomainAdd => domains::add(c, p.next(), r.user().await?, r.json()?).await,
+        E::DomainRemove => domains::remove(c, p.next(), p.next(), r.user().await?).await,
+        E::Logs => logs::logs(c, p.next(), r.user().await?, r.query()?).await,
+        E::Drains => logs::drains(c, p.next(), r.user().await?, r.paging()?).await,
+        E::DrainAdd => logs::drain_add(c, p.next(), r.user().await?, r.json()?).await,
+        E::DrainRemove => logs::drain_remove(c, p.next(), p.next(), r.user().await?).await,
+        E::Perms => perms::list(c, p.next(), r.user().await?).await,
+        E::PermCreate => perms::create(c, p.next(), r.user().await?, r.json()?).await,
+        E::PermDelete => perms::delete(c, p.next(), p.next(), r.user().await?).await,
+        E::Admins => perms::admins(c, r.user().await?, r.paging()?).await,
+        E::AdminCreate => perms::admin_create(c, r.user().await?, r.body).await,
+        E::AdminDelete => perms::admin_delete(c, p.next(), r.user().await?).await,
+        E::Certs => certs::list(c, r.user().await?, r.paging()?).await,
+        E::CertAdd => certs::add(c, r.user().await?, r.json()?).await,
+        E::Cert => certs::info(c, p.next(), r.user().await?).await,
+        E::CertRemove => certs::remove(c, p.next(), r.user().await?).await,
+        E::CertAttach => certs::attach(c, p.next(), r.user().await?, r.json()?).await,
+        E::CertDetach => certs::detach(c, p.next(), p.next(), r.user().await?).await,
+        E::Keys => keys::list(c, r.user().await?, r.paging()?).await,
+        E::KeyAdd => keys::add(c, r.user().await?, r.json()?).await,
+        E::KeyRemove => keys::remove(c, p.next(), r.user().await?).await,
         E::HookKeyOwner => hooks::key_owner(c, p.next(), r.header(BUILDER_AUTH_HEADER)).await,
         E::HookPush => hooks::push(c, r.header(BUILDER_AUTH_HEADER), r.body).await,
         E::HookBuildStatus => hooks::build_status(c, p.next(), p.next(), r.header(BUILDER_AUTH_HEADER)).await,

@@ -7,17 +7,15 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, Query, json, no_content, parse_body};
-use crate::ctx::{Access, Ctx, app_for};
+use super::{Body, Listing, Paging, json, no_content, parse_body};
+use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::outbox;
 
 /// Users an app is shared with.
 #[utoipa::path(get, path = "/v1/apps/{app}/perms/", tag = "perms", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Users", body = AppPerms)))]
-pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let client = ctx.pool.get().await?;
-    let app = app_for(&client, &user, &app, Access::Use, false).await?;
+pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+    let (client, app) = ctx.app_to_read(&user, &app).await?;
     let rows = client
         .query(
             "SELECT u.username FROM perms p JOIN users u ON u.id = p.user_id WHERE p.app_id = $1 ORDER BY u.username",
@@ -35,11 +33,9 @@ pub async fn list(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<R
 pub async fn create(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: PermCreateRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let req: PermCreateRequest = parse_body(body?)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Own, false).await?;
@@ -78,9 +74,8 @@ pub async fn delete(
     ctx: Arc<Ctx>,
     app: String,
     username: String,
-    authz: Option<String>,
+    user: AuthUser,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
     let username = super::decode_segment(&username)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
@@ -107,33 +102,22 @@ pub async fn delete(
 /// Administrators (administrators only).
 #[utoipa::path(get, path = "/v1/admin/perms/", tag = "perms", params(Paging),
     responses((status = 200, description = "Administrators", body = controller_api::Page<AdminPerm>)))]
-pub async fn admins(ctx: Arc<Ctx>, authz: Option<String>, query: Query) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn admins(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
     user.require_admin()?;
-    let paging = Paging::from_query(&query)?;
     let client = ctx.pool.get().await?;
-    let count: i64 = client
-        .query_one("SELECT count(*) AS count FROM users WHERE is_superuser", &[])
-        .await?
-        .try_get("count")?;
-    let rows = client
-        .query(
-            "SELECT username FROM users WHERE is_superuser ORDER BY username LIMIT $1 OFFSET $2",
-            &[&paging.limit, &paging.offset],
-        )
-        .await?;
-    let out = rows
-        .iter()
-        .map(|r| Ok(AdminPerm { username: r.try_get("username")?, is_superuser: true }))
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-    Ok(json(StatusCode::OK, &paging.page("/v1/admin/perms/", count, out)))
+    let listing =
+        Listing { columns: "username", from: "users WHERE is_superuser", order: "username", params: &[] };
+    listing
+        .page(&client, &paging, "/v1/admin/perms/", |r| {
+            Ok(AdminPerm { username: r.try_get("username")?, is_superuser: true })
+        })
+        .await
 }
 
 /// Make a user an administrator.
 #[utoipa::path(post, path = "/v1/admin/perms/", tag = "perms", request_body = PermCreateRequest,
     responses((status = 201, description = "Granted")))]
-pub async fn admin_create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn admin_create(ctx: Arc<Ctx>, user: AuthUser, body: Body) -> Result<Response, ApiError> {
     user.require_admin()?;
     let req: PermCreateRequest = parse_body(body?)?;
     let client = ctx.pool.get().await?;
@@ -149,12 +133,7 @@ pub async fn admin_create(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> R
 #[utoipa::path(delete, path = "/v1/admin/perms/{username}", tag = "perms",
     params(("username" = String, Path, description = "User")),
     responses((status = 204, description = "Revoked")))]
-pub async fn admin_delete(
-    ctx: Arc<Ctx>,
-    username: String,
-    authz: Option<String>,
-) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
+pub async fn admin_delete(ctx: Arc<Ctx>, username: String, user: AuthUser) -> Result<Response, ApiError> {
     user.require_admin()?;
     let username = super::decode_segment(&username)?;
     let mut client = ctx.pool.get().await?;

@@ -12,8 +12,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, Query, json, parse_body, parse_optional_body};
-use crate::ctx::{Access, Ctx, app_for};
+use super::{Body, Paging, json, parse_body};
+use crate::ctx::{AuthUser, Ctx};
 use crate::model::validate;
 
 /// The bus, or why the request cannot be served yet.
@@ -49,15 +49,10 @@ pub(super) async fn ask(ctx: &Ctx, app: &str) -> Result<AppStatus, ApiError> {
 pub async fn containers(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    query: Query,
+    user: AuthUser,
+    paging: Paging,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    let paging = Paging::from_query(&query)?;
-    {
-        let client = ctx.pool.get().await?;
-        app_for(&client, &user, &app, Access::Use, false).await?;
-    }
+    ctx.check_app_access(&user, &app).await?;
     let status = ask(&ctx, &app).await?;
     let all: Vec<Container> = status.containers.into_iter().map(|c| container(&app, c)).collect();
     let count = i64::try_from(all.len()).unwrap_or(0);
@@ -72,12 +67,8 @@ pub async fn containers(
 /// How the newest release is rolling out (null before the first deploy).
 #[utoipa::path(get, path = "/v1/apps/{app}/deploy/", tag = "apps", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "The rollout", body = Option<DeployStatus>)))]
-pub async fn deploy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
-    {
-        let client = ctx.pool.get().await?;
-        app_for(&client, &user, &app, Access::Use, false).await?;
-    }
+pub async fn deploy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+    ctx.check_app_access(&user, &app).await?;
     let status = ask(&ctx, &app).await?;
     let out = status.deploy.map(crate::model::deploy_status);
     Ok(json(StatusCode::OK, &out))
@@ -92,11 +83,10 @@ pub async fn deploy(ctx: Arc<Ctx>, app: String, authz: Option<String>) -> Result
 pub async fn restart(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
-    body: Body,
+    user: AuthUser,
+    req: RestartRequest,
 ) -> Result<Response, ApiError> {
-    let req: RestartRequest = parse_optional_body(body)?;
-    restart_containers(ctx, app, authz, req).await
+    restart_containers(ctx, app, user, req).await
 }
 
 /// Deis v1's paths for the same: `/containers/{type}/restart/` and
@@ -106,26 +96,22 @@ pub async fn restart_at(
     app: String,
     process_type: String,
     num: Option<u32>,
-    authz: Option<String>,
+    user: AuthUser,
 ) -> Result<Response, ApiError> {
-    restart_containers(ctx, app, authz, RestartRequest { process_type: Some(process_type), num }).await
+    restart_containers(ctx, app, user, RestartRequest { process_type: Some(process_type), num }).await
 }
 
 async fn restart_containers(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
+    user: AuthUser,
     req: RestartRequest,
 ) -> Result<Response, ApiError> {
-    let user = ctx.authenticate(authz).await?;
     let process_type = req.process_type.as_deref().map(validate::process_type).transpose()?;
     if req.num.is_some() && process_type.is_none() {
         return Err(ApiError::Invalid("a container number needs its type, like web.2".into()));
     }
-    {
-        let client = ctx.pool.get().await?;
-        app_for(&client, &user, &app, Access::Use, false).await?;
-    }
+    ctx.check_app_access(&user, &app).await?;
     let bus = bus(&ctx)?;
     let request =
         bus_schema::messages::RestartRequest { app: validate::app_name(&app)?, process_type, index: req.num };
@@ -172,21 +158,17 @@ fn container(app: &str, c: bus_schema::messages::ContainerView) -> Container {
 pub async fn run(
     ctx: Arc<Ctx>,
     app: String,
-    authz: Option<String>,
+    user: AuthUser,
     accept: Option<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
     use futures::StreamExt;
-    let user = ctx.authenticate(authz).await?;
     let req: controller_api::RunRequest = parse_body(body?)?;
     let command = req.command.trim().to_owned();
     if command.is_empty() || command.len() > 4096 {
         return Err(ApiError::Invalid("the command must be 1 to 4096 characters".into()));
     }
-    {
-        let client = ctx.pool.get().await?;
-        app_for(&client, &user, &app, Access::Use, false).await?;
-    }
+    ctx.check_app_access(&user, &app).await?;
     let mut events = start_one_off(&ctx, &app, &user.username, command).await?;
     if !accept.is_some_and(|a| a.contains(NDJSON)) {
         let mut output = String::new();
