@@ -14,7 +14,6 @@ use service_kit::{Backoff, Shutdown};
 use crate::ctx::{APP_ROW_COLUMNS, AppRow, Ctx};
 use crate::model::Error;
 use crate::model::builds::{NewBuild, record_build};
-use crate::model::outbox;
 
 pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -136,16 +135,7 @@ async fn failed(ctx: &Ctx, build: BuildFailed) -> Result<(), Error> {
     let tx = client.transaction().await?;
     lock_app(&tx, build.app.as_str()).await?;
     let sha = format!("{:.8}", build.git_sha);
-    outbox::event(
-        &tx,
-        &ctx.sender,
-        build.app.as_str(),
-        &build.user,
-        "build",
-        format!("build of {sha} by {} failed: {}", build.user, build.reason),
-    )
-    .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
+    let message = format!("build of {sha} by {} failed: {}", build.user, build.reason);
+    ctx.commit_with_event(tx, build.app.as_str(), &build.user, "build", message).await?;
     Ok(())
 }

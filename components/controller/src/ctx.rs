@@ -86,6 +86,22 @@ impl Ctx {
         self.app_to_read(user, name).await.map(drop)
     }
 
+    /// Commits a change with its event for the app's log stream (written to the outbox in the
+    /// same transaction), then wakes the outbox relay so the event goes out at once.
+    pub async fn commit_with_event(
+        &self,
+        tx: deadpool_postgres::Transaction<'_>,
+        app: &str,
+        actor: &str,
+        action: &str,
+        message: String,
+    ) -> Result<(), Error> {
+        crate::model::outbox::event(&tx, &self.sender, app, actor, action, message).await?;
+        tx.commit().await?;
+        self.relay_wake.notify_one();
+        Ok(())
+    }
+
     pub fn app_url(&self, app: &str) -> String {
         format!("{app}.{}", self.config.platform_domain)
     }

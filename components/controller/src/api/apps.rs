@@ -8,10 +8,9 @@ use rand::seq::IndexedRandom;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, unless_taken};
 use super::{Listing, Paging, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
-use crate::model::is_unique_violation;
 use crate::model::releases::{self, ConfigData};
 use crate::model::{outbox, validate};
 
@@ -76,13 +75,8 @@ pub async fn create(ctx: Arc<Ctx>, user: AuthUser, req: AppCreateRequest) -> Res
             &[&uuid::Uuid::now_v7(), &name.as_str(), &user.id],
         )
         .await;
-    let app_id: i64 = match inserted {
-        Ok(row) => row.try_get("id")?,
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!("an app named '{name}' already exists")));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let row = unless_taken(inserted, || format!("an app named '{name}' already exists"))?;
+    let app_id: i64 = row.try_get("id")?;
     let app = app_for(&tx, &user, name.as_str(), Access::Own, true).await?;
     let config = releases::insert_config(&tx, app_id, &user.username, &ConfigData::default()).await?;
     releases::create(
@@ -123,17 +117,8 @@ pub async fn destroy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Respo
     let name = validate::app_name(&row.name)?;
     outbox::enqueue(&tx, &ctx.sender, AppDestroyed { app: name, destroyed_by: user.username.clone() })
         .await?;
-    outbox::event(
-        &tx,
-        &ctx.sender,
-        &row.name,
-        &user.username,
-        "destroy",
-        format!("{} destroyed {}", user.username, row.name),
-    )
-    .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
+    let message = format!("{} destroyed {}", user.username, row.name);
+    ctx.commit_with_event(tx, &row.name, &user.username, "destroy", message).await?;
     ctx.domains_wake.notify_one();
     tracing::info!(app = %row.name, user = %user.username, "app destroyed");
     Ok(super::settle::mark(no_content(), super::settle::Settle::Gone { app: row.name.clone() }))
@@ -157,18 +142,9 @@ pub async fn transfer(
         .await?;
     // The new owner needs no separate permission.
     tx.execute("DELETE FROM perms WHERE app_id = $1 AND user_id = $2", &[&row.id, &new_owner]).await?;
-    outbox::event(
-        &tx,
-        &ctx.sender,
-        &row.name,
-        &user.username,
-        "transfer",
-        format!("{} transferred {} to {}", user.username, row.name, req.owner),
-    )
-    .await?;
     let out = load(&ctx, &tx, &row.name).await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
+    let message = format!("{} transferred {} to {}", user.username, row.name, req.owner);
+    ctx.commit_with_event(tx, &row.name, &user.username, "transfer", message).await?;
     Ok(json(StatusCode::OK, &out))
 }
 

@@ -9,12 +9,11 @@ use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, unless_taken};
 use super::{Body, Listing, Paging, json, no_content, parse_body, ts};
 use crate::config::RegistrationMode;
 use crate::ctx::{AuthUser, Ctx};
 use crate::model::auth;
-use crate::model::is_unique_violation;
 use crate::model::validate;
 
 const USER_COLUMNS: &str = "username, email, first_name, last_name, is_superuser, date_joined";
@@ -72,13 +71,7 @@ pub async fn register(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Resul
             &[&req.username, &req.email, &req.first_name, &req.last_name, &hash, &first],
         )
         .await;
-    let row = match inserted {
-        Ok(row) => row,
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!("a user named '{}' already exists", req.username)));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let row = unless_taken(inserted, || format!("a user named '{}' already exists", req.username))?;
     let out = user_row(&row)?;
     tx.commit().await?;
     tracing::info!(user = %req.username, admin = first, "user registered");

@@ -14,7 +14,7 @@ use super::{Listing, Paging, json, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::builds::{NewBuild, record_build};
 use crate::model::releases::{self, ReleaseRow};
-use crate::model::{outbox, validate};
+use crate::model::validate;
 
 fn release_view(app: &str, r: &ReleaseRow) -> Release {
     Release {
@@ -293,18 +293,9 @@ pub async fn scale(
     }
     crate::model::builds::set_structure(&ctx, &tx, &app, &user.username, structure.clone()).await?;
     let what: Vec<String> = req.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    outbox::event(
-        &tx,
-        &ctx.sender,
-        &app.name,
-        &user.username,
-        "scale",
-        format!("{} scaled {}", user.username, what.join(" ")),
-    )
-    .await?;
     let out = super::apps::load(&ctx, &tx, &app.name).await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
+    let message = format!("{} scaled {}", user.username, what.join(" "));
+    ctx.commit_with_event(tx, &app.name, &user.username, "scale", message).await?;
     let asked: BTreeMap<String, u32> =
         req.keys().filter_map(|k| Some((k.clone(), *structure.get(k)?))).collect();
     Ok(settle::mark(

@@ -7,10 +7,9 @@ use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, unless_taken};
 use super::{Paging, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
-use crate::model::is_unique_violation;
 use crate::model::validate;
 
 /// The columns [`CertRow::from_row`] reads, for `certs c JOIN users u ON u.id = c.owner_id`.
@@ -180,13 +179,7 @@ pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: CertCreateRequest) -> Resul
             &[&name, &user.id, &info.common_name, &san, &req.certificate, &req.key, &info.starts, &info.expires, &info.issuer, &info.fingerprint],
         )
         .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!("a certificate named '{name}' exists already")));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    unless_taken(inserted, || format!("a certificate named '{name}' exists already"))?;
     let cert = owned(&tx, &user, &name).await?;
     let mut attached = domain.filter(|d| !d.is_empty());
     if attached.is_none() {
@@ -298,13 +291,7 @@ async fn attach_to<C: GenericClient>(
     let inserted = client
         .execute("INSERT INTO cert_domains (cert_id, domain) VALUES ($1, $2)", &[&cert.id, &domain])
         .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!("{domain} already has a certificate")));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    unless_taken(inserted, || format!("{domain} already has a certificate"))?;
     Ok(())
 }
 

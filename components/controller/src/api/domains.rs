@@ -6,10 +6,9 @@ use controller_api::{Domain, DomainCreateRequest};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, unless_taken};
 use super::{Listing, Paging, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
-use crate::model::is_unique_violation;
 use crate::model::validate;
 
 /// The app's custom domains.
@@ -58,22 +57,10 @@ pub async fn add(
             &[&app.id, &user.username, &domain],
         )
         .await;
-    let created = match inserted {
-        Ok(row) => ts(row.try_get("created")?),
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!("domain {domain} is already in use")));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    super::commit_synced(
-        tx,
-        &ctx,
-        &app.name,
-        &user.username,
-        "domain",
-        format!("{} added domain {domain}", user.username),
-    )
-    .await?;
+    let row = unless_taken(inserted, || format!("domain {domain} is already in use"))?;
+    let created = ts(row.try_get("created")?);
+    let message = format!("{} added domain {domain}", user.username);
+    super::commit_synced(tx, &ctx, &app.name, &user.username, "domain", message).await?;
     let out =
         Domain { owner: user.username, app: app.name, domain, created: created.clone(), updated: created };
     Ok(json(StatusCode::CREATED, &out))
@@ -97,14 +84,7 @@ pub async fn remove(
     if n == 0 {
         return Err(ApiError::not_found(format!("domain {domain} of {}", app.name)));
     }
-    super::commit_synced(
-        tx,
-        &ctx,
-        &app.name,
-        &user.username,
-        "domain",
-        format!("{} removed domain {domain}", user.username),
-    )
-    .await?;
+    let message = format!("{} removed domain {domain}", user.username);
+    super::commit_synced(tx, &ctx, &app.name, &user.username, "domain", message).await?;
     Ok(no_content())
 }

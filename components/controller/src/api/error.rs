@@ -84,6 +84,19 @@ impl From<Error> for ApiError {
     }
 }
 
+/// A write's result, with a unique-constraint violation (the name is someone else's already) as
+/// a conflict that says so.
+pub fn unless_taken<T>(
+    result: Result<T, tokio_postgres::Error>,
+    taken: impl FnOnce() -> String,
+) -> Result<T, ApiError> {
+    result.map_err(
+        |e| {
+            if crate::model::is_unique_violation(&e) { ApiError::Conflict(taken()) } else { e.into() }
+        },
+    )
+}
+
 // Handlers that query directly classify database errors as the model does.
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {

@@ -14,11 +14,10 @@ use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, unless_taken};
 use super::processes::bus;
 use super::{Listing, Paging, Query, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
-use crate::model::is_unique_violation;
 use crate::model::validate;
 
 /// How long to wait for a logger to answer a history query.
@@ -221,22 +220,10 @@ pub async fn drain_add(
             &[&id, &app.id, &user.username, &url_text],
         )
         .await;
-    let created = match inserted {
-        Ok(row) => ts(row.try_get("created")?),
-        Err(e) if is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(format!("{} already drains to {url}", app.name)));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    super::commit_synced(
-        tx,
-        &ctx,
-        &app.name,
-        &user.username,
-        "drain",
-        format!("{} added drain {url}", user.username),
-    )
-    .await?;
+    let row = unless_taken(inserted, || format!("{} already drains to {url}", app.name))?;
+    let created = ts(row.try_get("created")?);
+    let message = format!("{} added drain {url}", user.username);
+    super::commit_synced(tx, &ctx, &app.name, &user.username, "drain", message).await?;
     let out = Drain { id: id.to_string(), owner: user.username, app: app.name, url: url_text, created };
     Ok(json(StatusCode::CREATED, &out))
 }
@@ -263,15 +250,8 @@ pub async fn drain_remove(
     };
     let url: String = row.try_get("url")?;
     let shown = DrainUrl::parse(&url).map(|u| u.to_string()).unwrap_or_else(|_| "a drain".into());
-    super::commit_synced(
-        tx,
-        &ctx,
-        &app.name,
-        &user.username,
-        "drain",
-        format!("{} removed drain {shown}", user.username),
-    )
-    .await?;
+    let message = format!("{} removed drain {shown}", user.username);
+    super::commit_synced(tx, &ctx, &app.name, &user.username, "drain", message).await?;
     Ok(no_content())
 }
 

@@ -103,9 +103,7 @@ pub async fn commit_synced(
     action: &str,
     message: String,
 ) -> Result<(), ApiError> {
-    crate::model::outbox::event(&tx, &ctx.sender, app, actor, action, message).await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
+    ctx.commit_with_event(tx, app, actor, action, message).await?;
     ctx.domains_wake.notify_one();
     Ok(())
 }

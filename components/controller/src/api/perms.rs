@@ -9,7 +9,6 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::{Body, Listing, Paging, json, no_content, parse_body};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
-use crate::model::outbox;
 
 /// Users an app is shared with.
 #[utoipa::path(get, path = "/v1/apps/{app}/perms/", tag = "perms", params(("app" = String, Path, description = "App name")),
@@ -52,17 +51,8 @@ pub async fn create(
     if n == 0 {
         return Err(ApiError::Conflict(format!("{} is shared with {} already", app.name, req.username)));
     }
-    outbox::event(
-        &tx,
-        &ctx.sender,
-        &app.name,
-        &user.username,
-        "perms",
-        format!("{} shared {} with {}", user.username, app.name, req.username),
-    )
-    .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
+    let message = format!("{} shared {} with {}", user.username, app.name, req.username);
+    ctx.commit_with_event(tx, &app.name, &user.username, "perms", message).await?;
     Ok(json(StatusCode::CREATED, &serde_json::json!({})))
 }
 
@@ -85,17 +75,8 @@ pub async fn delete(
     if n == 0 {
         return Err(ApiError::not_found(format!("{username}'s permission on {}", app.name)));
     }
-    outbox::event(
-        &tx,
-        &ctx.sender,
-        &app.name,
-        &user.username,
-        "perms",
-        format!("{} unshared {} with {username}", user.username, app.name),
-    )
-    .await?;
-    tx.commit().await?;
-    ctx.relay_wake.notify_one();
+    let message = format!("{} unshared {} with {username}", user.username, app.name);
+    ctx.commit_with_event(tx, &app.name, &user.username, "perms", message).await?;
     Ok(no_content())
 }
 
