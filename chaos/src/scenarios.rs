@@ -325,8 +325,7 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
     })
     .await;
     out.recovered_when = "every app runs the replicas asked on live nodes, each routed and answering".into();
-    out.recover =
-        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    out.recover = serving_all_again(s, fault_at).await;
     if let Some(r) = out.recover {
         out.targets.push(target(
             "lost containers replaced and serving within 10 s",
@@ -380,17 +379,13 @@ async fn kill_etcd_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
     let (part, fault_at) = kill_part(s, &mut out, "etcd", &leader).await?;
     out.notes.push(format!("the leader was {leader}'s member"));
     out.detected_by = "another member leads".into();
-    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
-        s.p.etcd_leader().await.ok().flatten().is_some_and(|l| l != leader)
-    })
-    .await;
+    out.detect = new_leader(fault_at, Duration::from_millis(100), &leader, || s.p.etcd_leader()).await;
     // A write through the new leader: the platform takes desired state again.
     let two = s.two.clone();
     let web = s.ledger_web(&two).unwrap_or(MANY);
     s.scale_retrying(&two, web, Duration::from_secs(30)).await?;
     out.recovered_when = "a new leader, and every app served as asked".into();
-    out.recover =
-        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    out.recover = serving_all_again(s, fault_at).await;
     s.p.cluster.start_container(&part).await?;
     heal_whole(s, &mut out).await;
     Ok(out)
@@ -405,14 +400,10 @@ async fn kill_nats_member(s: &mut Suite) -> anyhow::Result<Outcome> {
     let two = s.two.clone();
     s.scale_retrying(&two, MANY + 1, Duration::from_secs(30)).await?;
     out.detected_by = "another member leads JetStream".into();
-    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(200), || async {
-        s.p.nats_meta_leader().await.ok().flatten().is_some_and(|l| l != leader)
-    })
-    .await;
+    out.detect = new_leader(fault_at, Duration::from_millis(200), &leader, || s.p.nats_meta_leader()).await;
     out.recovered_when =
         format!("the scale to web={} acknowledged during the fault runs and is routed", MANY + 1);
-    out.recover =
-        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    out.recover = serving_all_again(s, fault_at).await;
     out.lossy.push(Lossy {
         from: fault_at - Duration::from_secs(1),
         until: fault_at + Duration::from_secs(10),
@@ -422,8 +413,7 @@ async fn kill_nats_member(s: &mut Suite) -> anyhow::Result<Outcome> {
     });
     s.p.cluster.start_container(&part).await?;
     heal_whole(s, &mut out).await;
-    s.scale_retrying(&two, MANY, Duration::from_secs(30)).await?;
-    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || s.serving_all()).await;
+    scale_back(s, &two, MANY).await?;
     Ok(out)
 }
 
@@ -435,17 +425,12 @@ async fn kill_scheduler_leader(s: &mut Suite) -> anyhow::Result<Outcome> {
     let one = s.one.clone();
     s.scale_retrying(&one, 2, Duration::from_secs(30)).await?;
     out.detected_by = "another scheduler holds the leader key".into();
-    out.detect = poll(fault_at, Duration::from_secs(30), Duration::from_millis(100), || async {
-        s.p.scheduler_leader().await.ok().flatten().is_some_and(|l| l != leader)
-    })
-    .await;
+    out.detect = new_leader(fault_at, Duration::from_millis(100), &leader, || s.p.scheduler_leader()).await;
     out.recovered_when = "the scale to web=2 acknowledged during the fault runs and is routed".into();
-    out.recover =
-        poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await;
+    out.recover = serving_all_again(s, fault_at).await;
     s.p.cluster.start_container(&part).await?;
     heal_whole(s, &mut out).await;
-    s.scale_retrying(&one, 1, Duration::from_secs(30)).await?;
-    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || s.serving_all()).await;
+    scale_back(s, &one, 1).await?;
     Ok(out)
 }
 
@@ -680,6 +665,32 @@ async fn flood_logs(s: &mut Suite) -> anyhow::Result<Outcome> {
 }
 
 /// After a part is started again: wait until every part is healthy and the apps are served.
+/// Waits (up to 90 s) until every app serves as asked again: the time since the fault, or `None`.
+async fn serving_all_again(s: &Suite, fault_at: Instant) -> Option<Duration> {
+    poll(fault_at, Duration::from_secs(90), Duration::from_millis(200), || s.serving_all()).await
+}
+
+/// Asks `leader` every `every` (for up to 30 s) until it names a member other than `was`: the
+/// time since the fault, or `None`. An unanswered question counts as no new leader yet.
+async fn new_leader<F, Fut>(fault_at: Instant, every: Duration, was: &str, leader: F) -> Option<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<String>>>,
+{
+    poll(fault_at, Duration::from_secs(30), every, || async {
+        leader().await.ok().flatten().is_some_and(|l| l != was)
+    })
+    .await
+}
+
+/// Undoes a scale made during a fault, then waits (up to 60 s) until every app serves as asked,
+/// so the next scenario starts from what the ledger says.
+async fn scale_back(s: &mut Suite, app: &str, web: u32) -> anyhow::Result<()> {
+    s.scale_retrying(app, web, Duration::from_secs(30)).await?;
+    poll(Instant::now(), Duration::from_secs(60), Duration::from_millis(200), || s.serving_all()).await;
+    Ok(())
+}
+
 async fn heal_whole(s: &Suite, out: &mut Outcome) {
     let healing = Instant::now();
     match poll(healing, Duration::from_secs(180), Duration::from_millis(250), || s.whole()).await {

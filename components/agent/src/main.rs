@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -16,12 +15,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config: agent::AgentConfig =
-        service_kit::load_config("agent", args.config.as_deref()).context("loading configuration")?;
-    service_kit::telemetry::init_tracing(&config.log);
-    let shutdown = service_kit::Shutdown::new();
-    shutdown.trigger_on_signals();
-    agent::run(config, shutdown.clone()).await?;
-    shutdown.wait(std::time::Duration::from_secs(10)).await;
+    let config = service_kit::start("agent", args.config.as_deref(), |c: &agent::AgentConfig| &c.log)?;
+    service_kit::serve(|shutdown| agent::run(config, shutdown)).await?;
     Ok(())
 }

@@ -28,21 +28,14 @@ fn main() -> anyhow::Result<()> {
         // The hook stays synchronous and small: it starts once per push.
         std::process::exit(builder::hook::run_hook());
     }
-    let config: builder::BuilderConfig =
-        service_kit::load_config("builder", args.config.as_deref()).context("loading configuration")?;
-    service_kit::telemetry::init_tracing(&config.log);
+    let config = service_kit::start("builder", args.config.as_deref(), |c: &builder::BuilderConfig| &c.log)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let bind = |addr: &str| {
-            let addr = addr.to_owned();
-            async move { tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}")) }
+        let listeners = builder::Listeners {
+            ssh: service_kit::bind(&config.listen_ssh).await?,
+            ops: service_kit::bind(&config.listen_ops).await?,
         };
-        let listeners =
-            builder::Listeners { ssh: bind(&config.listen_ssh).await?, ops: bind(&config.listen_ops).await? };
-        let shutdown = service_kit::Shutdown::new();
-        shutdown.trigger_on_signals();
-        builder::run(config, listeners, shutdown.clone()).await?;
-        shutdown.wait(std::time::Duration::from_secs(10)).await;
+        service_kit::serve(|shutdown| builder::run(config, listeners, shutdown)).await?;
         Ok(())
     })
 }

@@ -42,16 +42,15 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("builder_builds", "Builds by outcome", self.builds.clone());
-        registry.register(
-            "builder_build_seconds",
-            "Seconds from the start of a build until its image was pushed",
-            self.build_seconds.clone(),
-        );
-        registry.register(
-            "builder_refused",
-            "SSH logins and commands refused, by reason",
-            self.refused.clone(),
+        service_kit::register_metrics!(
+            registry,
+            ("builder_builds", "Builds by outcome", self.builds),
+            (
+                "builder_build_seconds",
+                "Seconds from the start of a build until its image was pushed",
+                self.build_seconds,
+            ),
+            ("builder_refused", "SSH logins and commands refused, by reason", self.refused),
         );
     }
 

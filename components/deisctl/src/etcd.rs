@@ -5,29 +5,17 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::Client;
 use service_kit::{Backoff, EtcdConfig, Shutdown};
-
-fn options(config: &EtcdConfig) -> ConnectOptions {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-    if let (Some(user), Some(password)) = (&config.user, &config.password) {
-        // etcd's simple tokens live in the memory of the member that issued them: after that
-        // member restarts every request is refused with "invalid auth token" until the client
-        // authenticates again (found by chaos's kill-etcd-leader: the schedulers never led again).
-        options = options.with_user(user.clone(), password.clone()).with_auto_token_refresh(true);
-    }
-    options
-}
 
 /// The first endpoint that answers, and why the others did not.
 pub async fn connect_once(config: &EtcdConfig) -> Result<Client, Vec<String>> {
     let mut failures = Vec::new();
     for endpoint in &config.endpoints {
         let attempt = async {
-            let mut client = Client::connect([endpoint.as_str()], Some(options(config))).await?;
+            // 2 s to connect leaves time for the status request within the 3 s an endpoint gets.
+            let options = service_kit::etcd::connect_options(config, Duration::from_secs(2));
+            let mut client = Client::connect([endpoint.as_str()], Some(options)).await?;
             client.status().await?;
             Ok::<_, etcd_client::Error>(client)
         };

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -16,15 +15,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config: logger::LoggerConfig =
-        service_kit::load_config("logger", args.config.as_deref()).context("loading configuration")?;
-    service_kit::telemetry::init_tracing(&config.log);
-    let ops = tokio::net::TcpListener::bind(&config.listen_ops)
-        .await
-        .with_context(|| format!("binding {}", config.listen_ops))?;
-    let shutdown = service_kit::Shutdown::new();
-    shutdown.trigger_on_signals();
-    logger::run(config, ops, shutdown.clone()).await?;
-    shutdown.wait(std::time::Duration::from_secs(10)).await;
+    let config = service_kit::start("logger", args.config.as_deref(), |c: &logger::LoggerConfig| &c.log)?;
+    let ops = service_kit::bind(&config.listen_ops).await?;
+    service_kit::serve(|shutdown| logger::run(config, ops, shutdown)).await?;
     Ok(())
 }

@@ -23,22 +23,16 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("deis_logger");
-        r.register("lines_in", "Log lines taken from the bus", self.lines_in.clone());
-        r.register(
-            "lines_dropped",
-            "Lines dropped because their app's queue was full",
-            self.lines_dropped.clone(),
+        service_kit::register_metrics!(
+            registry.sub_registry_with_prefix("deis_logger"),
+            ("lines_in", "Log lines taken from the bus", self.lines_in),
+            ("lines_dropped", "Lines dropped because their app's queue was full", self.lines_dropped),
+            ("lines_forwarded", "Lines forwarded to drain streams and drains", self.lines_forwarded),
+            ("bad_messages", "Undecodable or inconsistent log messages", self.bad_messages),
+            ("store_errors", "Failed appends to history", self.store_errors),
+            ("publish_errors", "Failed publishes on drain streams", self.publish_errors),
+            ("queries", "History queries answered", self.queries),
+            ("members", "Live logger instances sharing the forwarding", self.members),
         );
-        r.register(
-            "lines_forwarded",
-            "Lines forwarded to drain streams and drains",
-            self.lines_forwarded.clone(),
-        );
-        r.register("bad_messages", "Undecodable or inconsistent log messages", self.bad_messages.clone());
-        r.register("store_errors", "Failed appends to history", self.store_errors.clone());
-        r.register("publish_errors", "Failed publishes on drain streams", self.publish_errors.clone());
-        r.register("queries", "History queries answered", self.queries.clone());
-        r.register("members", "Live logger instances sharing the forwarding", self.members.clone());
     }
 }

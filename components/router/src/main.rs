@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -16,22 +15,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config: router::RouterConfig =
-        service_kit::load_config("router", args.config.as_deref()).context("loading configuration")?;
-    service_kit::telemetry::init_tracing(&config.log);
-    let bind = |addr: &str| {
-        let addr = addr.to_owned();
-        async move { tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}")) }
-    };
+    let config = service_kit::start("router", args.config.as_deref(), |c: &router::RouterConfig| &c.log)?;
     let listeners = router::Listeners {
-        http: bind(&config.listen_http).await?,
-        https: bind(&config.listen_https).await?,
-        ops: bind(&config.listen_ops).await?,
-        git: bind(&config.listen_git).await?,
+        http: service_kit::bind(&config.listen_http).await?,
+        https: service_kit::bind(&config.listen_https).await?,
+        ops: service_kit::bind(&config.listen_ops).await?,
+        git: service_kit::bind(&config.listen_git).await?,
     };
-    let shutdown = service_kit::Shutdown::new();
-    shutdown.trigger_on_signals();
-    router::run(config, listeners, shutdown.clone()).await?;
-    shutdown.wait(std::time::Duration::from_secs(10)).await;
+    service_kit::serve(|shutdown| router::run(config, listeners, shutdown)).await?;
     Ok(())
 }

@@ -63,26 +63,17 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("router_requests", "Requests by app and status class", self.requests.clone());
-        registry.register(
-            "router_request_seconds",
-            "Time to the backend's response headers",
-            self.latency.clone(),
-        );
-        registry.register(
-            "router_backend_ejections",
-            "Backends ejected after a refused connection",
-            self.ejections.clone(),
-        );
-        registry.register(
-            "router_access_lines_dropped",
-            "Access lines not shipped because the bus could not keep up",
-            self.access_lines_dropped.clone(),
-        );
-        registry.register(
-            "router_bad_route_values",
-            "Malformed route values skipped",
-            self.bad_routes.clone(),
+        service_kit::register_metrics!(
+            registry,
+            ("router_requests", "Requests by app and status class", self.requests),
+            ("router_request_seconds", "Time to the backend's response headers", self.latency),
+            ("router_backend_ejections", "Backends ejected after a refused connection", self.ejections),
+            (
+                "router_access_lines_dropped",
+                "Access lines not shipped because the bus could not keep up",
+                self.access_lines_dropped,
+            ),
+            ("router_bad_route_values", "Malformed route values skipped", self.bad_routes),
         );
     }
 

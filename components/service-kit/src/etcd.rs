@@ -18,9 +18,11 @@ pub enum EtcdError {
     ShuttingDown(Vec<String>),
 }
 
-fn options(config: &EtcdConfig) -> ConnectOptions {
+/// How to connect to `config`'s endpoints: giving up on an endpoint after `connect_timeout`, on a
+/// request after 5 s, and keeping idle connections alive.
+pub fn connect_options(config: &EtcdConfig, connect_timeout: Duration) -> ConnectOptions {
     let mut options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
+        .with_connect_timeout(connect_timeout)
         .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
@@ -36,7 +38,8 @@ fn options(config: &EtcdConfig) -> ConnectOptions {
 pub async fn connect(config: &EtcdConfig, shutdown: &Shutdown) -> Result<Client, EtcdError> {
     let mut backoff = Backoff::default();
     loop {
-        match Client::connect(&config.endpoints, Some(options(config))).await {
+        let options = connect_options(config, Duration::from_secs(3));
+        match Client::connect(&config.endpoints, Some(options)).await {
             Ok(mut client) => match client.status().await {
                 Ok(_) => return Ok(client),
                 Err(error) => tracing::warn!(endpoints = ?config.endpoints, %error, "etcd not answering yet"),

@@ -6,9 +6,11 @@ pub mod backoff;
 pub mod config;
 pub mod docker;
 pub mod etcd;
+pub mod metrics;
 pub mod nats;
 pub mod ops;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -18,3 +20,4 @@ pub use config::{ConfigError, EtcdConfig, LogConfig, LogFormat, NatsConfig, load
 pub use etcd::{Registration, RegistrationHandle};
 pub use ops::{Health, OpsServer};
 pub use shutdown::Shutdown;
+pub use startup::{StartError, bind, serve, start};
