@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::pull;
 use bus_schema::messages::{BuildCompleted, BuildFailed, BuildKind};
-use bus_schema::streams::{ConsumerId, ensure_consumer};
+use bus_schema::streams::{ConsumerId, ConsumerSpec, ensure_consumer};
 use bus_schema::{BuildOutcome, Bus};
 use futures::StreamExt;
 use service_kit::{Backoff, Shutdown};
@@ -19,20 +20,7 @@ pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let spec = bus.namespace().consumer(ConsumerId::ControllerBuilds);
     loop {
-        let consumer =
-            match ensure_consumer(bus.jetstream(), bus.namespace(), &spec, &ctx.config.nats.stream_options())
-                .await
-            {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot bind the build consumer yet");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            };
-        let mut messages = match consumer.messages().await {
+        let mut messages = match pull(&ctx, &bus, &spec).await {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(%error, "cannot pull build outcomes yet");
@@ -86,6 +74,15 @@ pub async fn run(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
             }
         }
     }
+}
+
+/// Binds the durable consumer of build outcomes and opens its message stream.
+async fn pull(ctx: &Ctx, bus: &Bus, spec: &ConsumerSpec) -> Result<pull::Stream, String> {
+    let options = ctx.config.nats.stream_options();
+    let consumer = ensure_consumer(bus.jetstream(), bus.namespace(), spec, &options)
+        .await
+        .map_err(|e| format!("binding the consumer: {e}"))?;
+    consumer.messages().await.map_err(|e| format!("opening its stream: {e}"))
 }
 
 async fn lock_app(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> Result<AppRow, Error> {

@@ -6,10 +6,9 @@ use bus_schema::messages::AppDestroyed;
 use controller_api::{App, AppCreateRequest, AppTransferRequest};
 use rand::seq::IndexedRandom;
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::{ApiError, unless_taken};
-use super::{Listing, Paging, json, no_content, ts};
+use super::{Answer, Listing, Paging, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::releases::{self, ConfigData};
 use crate::model::{outbox, validate};
@@ -47,7 +46,7 @@ pub async fn load(
 /// Apps you own or that are shared with you (all apps, for administrators).
 #[utoipa::path(get, path = "/v1/apps/", tag = "apps", params(Paging),
     responses((status = 200, description = "Apps", body = controller_api::Page<App>)))]
-pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     let client = ctx.pool.get().await?;
     let listing = Listing {
         columns: APP_COLUMNS,
@@ -62,7 +61,7 @@ pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Respo
 /// Create an app, with its release v1. A name is generated when none is given.
 #[utoipa::path(post, path = "/v1/apps/", tag = "apps", request_body = AppCreateRequest,
     responses((status = 201, description = "Created", body = App)))]
-pub async fn create(ctx: Arc<Ctx>, user: AuthUser, req: AppCreateRequest) -> Result<Response, ApiError> {
+pub async fn create(ctx: Arc<Ctx>, user: AuthUser, req: AppCreateRequest) -> Answer {
     let name = match &req.id {
         Some(name) => validate::app_name(name)?,
         None => validate::app_name(&generate_name())?,
@@ -101,7 +100,7 @@ pub async fn create(ctx: Arc<Ctx>, user: AuthUser, req: AppCreateRequest) -> Res
 /// One app.
 #[utoipa::path(get, path = "/v1/apps/{app}/", tag = "apps", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "The app", body = App)))]
-pub async fn info(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn info(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Answer {
     let (client, _) = ctx.app_to_read(&user, &app).await?;
     Ok(json(StatusCode::OK, &load(&ctx, &client, &app).await?))
 }
@@ -109,7 +108,7 @@ pub async fn info(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response
 /// Destroy an app: its containers, routes, releases, domains and config go.
 #[utoipa::path(delete, path = "/v1/apps/{app}/", tag = "apps", params(("app" = String, Path, description = "App name")),
     responses((status = 204, description = "Destroyed")))]
-pub async fn destroy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn destroy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Answer {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let row = app_for(&tx, &user, &app, Access::Own, true).await?;
@@ -128,12 +127,7 @@ pub async fn destroy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Respo
 #[utoipa::path(post, path = "/v1/apps/{app}/", tag = "apps", request_body = AppTransferRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Transferred", body = App)))]
-pub async fn transfer(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: AppTransferRequest,
-) -> Result<Response, ApiError> {
+pub async fn transfer(ctx: Arc<Ctx>, app: String, user: AuthUser, req: AppTransferRequest) -> Answer {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let row = app_for(&tx, &user, &app, Access::Own, true).await?;

@@ -7,10 +7,9 @@ use controller_api::{
 };
 use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::{ApiError, unless_taken};
-use super::{Body, Listing, Paging, json, no_content, parse_body, ts};
+use super::{Answer, Body, Listing, Paging, json, no_content, parse_body, ts};
 use crate::config::RegistrationMode;
 use crate::ctx::{AuthUser, Ctx};
 use crate::model::auth;
@@ -33,7 +32,7 @@ fn user_row(row: &tokio_postgres::Row) -> Result<User, tokio_postgres::Error> {
 /// Register a user. The first user becomes an administrator.
 #[utoipa::path(post, path = "/v1/auth/register/", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, description = "Registered", body = User)), security(()))]
-pub async fn register(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn register(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Answer {
     let req: RegisterRequest = parse_body(body?)?;
     validate::username(&req.username)?;
     validate::password(&req.password)?;
@@ -81,7 +80,7 @@ pub async fn register(ctx: Arc<Ctx>, authz: Option<String>, body: Body) -> Resul
 /// Log in: exchange a username and password for the user's API token.
 #[utoipa::path(post, path = "/v1/auth/login/", tag = "auth", request_body = LoginRequest,
     responses((status = 200, description = "Logged in", body = TokenResponse)), security(()))]
-pub async fn login(ctx: Arc<Ctx>, body: Body) -> Result<Response, ApiError> {
+pub async fn login(ctx: Arc<Ctx>, body: Body) -> Answer {
     let req: LoginRequest = parse_body(body?)?;
     let client = ctx.pool.get().await?;
     let row =
@@ -104,7 +103,7 @@ pub async fn login(ctx: Arc<Ctx>, body: Body) -> Result<Response, ApiError> {
 
 /// The user the token belongs to.
 #[utoipa::path(get, path = "/v1/auth/whoami/", tag = "auth", responses((status = 200, description = "You", body = User)))]
-pub async fn whoami(ctx: Arc<Ctx>, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn whoami(ctx: Arc<Ctx>, user: AuthUser) -> Answer {
     let client = ctx.pool.get().await?;
     let row =
         client.query_one(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&user.id]).await?;
@@ -114,7 +113,7 @@ pub async fn whoami(ctx: Arc<Ctx>, user: AuthUser) -> Result<Response, ApiError>
 /// Change a password (yours, or any user's as an administrator). Other sessions' tokens end.
 #[utoipa::path(post, path = "/v1/auth/passwd/", tag = "auth", request_body = PasswdRequest,
     responses((status = 204, description = "Changed")))]
-pub async fn passwd(ctx: Arc<Ctx>, user: AuthUser, req: PasswdRequest) -> Result<Response, ApiError> {
+pub async fn passwd(ctx: Arc<Ctx>, user: AuthUser, req: PasswdRequest) -> Answer {
     validate::password(&req.new_password)?;
     let client = ctx.pool.get().await?;
     let target = match &req.username {
@@ -148,7 +147,7 @@ pub async fn passwd(ctx: Arc<Ctx>, user: AuthUser, req: PasswdRequest) -> Result
 
 /// The API's root: 401 without a token (what Deis v1 clients check before `register` and
 /// `login`), the API version with one.
-pub async fn api_root(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, ApiError> {
+pub async fn api_root(ctx: Arc<Ctx>, authz: Option<String>) -> Answer {
     if authz.is_none() {
         return Err(ApiError::Unauthorized("Authentication credentials were not provided.".into()));
     }
@@ -163,7 +162,7 @@ pub async fn api_root(ctx: Arc<Ctx>, authz: Option<String>) -> Result<Response, 
 /// Deis v1 clients send it as DELETE, this project's as POST; both are served.
 #[utoipa::path(post, path = "/v1/auth/cancel/", tag = "auth", request_body = CancelRequest,
     responses((status = 204, description = "Removed")))]
-pub async fn cancel(ctx: Arc<Ctx>, user: AuthUser, req: CancelRequest) -> Result<Response, ApiError> {
+pub async fn cancel(ctx: Arc<Ctx>, user: AuthUser, req: CancelRequest) -> Answer {
     let client = ctx.pool.get().await?;
     let (id, name) = match req.username {
         Some(name) if name != user.username => {
@@ -193,11 +192,7 @@ pub async fn cancel(ctx: Arc<Ctx>, user: AuthUser, req: CancelRequest) -> Result
 /// Issue a new token (ending the old ones): yours, another user's, or everyone's (admins).
 #[utoipa::path(post, path = "/v1/auth/tokens/", tag = "auth", request_body = RegenerateTokenRequest,
     responses((status = 200, description = "New token; with `all`, yours", body = TokenResponse)))]
-pub async fn regenerate(
-    ctx: Arc<Ctx>,
-    user: AuthUser,
-    req: RegenerateTokenRequest,
-) -> Result<Response, ApiError> {
+pub async fn regenerate(ctx: Arc<Ctx>, user: AuthUser, req: RegenerateTokenRequest) -> Answer {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let target = if req.all {
@@ -231,7 +226,7 @@ pub async fn regenerate(
 /// Every user (administrators only).
 #[utoipa::path(get, path = "/v1/users/", tag = "users", params(Paging),
     responses((status = 200, description = "Users", body = controller_api::Page<User>)))]
-pub async fn users(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+pub async fn users(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     user.require_admin()?;
     let client = ctx.pool.get().await?;
     let listing = Listing { columns: USER_COLUMNS, from: "users", order: "username", params: &[] };

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use controller_api::{App, Build, BuildCreateRequest, Release, RollbackRequest, ScaleRequest};
 use uuid::Uuid;
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::ApiError;
 use super::settle::{self, Settle};
-use super::{Listing, Paging, json, ts};
+use super::{Answer, Listing, Paging, json, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::builds::{NewBuild, record_build};
 use crate::model::releases::{self, ReleaseRow};
@@ -52,7 +51,7 @@ fn build_view(app: &str, row: &tokio_postgres::Row) -> Result<Build, tokio_postg
 /// The app's builds, newest first.
 #[utoipa::path(get, path = "/v1/apps/{app}/builds/", tag = "builds", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Builds", body = controller_api::Page<Build>)))]
-pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Answer {
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     let listing = Listing {
         columns: BUILD_COLUMNS,
@@ -68,12 +67,7 @@ pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) ->
 #[utoipa::path(post, path = "/v1/apps/{app}/builds/", tag = "builds", request_body = BuildCreateRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Built and released", body = Build)))]
-pub async fn create(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: BuildCreateRequest,
-) -> Result<Response, ApiError> {
+pub async fn create(ctx: Arc<Ctx>, app: String, user: AuthUser, req: BuildCreateRequest) -> Answer {
     validate::image(&req.image)?;
     for (ptype, command) in &req.procfile {
         validate::process_type(ptype)?;
@@ -149,12 +143,7 @@ async fn ensure_in_registry(ctx: &Ctx, image: &str) -> Result<String, ApiError> 
 /// The app's releases, newest first.
 #[utoipa::path(get, path = "/v1/apps/{app}/releases/", tag = "releases", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Releases", body = controller_api::Page<Release>)))]
-pub async fn releases(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    paging: Paging,
-) -> Result<Response, ApiError> {
+pub async fn releases(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Answer {
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     let (count, rows) = releases::list(&client, app.id, paging.limit, paging.offset).await?;
     let out = rows.iter().map(|r| release_view(&app.name, r)).collect();
@@ -174,12 +163,7 @@ fn parse_version(v: &str) -> Result<i32, ApiError> {
 #[utoipa::path(get, path = "/v1/apps/{app}/releases/{version}/", tag = "releases",
     params(("app" = String, Path, description = "App name"), ("version" = String, Path, description = "Version, like v3")),
     responses((status = 200, description = "The release", body = Release)))]
-pub async fn release(
-    ctx: Arc<Ctx>,
-    app: String,
-    version: String,
-    user: AuthUser,
-) -> Result<Response, ApiError> {
+pub async fn release(ctx: Arc<Ctx>, app: String, version: String, user: AuthUser) -> Answer {
     let n = parse_version(&version)?;
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     let r = releases::by_version(&client, app.id, n)
@@ -192,12 +176,7 @@ pub async fn release(
 #[utoipa::path(post, path = "/v1/apps/{app}/releases/rollback/", tag = "releases", request_body = RollbackRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "The new release", body = Release)))]
-pub async fn rollback(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: RollbackRequest,
-) -> Result<Response, ApiError> {
+pub async fn rollback(ctx: Arc<Ctx>, app: String, user: AuthUser, req: RollbackRequest) -> Answer {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Use, true).await?;
@@ -243,12 +222,7 @@ pub async fn rollback(
 #[utoipa::path(post, path = "/v1/apps/{app}/scale/", tag = "apps", request_body = BTreeMap<String, u32>,
     params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "The app with its new formation", body = App)))]
-pub async fn scale(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: ScaleRequest,
-) -> Result<Response, ApiError> {
+pub async fn scale(ctx: Arc<Ctx>, app: String, user: AuthUser, req: ScaleRequest) -> Answer {
     if req.is_empty() {
         return Err(ApiError::Invalid(
             "nothing to scale: give process types and counts, like {\"web\": 3}".into(),

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use controller_api::{Cert, CertAttachRequest, CertCreateRequest};
 use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::{ApiError, unless_taken};
-use super::{Paging, json, no_content, ts};
+use super::{Answer, Paging, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::validate;
 
@@ -119,7 +118,7 @@ async fn owned<C: GenericClient>(client: &C, user: &AuthUser, name: &str) -> Res
 /// Certificates (yours; every one for administrators).
 #[utoipa::path(get, path = "/v1/certs/", tag = "certs", params(Paging),
     responses((status = 200, description = "Certificates", body = controller_api::Page<Cert>)))]
-pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     let client = ctx.pool.get().await?;
     let count: i64 = client
         .query_one(
@@ -147,7 +146,7 @@ pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Respo
 /// Upload a certificate and its key.
 #[utoipa::path(post, path = "/v1/certs/", tag = "certs", request_body = CertCreateRequest,
     responses((status = 201, description = "Added", body = Cert)))]
-pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: CertCreateRequest) -> Result<Response, ApiError> {
+pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: CertCreateRequest) -> Answer {
     let info = validate::certificate(&req.certificate, &req.key)?;
     let fits = |n: &str| {
         !n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
@@ -227,7 +226,7 @@ pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: CertCreateRequest) -> Resul
 /// One certificate.
 #[utoipa::path(get, path = "/v1/certs/{name}", tag = "certs", params(("name" = String, Path, description = "Certificate name")),
     responses((status = 200, description = "The certificate", body = Cert)))]
-pub async fn info(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn info(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Answer {
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;
     Ok(json(StatusCode::OK, &cert_view(&client, &cert).await?))
@@ -236,7 +235,7 @@ pub async fn info(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Result<Respons
 /// Remove a certificate; its domains go back to plain HTTP.
 #[utoipa::path(delete, path = "/v1/certs/{name}", tag = "certs", params(("name" = String, Path, description = "Certificate name")),
     responses((status = 204, description = "Removed")))]
-pub async fn remove(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn remove(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Answer {
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;
     client.execute("DELETE FROM certs WHERE id = $1", &[&cert.id]).await?;
@@ -248,12 +247,7 @@ pub async fn remove(ctx: Arc<Ctx>, name: String, user: AuthUser) -> Result<Respo
 #[utoipa::path(post, path = "/v1/certs/{name}/domain/", tag = "certs", request_body = CertAttachRequest,
     params(("name" = String, Path, description = "Certificate name")),
     responses((status = 201, description = "Attached", body = Cert)))]
-pub async fn attach(
-    ctx: Arc<Ctx>,
-    name: String,
-    user: AuthUser,
-    req: CertAttachRequest,
-) -> Result<Response, ApiError> {
+pub async fn attach(ctx: Arc<Ctx>, name: String, user: AuthUser, req: CertAttachRequest) -> Answer {
     let domain = req.domain.trim().trim_end_matches('.').to_ascii_lowercase();
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;
@@ -299,12 +293,7 @@ async fn attach_to<C: GenericClient>(
 #[utoipa::path(delete, path = "/v1/certs/{name}/domain/{domain}", tag = "certs",
     params(("name" = String, Path, description = "Certificate name"), ("domain" = String, Path, description = "The domain")),
     responses((status = 204, description = "Detached")))]
-pub async fn detach(
-    ctx: Arc<Ctx>,
-    name: String,
-    domain: String,
-    user: AuthUser,
-) -> Result<Response, ApiError> {
+pub async fn detach(ctx: Arc<Ctx>, name: String, domain: String, user: AuthUser) -> Answer {
     let domain = domain.to_ascii_lowercase();
     let client = ctx.pool.get().await?;
     let cert = owned(&client, &user, &name).await?;

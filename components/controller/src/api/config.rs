@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use controller_api::{Config, ConfigUpdate};
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::ApiError;
 use super::settle::{self, Settle};
-use super::{json, ts};
+use super::{Answer, json, ts};
 use crate::ctx::{Access, AppRow, AuthUser, Ctx, app_for};
 use crate::model::releases::{self, ConfigData};
 use crate::model::validate;
@@ -44,7 +43,7 @@ async fn config_view<C: deadpool_postgres::GenericClient>(
 /// The app's current config.
 #[utoipa::path(get, path = "/v1/apps/{app}/config/", tag = "config", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Config", body = Config)))]
-pub async fn get(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn get(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Answer {
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     Ok(json(StatusCode::OK, &config_view(&client, &app).await?))
 }
@@ -54,12 +53,7 @@ pub async fn get(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "New config, in a new release", body = Config),
         (status = 200, description = "Nothing to change: the config as it is, no release made", body = Config)))]
-pub async fn update(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    update: ConfigUpdate,
-) -> Result<Response, ApiError> {
+pub async fn update(ctx: Arc<Ctx>, app: String, user: AuthUser, update: ConfigUpdate) -> Answer {
     check(&update)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
@@ -140,25 +134,16 @@ fn apply(before: &ConfigData, update: &ConfigUpdate, user: &str) -> (ConfigData,
     }
     let mut limits = Vec::new();
     for (p, v) in &update.memory {
-        match v {
-            Some(v) => after.memory.insert(p.clone(), v.to_uppercase()),
-            None => after.memory.remove(p),
-        };
+        set_or_remove(&mut after.memory, p, v.as_ref().map(|v| v.to_uppercase()));
         limits.push(format!("{p}={}", v.as_deref().unwrap_or("unlimited")));
     }
     for (p, v) in &update.cpu {
-        match v {
-            Some(v) => after.cpu.insert(p.clone(), *v),
-            None => after.cpu.remove(p),
-        };
+        set_or_remove(&mut after.cpu, p, *v);
         limits.push(format!("{p} cpu={}", v.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into())));
     }
     let mut tags = Vec::new();
     for (k, v) in &update.tags {
-        match v {
-            Some(v) => after.tags.insert(k.clone(), v.clone()),
-            None => after.tags.remove(k),
-        };
+        set_or_remove(&mut after.tags, k, v.clone());
         tags.push(format!("{k}={}", v.as_deref().unwrap_or("(none)")));
     }
     let mut parts = Vec::new();
@@ -175,6 +160,14 @@ fn apply(before: &ConfigData, update: &ConfigUpdate, user: &str) -> (ConfigData,
         parts.push(format!("changed tags {}", tags.join(", ")));
     }
     (after, format!("{user} {}", parts.join("; ")))
+}
+
+/// A setting given a value is set; one given `null` is removed (how the API unsets).
+fn set_or_remove<V>(map: &mut std::collections::BTreeMap<String, V>, key: &str, value: Option<V>) {
+    match value {
+        Some(v) => map.insert(key.to_owned(), v),
+        None => map.remove(key),
+    };
 }
 
 #[cfg(test)]

@@ -4,17 +4,16 @@ use std::sync::Arc;
 
 use controller_api::{Domain, DomainCreateRequest};
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::{ApiError, unless_taken};
-use super::{Listing, Paging, json, no_content, ts};
+use super::{Answer, Listing, Paging, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::validate;
 
 /// The app's custom domains.
 #[utoipa::path(get, path = "/v1/apps/{app}/domains/", tag = "domains", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Domains", body = controller_api::Page<Domain>)))]
-pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Answer {
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     let listing = Listing {
         columns: "owner, domain, created",
@@ -41,12 +40,7 @@ pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) ->
 #[utoipa::path(post, path = "/v1/apps/{app}/domains/", tag = "domains", request_body = DomainCreateRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Added", body = Domain)))]
-pub async fn add(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: DomainCreateRequest,
-) -> Result<Response, ApiError> {
+pub async fn add(ctx: Arc<Ctx>, app: String, user: AuthUser, req: DomainCreateRequest) -> Answer {
     let domain = validate::domain(&req.domain, &ctx.config.platform_domain)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
@@ -70,12 +64,7 @@ pub async fn add(
 #[utoipa::path(delete, path = "/v1/apps/{app}/domains/{domain}", tag = "domains",
     params(("app" = String, Path, description = "App name"), ("domain" = String, Path, description = "The domain")),
     responses((status = 204, description = "Removed")))]
-pub async fn remove(
-    ctx: Arc<Ctx>,
-    app: String,
-    domain: String,
-    user: AuthUser,
-) -> Result<Response, ApiError> {
+pub async fn remove(ctx: Arc<Ctx>, app: String, domain: String, user: AuthUser) -> Answer {
     let domain = domain.to_ascii_lowercase();
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;

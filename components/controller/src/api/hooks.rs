@@ -10,10 +10,9 @@ use bus_schema::messages::AppStatusRequest;
 use controller_api::{DeployStatus, HookBuildStatus, HookKeyOwner, HookPush, HookPushRequest};
 use sha2::{Digest, Sha256};
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, json, parse_body};
+use super::{Answer, Body, json, parse_body};
 use crate::ctx::{AUTH_USER_COLUMNS, Access, AuthUser, Ctx, app_for};
 use crate::model::Error;
 use crate::model::{releases, validate};
@@ -46,11 +45,7 @@ fn app_url(ctx: &Ctx, app: &str) -> String {
 #[utoipa::path(get, path = "/v1/hooks/key/{fingerprint}", tag = "hooks", security(("builder" = [])),
     params(("fingerprint" = String, Path, description = "The key's SHA256 fingerprint (`SHA256:…`), percent-encoded")),
     responses((status = 200, description = "The key's owner", body = HookKeyOwner)))]
-pub async fn key_owner(
-    ctx: Arc<Ctx>,
-    fingerprint: String,
-    auth: Option<String>,
-) -> Result<Response, ApiError> {
+pub async fn key_owner(ctx: Arc<Ctx>, fingerprint: String, auth: Option<String>) -> Answer {
     authenticate_builder(&ctx, auth)?;
     let client = ctx.pool.get().await?;
     let row = client
@@ -78,7 +73,7 @@ pub async fn key_owner(
 /// May this user push to this app? If so, the app's build settings.
 #[utoipa::path(post, path = "/v1/hooks/push/", tag = "hooks", security(("builder" = [])), request_body = HookPushRequest,
     responses((status = 200, description = "Allowed, with the app's settings", body = HookPush)))]
-pub async fn push(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Result<Response, ApiError> {
+pub async fn push(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Answer {
     authenticate_builder(&ctx, auth)?;
     let req: HookPushRequest = parse_body(body?)?;
     validate::app_name(&req.app)?;
@@ -116,12 +111,7 @@ pub async fn push(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Result<Res
 #[utoipa::path(get, path = "/v1/hooks/apps/{app}/builds/{build}/", tag = "hooks", security(("builder" = [])),
     params(("app" = String, Path, description = "App name"), ("build" = String, Path, description = "The build's uuid")),
     responses((status = 200, description = "The build's release and rollout", body = HookBuildStatus)))]
-pub async fn build_status(
-    ctx: Arc<Ctx>,
-    app: String,
-    build: String,
-    auth: Option<String>,
-) -> Result<Response, ApiError> {
+pub async fn build_status(ctx: Arc<Ctx>, app: String, build: String, auth: Option<String>) -> Answer {
     authenticate_builder(&ctx, auth)?;
     let build = uuid::Uuid::parse_str(&build)
         .map_err(|_| ApiError::NotFound(format!("build '{build}' not found: builds are uuids")))?;

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use controller_api::{Key, KeyCreateRequest};
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Listing, Paging, json, no_content, ts};
+use super::{Answer, Listing, Paging, json, no_content, ts};
 use crate::ctx::{AuthUser, Ctx};
 use crate::model::is_unique_violation;
 use crate::model::validate;
@@ -30,7 +29,7 @@ fn key_view(owner: &str, r: &tokio_postgres::Row) -> Result<Key, tokio_postgres:
 /// Your SSH keys.
 #[utoipa::path(get, path = "/v1/keys/", tag = "keys", params(Paging),
     responses((status = 200, description = "Keys", body = controller_api::Page<Key>)))]
-pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     let client = ctx.pool.get().await?;
     let listing =
         Listing { columns: KEY_COLUMNS, from: "keys WHERE user_id = $1", order: "name", params: &[&user.id] };
@@ -40,7 +39,7 @@ pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Respo
 /// Add an SSH public key.
 #[utoipa::path(post, path = "/v1/keys/", tag = "keys", request_body = KeyCreateRequest,
     responses((status = 201, description = "Added", body = Key)))]
-pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: KeyCreateRequest) -> Result<Response, ApiError> {
+pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: KeyCreateRequest) -> Answer {
     let name = req.id.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
         return Err(ApiError::Invalid("a key's id must be 1 to 128 printable characters without '/'".into()));
@@ -74,7 +73,7 @@ pub async fn add(ctx: Arc<Ctx>, user: AuthUser, req: KeyCreateRequest) -> Result
 /// Remove one of your SSH keys.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id")),
     responses((status = 204, description = "Removed")))]
-pub async fn remove(ctx: Arc<Ctx>, id: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn remove(ctx: Arc<Ctx>, id: String, user: AuthUser) -> Answer {
     let client = ctx.pool.get().await?;
     let n = client.execute("DELETE FROM keys WHERE user_id = $1 AND name = $2", &[&user.id, &id]).await?;
     if n == 0 {

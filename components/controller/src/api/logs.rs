@@ -12,11 +12,10 @@ use controller_api::{Drain, DrainCreateRequest};
 use futures::StreamExt;
 use warp::Reply;
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::{ApiError, unless_taken};
 use super::processes::bus;
-use super::{Listing, Paging, Query, json, no_content, ts};
+use super::{Answer, Listing, Paging, Query, json, no_content, ts};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 use crate::model::validate;
 
@@ -86,7 +85,7 @@ fn filters(q: &Query) -> Result<Filters, ApiError> {
         ("follow" = Option<bool>, Query, description = "Stream new lines as they come"),
     ),
     responses((status = 200, description = "Lines: `<time> <app>[<process>]: <message>`", body = String, content_type = "text/plain")))]
-pub async fn logs(ctx: Arc<Ctx>, app: String, user: AuthUser, query: Query) -> Result<Response, ApiError> {
+pub async fn logs(ctx: Arc<Ctx>, app: String, user: AuthUser, query: Query) -> Answer {
     let filters = filters(&query)?;
     ctx.check_app_access(&user, &app).await?;
     let app = validate::app_name(&app)?;
@@ -160,12 +159,7 @@ pub async fn logs(ctx: Arc<Ctx>, app: String, user: AuthUser, query: Query) -> R
 /// The app's drains.
 #[utoipa::path(get, path = "/v1/apps/{app}/drains/", tag = "logs", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Drains", body = controller_api::Page<Drain>)))]
-pub async fn drains(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    paging: Paging,
-) -> Result<Response, ApiError> {
+pub async fn drains(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Answer {
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     let listing = Listing {
         columns: "id, owner, url, created",
@@ -191,12 +185,7 @@ pub async fn drains(
 #[utoipa::path(post, path = "/v1/apps/{app}/drains/", tag = "logs", request_body = DrainCreateRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Added", body = Drain)))]
-pub async fn drain_add(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: DrainCreateRequest,
-) -> Result<Response, ApiError> {
+pub async fn drain_add(ctx: Arc<Ctx>, app: String, user: AuthUser, req: DrainCreateRequest) -> Answer {
     let url = DrainUrl::parse(&req.url).map_err(|e| ApiError::Invalid(e.to_string()))?;
     // Stored as given (trimmed): the logger parses it again with the same rules.
     let url_text = req.url.trim().to_owned();
@@ -232,12 +221,7 @@ pub async fn drain_add(
 #[utoipa::path(delete, path = "/v1/apps/{app}/drains/{id}", tag = "logs",
     params(("app" = String, Path, description = "App name"), ("id" = String, Path, description = "The drain's id")),
     responses((status = 204, description = "Removed")))]
-pub async fn drain_remove(
-    ctx: Arc<Ctx>,
-    app: String,
-    id: String,
-    user: AuthUser,
-) -> Result<Response, ApiError> {
+pub async fn drain_remove(ctx: Arc<Ctx>, app: String, id: String, user: AuthUser) -> Answer {
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("drain {id}")))?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;

@@ -48,6 +48,9 @@ pub fn openapi_document() -> String {
     openapi::document()
 }
 
+/// What a handler answers: a response, or the error to answer instead.
+pub type Answer = Result<Response, ApiError>;
+
 /// A request body, read up to the size limit (or the reason it could not be).
 pub type Body = Result<Bytes, ApiError>;
 /// The query string as pairs.
@@ -180,7 +183,7 @@ impl Listing<'_> {
         paging: &Paging,
         path: &str,
         view: impl FnMut(&Row) -> Result<T, tokio_postgres::Error>,
-    ) -> Result<Response, ApiError> {
+    ) -> Answer {
         let count: i64 = client
             .query_one(&format!("SELECT count(*) AS count FROM {}", self.from), self.params)
             .await?
@@ -341,7 +344,7 @@ impl Params {
     }
 }
 
-async fn dispatch(req: Request, method: Method, path: FullPath) -> Result<Response, ApiError> {
+async fn dispatch(req: Request, method: Method, path: FullPath) -> Answer {
     let (endpoint, raw) = Endpoint::recognise(method.as_str(), path.as_str()).map_err(|miss| match miss {
         Unmatched::NotFound => {
             ApiError::NotFound("no such endpoint; the API is described at /v1/openapi.json".into())
@@ -354,7 +357,7 @@ async fn dispatch(req: Request, method: Method, path: FullPath) -> Result<Respon
 }
 
 /// Calls the endpoint's handler with what it takes from the request.
-async fn handle(endpoint: Endpoint, mut p: Params, r: Request) -> Result<Response, ApiError> {
+async fn handle(endpoint: Endpoint, mut p: Params, r: Request) -> Answer {
     use Endpoint as E;
     let (a, c) = (r.authz(), r.ctx.clone());
     match endpoint {

@@ -4,16 +4,15 @@ use std::sync::Arc;
 
 use controller_api::{AdminPerm, AppPerms, PermCreateRequest};
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Listing, Paging, json, no_content, parse_body};
+use super::{Answer, Body, Listing, Paging, json, no_content, parse_body};
 use crate::ctx::{Access, AuthUser, Ctx, app_for};
 
 /// Users an app is shared with.
 #[utoipa::path(get, path = "/v1/apps/{app}/perms/", tag = "perms", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Users", body = AppPerms)))]
-pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Answer {
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     let rows = client
         .query(
@@ -29,12 +28,7 @@ pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response
 #[utoipa::path(post, path = "/v1/apps/{app}/perms/", tag = "perms", request_body = PermCreateRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Shared")))]
-pub async fn create(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: PermCreateRequest,
-) -> Result<Response, ApiError> {
+pub async fn create(ctx: Arc<Ctx>, app: String, user: AuthUser, req: PermCreateRequest) -> Answer {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Own, false).await?;
@@ -60,12 +54,7 @@ pub async fn create(
 #[utoipa::path(delete, path = "/v1/apps/{app}/perms/{username}", tag = "perms",
     params(("app" = String, Path, description = "App name"), ("username" = String, Path, description = "User")),
     responses((status = 204, description = "No longer shared")))]
-pub async fn delete(
-    ctx: Arc<Ctx>,
-    app: String,
-    username: String,
-    user: AuthUser,
-) -> Result<Response, ApiError> {
+pub async fn delete(ctx: Arc<Ctx>, app: String, username: String, user: AuthUser) -> Answer {
     let username = super::decode_segment(&username)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
@@ -83,7 +72,7 @@ pub async fn delete(
 /// Administrators (administrators only).
 #[utoipa::path(get, path = "/v1/admin/perms/", tag = "perms", params(Paging),
     responses((status = 200, description = "Administrators", body = controller_api::Page<AdminPerm>)))]
-pub async fn admins(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Response, ApiError> {
+pub async fn admins(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     user.require_admin()?;
     let client = ctx.pool.get().await?;
     let listing =
@@ -98,7 +87,7 @@ pub async fn admins(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Result<Res
 /// Make a user an administrator.
 #[utoipa::path(post, path = "/v1/admin/perms/", tag = "perms", request_body = PermCreateRequest,
     responses((status = 201, description = "Granted")))]
-pub async fn admin_create(ctx: Arc<Ctx>, user: AuthUser, body: Body) -> Result<Response, ApiError> {
+pub async fn admin_create(ctx: Arc<Ctx>, user: AuthUser, body: Body) -> Answer {
     user.require_admin()?;
     let req: PermCreateRequest = parse_body(body?)?;
     let client = ctx.pool.get().await?;
@@ -114,7 +103,7 @@ pub async fn admin_create(ctx: Arc<Ctx>, user: AuthUser, body: Body) -> Result<R
 #[utoipa::path(delete, path = "/v1/admin/perms/{username}", tag = "perms",
     params(("username" = String, Path, description = "User")),
     responses((status = 204, description = "Revoked")))]
-pub async fn admin_delete(ctx: Arc<Ctx>, username: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn admin_delete(ctx: Arc<Ctx>, username: String, user: AuthUser) -> Answer {
     user.require_admin()?;
     let username = super::decode_segment(&username)?;
     let mut client = ctx.pool.get().await?;

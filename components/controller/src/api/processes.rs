@@ -9,10 +9,9 @@ use bus_schema::{Bus, Request, Subject};
 use controller_api::{Container, DeployStatus, RestartRequest};
 use warp::Reply as _;
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use super::error::ApiError;
-use super::{Body, Paging, json, parse_body};
+use super::{Answer, Body, Paging, json, parse_body};
 use crate::ctx::{AuthUser, Ctx};
 use crate::model::validate;
 
@@ -46,12 +45,7 @@ pub(super) async fn ask(ctx: &Ctx, app: &str) -> Result<AppStatus, ApiError> {
 /// The app's containers and their state.
 #[utoipa::path(get, path = "/v1/apps/{app}/containers/", tag = "apps", params(("app" = String, Path, description = "App name"), Paging),
     responses((status = 200, description = "Containers", body = controller_api::Page<Container>)))]
-pub async fn containers(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    paging: Paging,
-) -> Result<Response, ApiError> {
+pub async fn containers(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) -> Answer {
     ctx.check_app_access(&user, &app).await?;
     let status = ask(&ctx, &app).await?;
     let all: Vec<Container> = status.containers.into_iter().map(|c| container(&app, c)).collect();
@@ -67,7 +61,7 @@ pub async fn containers(
 /// How the newest release is rolling out (null before the first deploy).
 #[utoipa::path(get, path = "/v1/apps/{app}/deploy/", tag = "apps", params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "The rollout", body = Option<DeployStatus>)))]
-pub async fn deploy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn deploy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Answer {
     ctx.check_app_access(&user, &app).await?;
     let status = ask(&ctx, &app).await?;
     let out = status.deploy.map(crate::model::deploy_status);
@@ -80,12 +74,7 @@ pub async fn deploy(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Result<Respon
 #[utoipa::path(post, path = "/v1/apps/{app}/containers/restart/", tag = "apps", request_body = RestartRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "The containers that will restart, one at a time", body = Vec<Container>)))]
-pub async fn restart(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: RestartRequest,
-) -> Result<Response, ApiError> {
+pub async fn restart(ctx: Arc<Ctx>, app: String, user: AuthUser, req: RestartRequest) -> Answer {
     restart_containers(ctx, app, user, req).await
 }
 
@@ -97,16 +86,11 @@ pub async fn restart_at(
     process_type: String,
     num: Option<u32>,
     user: AuthUser,
-) -> Result<Response, ApiError> {
+) -> Answer {
     restart_containers(ctx, app, user, RestartRequest { process_type: Some(process_type), num }).await
 }
 
-async fn restart_containers(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    req: RestartRequest,
-) -> Result<Response, ApiError> {
+async fn restart_containers(ctx: Arc<Ctx>, app: String, user: AuthUser, req: RestartRequest) -> Answer {
     let process_type = req.process_type.as_deref().map(validate::process_type).transpose()?;
     if req.num.is_some() && process_type.is_none() {
         return Err(ApiError::Invalid("a container number needs its type, like web.2".into()));
@@ -155,13 +139,7 @@ fn container(app: &str, c: bus_schema::messages::ContainerView) -> Container {
 #[utoipa::path(post, path = "/v1/apps/{app}/run/", tag = "apps", request_body = controller_api::RunRequest,
     params(("app" = String, Path, description = "App name")),
     responses((status = 200, description = "Output lines, then the exit status", content_type = "application/x-ndjson", body = controller_api::RunEvent)))]
-pub async fn run(
-    ctx: Arc<Ctx>,
-    app: String,
-    user: AuthUser,
-    accept: Option<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub async fn run(ctx: Arc<Ctx>, app: String, user: AuthUser, accept: Option<String>, body: Body) -> Answer {
     use futures::StreamExt;
     let req: controller_api::RunRequest = parse_body(body?)?;
     let command = req.command.trim().to_owned();
