@@ -99,9 +99,10 @@ async fn lock_app(tx: &deadpool_postgres::Transaction<'_>, name: &str) -> Result
     Ok(AppRow::from_row(&row)?)
 }
 
+// `instrument`, not a span entered by hand: a guard held across `.await` would lend the span to
+// whatever else runs on the thread meanwhile.
+#[tracing::instrument(name = "build_completed", skip_all, fields(app = %build.app, build_id = %build.build_id))]
 async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), Error> {
-    let span = tracing::info_span!("build_completed", app = %build.app, build_id = %build.build_id);
-    let _enter = span.enter();
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = lock_app(&tx, build.app.as_str()).await?;
@@ -127,6 +128,7 @@ async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), Error> {
     Ok(())
 }
 
+#[tracing::instrument(name = "build_failed", skip_all, fields(app = %build.app, build_id = %build.build_id))]
 async fn failed(ctx: &Ctx, build: BuildFailed) -> Result<(), Error> {
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
