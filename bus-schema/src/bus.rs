@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use futures::{Stream, StreamExt};
 
 use crate::codec::{self, CodecError};
-use crate::envelope::{Envelope, Kind, Message, Request, Sender};
+use crate::envelope::{Envelope, Message, Request, Sender};
 use crate::messages::{
     AppDestroyed, BuildCompleted, BuildFailed, DrainRecord, FormationChanged, ReleaseCreated,
 };
@@ -80,10 +80,7 @@ impl Bus {
         envelope: &Envelope<M>,
     ) -> Result<(), BusError> {
         let bytes = codec::encode(envelope)?;
-        self.client
-            .publish(subject.to_nats(), bytes.into())
-            .await
-            .map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
+        self.publish_bytes(subject.to_nats(), bytes.into()).await
     }
 
     /// Publishes into JetStream and waits for the stream to store it (at least once). The
@@ -129,10 +126,7 @@ impl Bus {
         let subject = to.reply.clone().ok_or(BusError::NoReplySubject)?;
         let envelope = self.envelope(body).with_trace(to.envelope.trace_id.clone());
         let bytes = codec::encode(&envelope)?;
-        self.client
-            .publish(subject.clone(), bytes.into())
-            .await
-            .map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
+        self.publish_bytes(subject, bytes.into()).await
     }
 
     /// Subscribes to a subject or filter. Each item is a decoded message, or the subject and the
@@ -142,13 +136,7 @@ impl Bus {
         filter: &Filter<M>,
     ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError>
     {
-        let sub = self
-            .client
-            .subscribe(filter.as_str().to_owned())
-            .await
-            .map_err(|e| BusError::Subscribe { subject: filter.to_string(), reason: e.to_string() })?;
-        self.round_trip(filter.as_str()).await?;
-        Ok(sub.map(decode_incoming::<M>))
+        Ok(self.subscribe_live(filter.as_str(), None).await?.map(decode_incoming::<M>))
     }
 
     /// Like [`Bus::subscribe`], in a queue group: each message goes to one member of the group.
@@ -158,13 +146,7 @@ impl Bus {
         group: &str,
     ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError>
     {
-        let sub = self
-            .client
-            .queue_subscribe(filter.as_str().to_owned(), group.to_owned())
-            .await
-            .map_err(|e| BusError::Subscribe { subject: filter.to_string(), reason: e.to_string() })?;
-        self.round_trip(filter.as_str()).await?;
-        Ok(sub.map(decode_incoming::<M>))
+        Ok(self.subscribe_live(filter.as_str(), Some(group)).await?.map(decode_incoming::<M>))
     }
 
     /// Subscribes to one concrete subject (a request subject such as an agent's start command).
@@ -173,13 +155,36 @@ impl Bus {
         subject: &Subject<M>,
     ) -> Result<impl Stream<Item = Result<Incoming<M>, (String, CodecError)>> + Unpin + Send + use<M>, BusError>
     {
-        let sub = self
-            .client
-            .subscribe(subject.to_nats())
+        Ok(self.subscribe_live(subject.as_str(), None).await?.map(decode_incoming::<M>))
+    }
+
+    /// Publishes bytes already encoded on a core subject; the one place publish errors are worded.
+    async fn publish_bytes(
+        &self,
+        subject: async_nats::Subject,
+        payload: bytes::Bytes,
+    ) -> Result<(), BusError> {
+        self.client
+            .publish(subject.clone(), payload)
             .await
-            .map_err(|e| BusError::Subscribe { subject: subject.to_string(), reason: e.to_string() })?;
-        self.round_trip(subject.as_str()).await?;
-        Ok(sub.map(decode_incoming::<M>))
+            .map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
+    }
+
+    /// Subscribes to `subject` (a concrete subject or a filter), in a queue group when given
+    /// one, and returns only once the subscription is live (see [`Bus::round_trip`]).
+    async fn subscribe_live(
+        &self,
+        subject: &str,
+        group: Option<&str>,
+    ) -> Result<async_nats::Subscriber, BusError> {
+        let subscribed = match group {
+            None => self.client.subscribe(subject.to_owned()).await,
+            Some(group) => self.client.queue_subscribe(subject.to_owned(), group.to_owned()).await,
+        };
+        let sub = subscribed
+            .map_err(|e| BusError::Subscribe { subject: subject.to_owned(), reason: e.to_string() })?;
+        self.round_trip(subject).await?;
+        Ok(sub)
     }
 
     /// Waits until the server has processed everything this connection sent so far. Flushing
@@ -203,13 +208,7 @@ impl Bus {
         &self,
         subject: &Subject<DrainRecord>,
     ) -> Result<impl Stream<Item = Result<DrainRecord, CodecError>> + Unpin + Send + use<>, BusError> {
-        let sub = self
-            .client
-            .subscribe(subject.to_nats())
-            .await
-            .map_err(|e| BusError::Subscribe { subject: subject.to_string(), reason: e.to_string() })?;
-        self.round_trip(subject.as_str()).await?;
-        Ok(sub.map(|msg| DrainRecord::from_json(&msg.payload)))
+        Ok(self.subscribe_live(subject.as_str(), None).await?.map(|msg| DrainRecord::from_json(&msg.payload)))
     }
 
     /// Publishes one record on an app's public drain stream, as JSON.
@@ -218,10 +217,7 @@ impl Bus {
         subject: &Subject<DrainRecord>,
         record: &DrainRecord,
     ) -> Result<(), BusError> {
-        self.client
-            .publish(subject.to_nats(), record.to_json().into())
-            .await
-            .map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
+        self.publish_bytes(subject.to_nats(), record.to_json().into()).await
     }
 }
 
@@ -238,40 +234,43 @@ pub fn decode_jetstream<M: Message>(msg: &jetstream::Message) -> Result<Envelope
     codec::decode::<M>(&msg.payload)
 }
 
-/// A message of the desired-state stream, which carries three kinds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DesiredChange {
-    Release(Envelope<ReleaseCreated>),
-    Formation(Envelope<FormationChanged>),
-    Destroyed(Envelope<AppDestroyed>),
+/// A message of a JetStream stream that carries several kinds: an enum with a variant per kind,
+/// and a `decode` that picks the variant from the header. Any other kind is refused, naming the
+/// first as the one expected.
+macro_rules! stream_message {
+    (
+        $(#[$doc:meta])*
+        $name:ident { $first:ident($first_message:ty) $(, $variant:ident($message:ty))* $(,)? }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $first(Envelope<$first_message>),
+            $($variant(Envelope<$message>),)*
+        }
+
+        impl $name {
+            pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+                match codec::peek_kind(bytes)? {
+                    k if k == <$first_message>::KIND as u16 => Ok(Self::$first(codec::decode(bytes)?)),
+                    $(k if k == <$message>::KIND as u16 => Ok(Self::$variant(codec::decode(bytes)?)),)*
+                    found => Err(CodecError::WrongKind { expected: <$first_message>::KIND, found }),
+                }
+            }
+        }
+    };
 }
 
-impl DesiredChange {
-    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let kind = codec::peek_kind(bytes)?;
-        match kind {
-            k if k == Kind::ReleaseCreated as u16 => Ok(Self::Release(codec::decode(bytes)?)),
-            k if k == Kind::FormationChanged as u16 => Ok(Self::Formation(codec::decode(bytes)?)),
-            k if k == Kind::AppDestroyed as u16 => Ok(Self::Destroyed(codec::decode(bytes)?)),
-            found => Err(CodecError::WrongKind { expected: Kind::ReleaseCreated, found }),
-        }
+stream_message! {
+    /// A message of the desired-state stream, which carries three kinds.
+    DesiredChange {
+        Release(ReleaseCreated),
+        Formation(FormationChanged),
+        Destroyed(AppDestroyed),
     }
 }
 
-/// A message of the builds stream: a build completed or failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildOutcome {
-    Completed(Envelope<BuildCompleted>),
-    Failed(Envelope<BuildFailed>),
-}
-
-impl BuildOutcome {
-    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let kind = codec::peek_kind(bytes)?;
-        match kind {
-            k if k == Kind::BuildCompleted as u16 => Ok(Self::Completed(codec::decode(bytes)?)),
-            k if k == Kind::BuildFailed as u16 => Ok(Self::Failed(codec::decode(bytes)?)),
-            found => Err(CodecError::WrongKind { expected: Kind::BuildCompleted, found }),
-        }
-    }
+stream_message! {
+    /// A message of the builds stream: a build completed or failed.
+    BuildOutcome { Completed(BuildCompleted), Failed(BuildFailed) }
 }

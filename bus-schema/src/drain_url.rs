@@ -172,22 +172,18 @@ mod tests {
 
     #[test]
     fn syslog_urls_need_a_host_and_a_port() {
-        assert_eq!(
-            DrainUrl::parse("syslog://logs.example.com:514").unwrap(),
-            DrainUrl::Syslog { host: "logs.example.com".into(), port: 514 }
-        );
-        assert_eq!(
-            DrainUrl::parse("syslog+tls://Logs.Example.com:6514/").unwrap(),
-            DrainUrl::SyslogTls { host: "logs.example.com".into(), port: 6514 }
-        );
-        assert_eq!(
-            DrainUrl::parse("syslog://127.0.0.1:1514").unwrap(),
-            DrainUrl::Syslog { host: "127.0.0.1".into(), port: 1514 }
-        );
-        assert_eq!(
-            DrainUrl::parse("syslog://[::1]:1514").unwrap(),
-            DrainUrl::Syslog { host: "::1".into(), port: 1514 }
-        );
+        let syslog = |host: &str, port| DrainUrl::Syslog { host: host.into(), port };
+        for (input, want) in [
+            ("syslog://logs.example.com:514", syslog("logs.example.com", 514)),
+            (
+                "syslog+tls://Logs.Example.com:6514/",
+                DrainUrl::SyslogTls { host: "logs.example.com".into(), port: 6514 },
+            ),
+            ("syslog://127.0.0.1:1514", syslog("127.0.0.1", 1514)),
+            ("syslog://[::1]:1514", syslog("::1", 1514)),
+        ] {
+            assert_eq!(DrainUrl::parse(input).unwrap(), want, "{input}");
+        }
         assert_eq!(
             DrainUrl::parse("syslog://logs.example.com").unwrap_err(),
             DrainUrlError::MissingPort { scheme: "syslog".into() }

@@ -110,107 +110,61 @@ impl fmt::Display for Component {
     }
 }
 
-/// Every message type on the bus, with its fixed wire number. Numbers are never reused: a
-/// removed message keeps its number retired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u16)]
-pub enum Kind {
-    BuildRequested = 1,
-    BuildLogLine = 2,
-    BuildCompleted = 3,
-    BuildFailed = 4,
-    ReleaseCreated = 10,
-    FormationChanged = 11,
-    AppDestroyed = 12,
-    DesiredStateRequest = 13,
-    DesiredStateSnapshot = 14,
-    AppStatusRequest = 15,
-    AppStatus = 16,
-    RestartRequest = 17,
-    RestartReply = 18,
-    RunRequest = 50,
-    RunReply = 51,
-    RunOneOff = 52,
-    RunExited = 53,
-    StartContainer = 20,
-    StartContainerReply = 21,
-    StopContainer = 22,
-    StopContainerReply = 23,
-    ContainerEvent = 30,
-    NodeHeartbeat = 31,
-    NodeInventory = 32,
-    LogLine = 40,
-    ControllerEvent = 41,
-    LogQuery = 42,
-    LogQueryReply = 43,
+/// Declares [`Kind`] from one table, so the enum, [`Kind::ALL`] and [`Kind::name`] cannot drift
+/// apart when a message is added.
+macro_rules! kinds {
+    ($($kind:ident = $number:literal => $name:literal,)*) => {
+        /// Every message type on the bus, with its fixed wire number. Numbers are never reused: a
+        /// removed message keeps its number retired.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum Kind {
+            $($kind = $number,)*
+        }
+
+        impl Kind {
+            /// Every kind, for tests that must cover them all.
+            pub const ALL: &'static [Kind] = &[$(Kind::$kind,)*];
+
+            /// A stable snake_case name (golden file names, metrics labels).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl Kind {
-    /// Every kind, for tests that must cover them all.
-    pub const ALL: &'static [Kind] = &[
-        Kind::BuildRequested,
-        Kind::BuildLogLine,
-        Kind::BuildCompleted,
-        Kind::BuildFailed,
-        Kind::ReleaseCreated,
-        Kind::FormationChanged,
-        Kind::AppDestroyed,
-        Kind::DesiredStateRequest,
-        Kind::DesiredStateSnapshot,
-        Kind::AppStatusRequest,
-        Kind::AppStatus,
-        Kind::RestartRequest,
-        Kind::RestartReply,
-        Kind::RunRequest,
-        Kind::RunReply,
-        Kind::StartContainer,
-        Kind::StartContainerReply,
-        Kind::StopContainer,
-        Kind::StopContainerReply,
-        Kind::RunOneOff,
-        Kind::RunExited,
-        Kind::ContainerEvent,
-        Kind::NodeHeartbeat,
-        Kind::NodeInventory,
-        Kind::LogLine,
-        Kind::ControllerEvent,
-        Kind::LogQuery,
-        Kind::LogQueryReply,
-    ];
-
-    /// A stable snake_case name (golden file names, metrics labels).
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::BuildRequested => "build_requested",
-            Kind::BuildLogLine => "build_log_line",
-            Kind::BuildCompleted => "build_completed",
-            Kind::BuildFailed => "build_failed",
-            Kind::ReleaseCreated => "release_created",
-            Kind::FormationChanged => "formation_changed",
-            Kind::AppDestroyed => "app_destroyed",
-            Kind::DesiredStateRequest => "desired_state_request",
-            Kind::DesiredStateSnapshot => "desired_state_snapshot",
-            Kind::AppStatusRequest => "app_status_request",
-            Kind::AppStatus => "app_status",
-            Kind::RestartRequest => "restart_request",
-            Kind::RestartReply => "restart_reply",
-            Kind::RunRequest => "run_request",
-            Kind::RunReply => "run_reply",
-            Kind::RunOneOff => "run_one_off",
-            Kind::RunExited => "run_exited",
-            Kind::StartContainer => "start_container",
-            Kind::StartContainerReply => "start_container_reply",
-            Kind::StopContainer => "stop_container",
-            Kind::StopContainerReply => "stop_container_reply",
-            Kind::ContainerEvent => "container_event",
-            Kind::NodeHeartbeat => "node_heartbeat",
-            Kind::NodeInventory => "node_inventory",
-            Kind::LogLine => "log_line",
-            Kind::ControllerEvent => "controller_event",
-            Kind::LogQuery => "log_query",
-            Kind::LogQueryReply => "log_query_reply",
-        }
-    }
+kinds! {
+    BuildRequested = 1 => "build_requested",
+    BuildLogLine = 2 => "build_log_line",
+    BuildCompleted = 3 => "build_completed",
+    BuildFailed = 4 => "build_failed",
+    ReleaseCreated = 10 => "release_created",
+    FormationChanged = 11 => "formation_changed",
+    AppDestroyed = 12 => "app_destroyed",
+    DesiredStateRequest = 13 => "desired_state_request",
+    DesiredStateSnapshot = 14 => "desired_state_snapshot",
+    AppStatusRequest = 15 => "app_status_request",
+    AppStatus = 16 => "app_status",
+    RestartRequest = 17 => "restart_request",
+    RestartReply = 18 => "restart_reply",
+    RunRequest = 50 => "run_request",
+    RunReply = 51 => "run_reply",
+    RunOneOff = 52 => "run_one_off",
+    RunExited = 53 => "run_exited",
+    StartContainer = 20 => "start_container",
+    StartContainerReply = 21 => "start_container_reply",
+    StopContainer = 22 => "stop_container",
+    StopContainerReply = 23 => "stop_container_reply",
+    ContainerEvent = 30 => "container_event",
+    NodeHeartbeat = 31 => "node_heartbeat",
+    NodeInventory = 32 => "node_inventory",
+    LogLine = 40 => "log_line",
+    ControllerEvent = 41 => "controller_event",
+    LogQuery = 42 => "log_query",
+    LogQueryReply = 43 => "log_query_reply",
 }
 
 impl fmt::Display for Kind {

@@ -64,30 +64,32 @@ impl Namespace {
     }
 
     pub fn stream(&self, id: StreamId) -> StreamSpec {
-        match id {
-            StreamId::Builds => StreamSpec {
-                id,
-                name: self.stream_name("BUILDS"),
-                subjects: vec![
-                    self.all_builds_completed().as_str().to_owned(),
-                    self.all_builds_failed().as_str().to_owned(),
+        // What differs between the streams; the duplicate window is the same for all.
+        let (suffix, subjects, max_age_days, max_bytes_mib) = match id {
+            StreamId::Builds => (
+                "BUILDS",
+                vec![self.all_builds_completed().to_string(), self.all_builds_failed().to_string()],
+                7,
+                256,
+            ),
+            StreamId::Desired => (
+                "DESIRED",
+                vec![
+                    self.all_releases_created().to_string(),
+                    self.all_formations_changed().to_string(),
+                    self.all_apps_destroyed().to_string(),
                 ],
-                max_age: Duration::from_secs(7 * 24 * 3600),
-                max_bytes: 256 * 1024 * 1024,
-                duplicate_window: Duration::from_secs(10 * 60),
-            },
-            StreamId::Desired => StreamSpec {
-                id,
-                name: self.stream_name("DESIRED"),
-                subjects: vec![
-                    self.all_releases_created().as_str().to_owned(),
-                    self.all_formations_changed().as_str().to_owned(),
-                    self.all_apps_destroyed().as_str().to_owned(),
-                ],
-                max_age: Duration::from_secs(30 * 24 * 3600),
-                max_bytes: 512 * 1024 * 1024,
-                duplicate_window: Duration::from_secs(10 * 60),
-            },
+                30,
+                512,
+            ),
+        };
+        StreamSpec {
+            id,
+            name: self.stream_name(suffix),
+            subjects,
+            max_age: Duration::from_secs(max_age_days * 24 * 3600),
+            max_bytes: max_bytes_mib * 1024 * 1024,
+            duplicate_window: Duration::from_secs(10 * 60),
         }
     }
 

@@ -98,6 +98,20 @@ macro_rules! subject_like {
 subject_like!(Subject, name);
 subject_like!(Filter, pattern);
 
+/// Methods of [`Namespace`] for messages published per app on `<root>.<prefix>.<app>`: `one`
+/// names the subject of one app, `all` the filter matching every app's. Most subjects are of
+/// this form, so each is declared as one line of a table rather than as two near-identical methods.
+macro_rules! per_app {
+    ($($one:ident, $all:ident: $message:ty = $prefix:literal;)*) => {$(
+        pub fn $one(&self, app: &AppName) -> Subject<$message> {
+            self.s(format_args!(concat!($prefix, ".{}"), app))
+        }
+        pub fn $all(&self) -> Filter<$message> {
+            self.f(concat!($prefix, ".*"))
+        }
+    )*};
+}
+
 impl<M> Subject<M> {
     /// The subject as async-nats wants it.
     pub fn to_nats(&self) -> async_nats::Subject {
@@ -168,11 +182,10 @@ impl Namespace {
 
     // --- builds ---------------------------------------------------------------------------
 
-    pub fn build_requested(&self, app: &AppName) -> Subject<BuildRequested> {
-        self.s(format_args!("builds.requested.{app}"))
-    }
-    pub fn all_builds_requested(&self) -> Filter<BuildRequested> {
-        self.f("builds.requested.*")
+    per_app! {
+        build_requested, all_builds_requested: BuildRequested = "builds.requested";
+        build_completed, all_builds_completed: BuildCompleted = "builds.completed";
+        build_failed, all_builds_failed: BuildFailed = "builds.failed";
     }
     pub fn build_log(&self, app: &AppName, build_id: Uuid) -> Subject<BuildLogLine> {
         self.s(format_args!("builds.log.{app}.{}", build_id.simple()))
@@ -180,38 +193,13 @@ impl Namespace {
     pub fn build_logs_of_app(&self, app: &AppName) -> Filter<BuildLogLine> {
         Filter::new(format!("{}.builds.log.{app}.*", self.root))
     }
-    pub fn build_completed(&self, app: &AppName) -> Subject<BuildCompleted> {
-        self.s(format_args!("builds.completed.{app}"))
-    }
-    pub fn all_builds_completed(&self) -> Filter<BuildCompleted> {
-        self.f("builds.completed.*")
-    }
-    pub fn build_failed(&self, app: &AppName) -> Subject<BuildFailed> {
-        self.s(format_args!("builds.failed.{app}"))
-    }
-    pub fn all_builds_failed(&self) -> Filter<BuildFailed> {
-        self.f("builds.failed.*")
-    }
 
     // --- desired state --------------------------------------------------------------------
 
-    pub fn release_created(&self, app: &AppName) -> Subject<ReleaseCreated> {
-        self.s(format_args!("releases.created.{app}"))
-    }
-    pub fn all_releases_created(&self) -> Filter<ReleaseCreated> {
-        self.f("releases.created.*")
-    }
-    pub fn formation_changed(&self, app: &AppName) -> Subject<FormationChanged> {
-        self.s(format_args!("formations.changed.{app}"))
-    }
-    pub fn all_formations_changed(&self) -> Filter<FormationChanged> {
-        self.f("formations.changed.*")
-    }
-    pub fn app_destroyed(&self, app: &AppName) -> Subject<AppDestroyed> {
-        self.s(format_args!("apps.destroyed.{app}"))
-    }
-    pub fn all_apps_destroyed(&self) -> Filter<AppDestroyed> {
-        self.f("apps.destroyed.*")
+    per_app! {
+        release_created, all_releases_created: ReleaseCreated = "releases.created";
+        formation_changed, all_formations_changed: FormationChanged = "formations.changed";
+        app_destroyed, all_apps_destroyed: AppDestroyed = "apps.destroyed";
     }
 
     /// Where the controller answers the scheduler's snapshot requests.
@@ -283,17 +271,9 @@ impl Namespace {
 
     // --- logs -----------------------------------------------------------------------------
 
-    pub fn log_lines(&self, app: &AppName) -> Subject<LogLine> {
-        self.s(format_args!("logs.{app}"))
-    }
-    pub fn all_log_lines(&self) -> Filter<LogLine> {
-        self.f("logs.*")
-    }
-    pub fn controller_events(&self, app: &AppName) -> Subject<ControllerEvent> {
-        self.s(format_args!("events.{app}"))
-    }
-    pub fn all_controller_events(&self) -> Filter<ControllerEvent> {
-        self.f("events.*")
+    per_app! {
+        log_lines, all_log_lines: LogLine = "logs";
+        controller_events, all_controller_events: ControllerEvent = "events";
     }
     /// History queries to the loggers (a queue group: one logger answers).
     pub fn log_query(&self) -> Subject<LogQuery> {

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Kind, Message, Request, Timestamp};
+use crate::envelope::Timestamp;
 use crate::messages::Limits;
 use crate::names::{AppName, NodeId, ProcessType};
 
@@ -39,13 +39,7 @@ pub struct StartContainer {
     pub health: Option<HealthCheck>,
 }
 
-impl Message for StartContainer {
-    const KIND: Kind = Kind::StartContainer;
-}
-
-impl Request for StartContainer {
-    type Reply = StartContainerReply;
-}
+message!(StartContainer => StartContainerReply);
 
 /// Agent → scheduler: the outcome of a start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,9 +50,7 @@ pub enum StartContainerReply {
     Failed { reason: String },
 }
 
-impl Message for StartContainerReply {
-    const KIND: Kind = Kind::StartContainerReply;
-}
+message!(StartContainerReply);
 
 /// Scheduler → agent: stop this container (SIGTERM, then SIGKILL after the grace period).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,13 +59,7 @@ pub struct StopContainer {
     pub grace_secs: u32,
 }
 
-impl Message for StopContainer {
-    const KIND: Kind = Kind::StopContainer;
-}
-
-impl Request for StopContainer {
-    type Reply = StopContainerReply;
-}
+message!(StopContainer => StopContainerReply);
 
 /// Agent → scheduler: the outcome of a stop. Stopping a container that is not there succeeds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,9 +68,7 @@ pub enum StopContainerReply {
     Failed { reason: String },
 }
 
-impl Message for StopContainerReply {
-    const KIND: Kind = Kind::StopContainerReply;
-}
+message!(StopContainerReply);
 
 /// What happened to a container; each kind has its own subject so subscribers can filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,9 +110,7 @@ pub struct ContainerEvent {
     pub detail: String,
 }
 
-impl Message for ContainerEvent {
-    const KIND: Kind = Kind::ContainerEvent;
-}
+message!(ContainerEvent);
 
 /// What a node can hold, and what it already holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,9 +131,7 @@ pub struct NodeHeartbeat {
     pub containers: u32,
 }
 
-impl Message for NodeHeartbeat {
-    const KIND: Kind = Kind::NodeHeartbeat;
-}
+message!(NodeHeartbeat);
 
 /// The state of one container as the agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,9 +152,7 @@ pub struct NodeInventory {
     pub containers: Vec<ContainerStatus>,
 }
 
-impl Message for NodeInventory {
-    const KIND: Kind = Kind::NodeInventory;
-}
+message!(NodeInventory);
 
 /// Scheduler → agent: run a one-off container to completion, streaming its output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,14 +167,8 @@ pub struct RunOneOff {
     pub limits: Limits,
 }
 
-impl Message for RunOneOff {
-    const KIND: Kind = Kind::RunOneOff;
-}
-
-impl Request for RunOneOff {
-    /// `Started` once the container runs (its host port is always `None`).
-    type Reply = StartContainerReply;
-}
+// Replies `Started` once the container runs (its host port is always `None`).
+message!(RunOneOff => StartContainerReply);
 
 /// Agent → whoever follows the run: the one-off ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +178,4 @@ pub struct RunExited {
     pub exit_code: Option<i64>,
 }
 
-impl Message for RunExited {
-    const KIND: Kind = Kind::RunExited;
-}
+message!(RunExited);

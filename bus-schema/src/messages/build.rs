@@ -3,7 +3,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::envelope::{Kind, Message};
 use crate::names::{AppName, ProcessType};
 
 /// A build has started (a `git push` arrived, or `deis builds:create` named an image).
@@ -17,9 +16,7 @@ pub struct BuildRequested {
     pub user: String,
 }
 
-impl Message for BuildRequested {
-    const KIND: Kind = Kind::BuildRequested;
-}
+message!(BuildRequested);
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,9 +45,7 @@ pub struct BuildLogLine {
     pub line: String,
 }
 
-impl Message for BuildLogLine {
-    const KIND: Kind = Kind::BuildLogLine;
-}
+message!(BuildLogLine);
 
 /// How the app was built, which decides the default command of each process type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,9 +73,7 @@ pub struct BuildCompleted {
     pub procfile: BTreeMap<ProcessType, String>,
 }
 
-impl Message for BuildCompleted {
-    const KIND: Kind = Kind::BuildCompleted;
-}
+message!(BuildCompleted);
 
 /// A build failed; nothing is released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +86,4 @@ pub struct BuildFailed {
     pub reason: String,
 }
 
-impl Message for BuildFailed {
-    const KIND: Kind = Kind::BuildFailed;
-}
+message!(BuildFailed);

@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Kind, Message};
 use crate::names::{AppName, ProcessType};
 
 /// Resource limits of one process type (`deis limits:set`). `None` means unlimited.
@@ -39,9 +38,7 @@ pub struct ReleaseCreated {
     pub created_by: String,
 }
 
-impl Message for ReleaseCreated {
-    const KIND: Kind = Kind::ReleaseCreated;
-}
+message!(ReleaseCreated);
 
 /// The number of containers wanted per process type changed (`deis scale`). Carries the whole
 /// formation, not a delta, so applying it twice is harmless.
@@ -54,9 +51,7 @@ pub struct FormationChanged {
     pub changed_by: String,
 }
 
-impl Message for FormationChanged {
-    const KIND: Kind = Kind::FormationChanged;
-}
+message!(FormationChanged);
 
 /// An app was destroyed: its containers, routes and drains go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,22 +60,14 @@ pub struct AppDestroyed {
     pub destroyed_by: String,
 }
 
-impl Message for AppDestroyed {
-    const KIND: Kind = Kind::AppDestroyed;
-}
+message!(AppDestroyed);
 
 /// Scheduler → controller: everything that should run, so a new scheduler leader can start from
 /// the truth in Postgres rather than from whatever events it happens to replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredStateRequest {}
 
-impl Message for DesiredStateRequest {
-    const KIND: Kind = Kind::DesiredStateRequest;
-}
-
-impl crate::envelope::Request for DesiredStateRequest {
-    type Reply = DesiredStateSnapshot;
-}
+message!(DesiredStateRequest => DesiredStateSnapshot);
 
 /// One app's desired state: its current release and formation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +83,7 @@ pub struct DesiredStateSnapshot {
     pub apps: Vec<AppDesired>,
 }
 
-impl Message for DesiredStateSnapshot {
-    const KIND: Kind = Kind::DesiredStateSnapshot;
-}
+message!(DesiredStateSnapshot);
 
 /// Controller → scheduler: what runs of an app now (`deis ps`, `deis releases:info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,13 +91,7 @@ pub struct AppStatusRequest {
     pub app: AppName,
 }
 
-impl Message for AppStatusRequest {
-    const KIND: Kind = Kind::AppStatusRequest;
-}
-
-impl crate::envelope::Request for AppStatusRequest {
-    type Reply = AppStatus;
-}
+message!(AppStatusRequest => AppStatus);
 
 /// How a release's rollout went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,9 +122,7 @@ pub struct AppStatus {
     pub deploy: Option<DeployState>,
 }
 
-impl Message for AppStatus {
-    const KIND: Kind = Kind::AppStatus;
-}
+message!(AppStatus);
 
 /// Controller → scheduler: restart an app's containers (`deis ps:restart`), one at a time so the
 /// others keep serving. Narrowed to a process type, and to one container of it.
@@ -156,13 +133,7 @@ pub struct RestartRequest {
     pub index: Option<u32>,
 }
 
-impl Message for RestartRequest {
-    const KIND: Kind = Kind::RestartRequest;
-}
-
-impl crate::envelope::Request for RestartRequest {
-    type Reply = RestartReply;
-}
+message!(RestartRequest => RestartReply);
 
 /// Scheduler → controller: how many containers will be restarted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,9 +141,7 @@ pub struct RestartReply {
     pub restarting: u32,
 }
 
-impl Message for RestartReply {
-    const KIND: Kind = Kind::RestartReply;
-}
+message!(RestartReply);
 
 /// Controller → scheduler: run a one-off command in the app's current release (`deis run`).
 /// Its output comes on the run's own subjects (`runs.<id>.output`, `runs.<id>.exit`).
@@ -185,13 +154,7 @@ pub struct RunRequest {
     pub user: String,
 }
 
-impl Message for RunRequest {
-    const KIND: Kind = Kind::RunRequest;
-}
-
-impl crate::envelope::Request for RunRequest {
-    type Reply = RunReply;
-}
+message!(RunRequest => RunReply);
 
 /// Scheduler → controller: where the one-off runs, or why it cannot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +163,4 @@ pub enum RunReply {
     Failed { reason: String },
 }
 
-impl Message for RunReply {
-    const KIND: Kind = Kind::RunReply;
-}
+message!(RunReply);

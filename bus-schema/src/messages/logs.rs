@@ -3,7 +3,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecError;
-use crate::envelope::{Kind, Message, Timestamp};
+use crate::envelope::Timestamp;
 use crate::messages::Stream;
 use crate::names::{AppName, NodeId, ProcessType};
 
@@ -71,9 +71,7 @@ pub struct LogLine {
     pub message: String,
 }
 
-impl Message for LogLine {
-    const KIND: Kind = Kind::LogLine;
-}
+message!(LogLine);
 
 impl LogLine {
     /// The line as `deis logs` prints it: `2026-11-27T10:00:00.000000Z myapp[web.1]: message`.
@@ -138,13 +136,7 @@ impl LogQuery {
     }
 }
 
-impl Message for LogQuery {
-    const KIND: Kind = Kind::LogQuery;
-}
-
-impl crate::envelope::Request for LogQuery {
-    type Reply = LogQueryReply;
-}
+message!(LogQuery => LogQueryReply);
 
 /// The lines a logger holds for a query, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,9 +146,7 @@ pub struct LogQueryReply {
     pub error: Option<String>,
 }
 
-impl Message for LogQueryReply {
-    const KIND: Kind = Kind::LogQueryReply;
-}
+message!(LogQueryReply);
 
 /// What the controller did, for the app's log stream and audit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,9 +160,7 @@ pub struct ControllerEvent {
     pub message: String,
 }
 
-impl Message for ControllerEvent {
-    const KIND: Kind = Kind::ControllerEvent;
-}
+message!(ControllerEvent);
 
 /// One record of the public per-app drain stream: JSON, so a consumer in any language can read
 /// it with any NATS client. Its format is documented in bus-schema's README; new fields may be

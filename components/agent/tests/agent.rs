@@ -14,23 +14,26 @@ use futures::StreamExt;
 use service_kit::testing::{TestServices, eventually};
 use service_kit::{EtcdConfig, NatsConfig, Shutdown};
 
+/// One test's namespace, etcd keys and container names, and the node its agent runs as.
 struct Setup {
     ns: Namespace,
     prefix: String,
-    etcd_prefix: String,
+    keys: Keys,
+    node: bus_schema::NodeId,
 }
 
 impl Setup {
     fn new(test: &str) -> Self {
         let ns = Namespace::unique_for_test(test);
         let prefix = format!("deis-test-{}-", ns.root());
-        Self { etcd_prefix: format!("/{}", ns.root()), ns, prefix }
+        let keys = Keys::new(&format!("/{}", ns.root()));
+        Self { ns, prefix, keys, node: bus_schema::NodeId::parse("node1").unwrap() }
     }
 
-    fn agent_config(&self, node: &str) -> AgentConfig {
+    fn agent_config(&self) -> AgentConfig {
         let services = TestServices::get();
         AgentConfig {
-            node_id: node.to_owned(),
+            node_id: self.node.to_string(),
             container_prefix: self.prefix.clone(),
             lease_ttl_secs: 2,
             health_interval_ms: 300,
@@ -42,16 +45,16 @@ impl Setup {
             },
             etcd: EtcdConfig {
                 endpoints: services.etcd_endpoints.clone(),
-                prefix: self.etcd_prefix.clone(),
+                prefix: self.keys.prefix().to_owned(),
                 ..Default::default()
             },
             ..Default::default()
         }
     }
 
-    fn spawn_agent(&self, node: &str) -> (Shutdown, tokio::task::JoinHandle<()>) {
+    fn spawn_agent(&self) -> (Shutdown, tokio::task::JoinHandle<()>) {
         let shutdown = Shutdown::new();
-        let config = self.agent_config(node);
+        let config = self.agent_config();
         let s = shutdown.clone();
         let task = tokio::spawn(async move { agent::run(config, s).await.unwrap() });
         (shutdown, task)
@@ -74,6 +77,33 @@ impl Setup {
 
     async fn etcd(&self) -> etcd_client::Client {
         etcd_client::Client::connect(TestServices::get().etcd_endpoints, None).await.unwrap()
+    }
+
+    /// The first of the app's routes, once it has one.
+    async fn a_route(
+        &self,
+        etcd: &etcd_client::Client,
+        app: &AppName,
+        what: &str,
+        patience: Duration,
+    ) -> RouteRecord {
+        eventually(what, patience, || {
+            let mut etcd = etcd.clone();
+            async move { routes(&mut etcd, &self.keys, app).await.into_iter().next() }
+        })
+        .await
+    }
+
+    /// Asks the test's agent to start `cmd`, again until it answers: a new agent takes a moment
+    /// to subscribe.
+    async fn start_once_listening(&self, bus: &bus_schema::Bus, cmd: &StartContainer) -> StartContainerReply {
+        let reply = eventually("the agent answers", Duration::from_secs(10), || async {
+            bus.request(&self.ns.agent_start(&self.node), &bus.envelope(cmd.clone()), Duration::from_secs(60))
+                .await
+                .ok()
+        })
+        .await;
+        reply.body
     }
 
     /// Removes every container this test created, whatever happened.
@@ -141,53 +171,33 @@ const SERVE: &str = "echo serving on $PORT; exec python3 -u -m http.server $PORT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_checks_routes_logs_and_stops_a_container() {
     let setup = Setup::new("agentrun");
-    let (shutdown, task) = setup.spawn_agent("node1");
+    let (shutdown, task) = setup.spawn_agent();
     let bus = setup.bus().await;
-    let ns = setup.ns.clone();
-    let node = bus_schema::NodeId::parse("node1").unwrap();
+    let mut lines = bus.subscribe(&setup.ns.all_log_lines()).await.unwrap();
+    let mut events = bus.subscribe(&setup.ns.all_container_events()).await.unwrap();
     let app = AppName::parse("hello").unwrap();
-    let keys = Keys::new(&setup.etcd_prefix);
     let mut etcd = setup.etcd().await;
-    let mut lines = bus.subscribe(&ns.all_log_lines()).await.unwrap();
-    let mut events = bus.subscribe(&ns.all_container_events()).await.unwrap();
 
     // The node registers itself under its lease.
     eventually("the node registers", Duration::from_secs(10), || {
         let mut etcd = etcd.clone();
-        let key = keys.node(&node);
+        let key = setup.keys.node(&setup.node);
         async move { etcd.get(key, None).await.ok().filter(|r| !r.kvs().is_empty()).map(|_| ()) }
     })
     .await;
 
     let cmd = web_container(&app, 1, 1, SERVE);
-    let reply =
-        eventually("the agent answers", Duration::from_secs(10), || {
-            let bus = bus.clone();
-            let cmd = cmd.clone();
-            let ns = ns.clone();
-            let node = node.clone();
-            async move {
-                bus.request(&ns.agent_start(&node), &bus.envelope(cmd), Duration::from_secs(60)).await.ok()
-            }
-        })
-        .await;
-    let StartContainerReply::Started { host_port: Some(port), .. } = reply.body else {
-        panic!("{:?}", reply.body)
-    };
+    let reply = setup.start_once_listening(&bus, &cmd).await;
+    let StartContainerReply::Started { host_port: Some(port), .. } = reply else { panic!("{reply:?}") };
     // Starting the same container again is a no-op that answers the same.
     let again = bus
-        .request(&ns.agent_start(&node), &bus.envelope(cmd.clone()), Duration::from_secs(60))
+        .request(&setup.ns.agent_start(&setup.node), &bus.envelope(cmd.clone()), Duration::from_secs(60))
         .await
         .unwrap();
     assert!(matches!(again.body, StartContainerReply::Started { host_port: Some(p), .. } if p == port));
 
-    let route = eventually("the healthy container gets a route", Duration::from_secs(20), || {
-        let mut etcd = etcd.clone();
-        let keys = keys.clone();
-        let app = app.clone();
-        async move { routes(&mut etcd, &keys, &app).await.into_iter().next() }
-    })
-    .await;
+    let route =
+        setup.a_route(&etcd, &app, "the healthy container gets a route", Duration::from_secs(20)).await;
     assert_eq!(route.address, format!("127.0.0.1:{port}"));
     let body = reqwest::get(format!("http://{}/", route.address)).await.unwrap();
     assert_eq!(body.status(), 200, "the route leads to the app");
@@ -217,14 +227,14 @@ async fn starts_checks_routes_logs_and_stops_a_container() {
 
     let stopped = bus
         .request(
-            &ns.agent_stop(&node),
+            &setup.ns.agent_stop(&setup.node),
             &bus.envelope(StopContainer { key: cmd.key.clone(), grace_secs: 2 }),
             Duration::from_secs(30),
         )
         .await
         .unwrap();
     assert_eq!(stopped.body, StopContainerReply::Stopped);
-    assert!(routes(&mut etcd, &keys, &app).await.is_empty(), "a stopped container has no route");
+    assert!(routes(&mut etcd, &setup.keys, &app).await.is_empty(), "a stopped container has no route");
     let docker = service_kit::docker::connect().await.unwrap();
     let name = format!("{}node1.hello.v1.web.1", setup.prefix);
     assert!(docker.inspect_container(&name, None).await.is_err(), "the container is gone");
@@ -237,39 +247,21 @@ async fn starts_checks_routes_logs_and_stops_a_container() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_adopts_its_running_containers() {
     let setup = Setup::new("agentadopt");
-    let (shutdown, task) = setup.spawn_agent("node1");
+    let (shutdown, task) = setup.spawn_agent();
     let bus = setup.bus().await;
-    let ns = setup.ns.clone();
-    let node = bus_schema::NodeId::parse("node1").unwrap();
     let app = AppName::parse("kept").unwrap();
-    let keys = Keys::new(&setup.etcd_prefix);
     let etcd = setup.etcd().await;
 
     let cmd = web_container(&app, 4, 2, SERVE);
-    let reply =
-        eventually("the agent answers", Duration::from_secs(10), || {
-            let bus = bus.clone();
-            let cmd = cmd.clone();
-            let ns = ns.clone();
-            let node = node.clone();
-            async move {
-                bus.request(&ns.agent_start(&node), &bus.envelope(cmd), Duration::from_secs(60)).await.ok()
-            }
-        })
-        .await;
-    let StartContainerReply::Started { container_id, .. } = reply.body else { panic!() };
-    eventually("a route", Duration::from_secs(20), || {
-        let mut etcd = etcd.clone();
-        let (keys, app) = (keys.clone(), app.clone());
-        async move { routes(&mut etcd, &keys, &app).await.into_iter().next() }
-    })
-    .await;
+    let reply = setup.start_once_listening(&bus, &cmd).await;
+    let StartContainerReply::Started { container_id, .. } = reply else { panic!() };
+    setup.a_route(&etcd, &app, "a route", Duration::from_secs(20)).await;
 
     // The agent goes away; its container does not.
     shutdown.trigger();
     task.await.unwrap();
-    let (shutdown, task) = setup.spawn_agent("node1");
-    let mut inventories = bus.subscribe(&ns.all_node_inventories()).await.unwrap();
+    let (shutdown, task) = setup.spawn_agent();
+    let mut inventories = bus.subscribe(&setup.ns.all_node_inventories()).await.unwrap();
     let adopted = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             let inv = inventories.next().await.unwrap().unwrap().envelope.body;
@@ -283,12 +275,7 @@ async fn a_restarted_agent_adopts_its_running_containers() {
     assert_eq!(adopted.container_id, container_id, "adopted, not restarted");
     assert!(adopted.running);
     // Its route lives under the new agent's lease.
-    let route = eventually("the route is still there", Duration::from_secs(10), || {
-        let mut etcd = etcd.clone();
-        let (keys, app) = (keys.clone(), app.clone());
-        async move { routes(&mut etcd, &keys, &app).await.into_iter().next() }
-    })
-    .await;
+    let route = setup.a_route(&etcd, &app, "the route is still there", Duration::from_secs(10)).await;
     assert_eq!(route.version, 4);
 
     shutdown.trigger();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bus_schema::AppName;
 use bus_schema::discovery::{Keys, RouteRecord};
-use common::{Platform, commit, files, head, in_registry, procfile_app, work_tree};
+use common::{Platform, commit, files, head, procfile_app, work_tree};
 use service_kit::testing::{TestServices, eventually};
 
 /// What the app's healthy web containers answer, through their routes in etcd.
@@ -37,18 +37,21 @@ async fn serving(p: &Platform, app: &str) -> Vec<String> {
     out
 }
 
+/// Waits until the app's one route answers `body`.
+async fn wait_until_serving(p: &Platform, app: &str, body: &str, what: &str, patience: Duration) {
+    eventually(what, patience, || async { (serving(p, app).await == vec![body.to_owned()]).then_some(()) })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_procfile_app_is_pushed_built_released_and_served() {
     let p = Platform::start("procfile", true).await;
-    let alice = p.user("alice", true).await;
-    let app = p.app_name("web");
-    alice.client.app_create(Some(&app)).await.unwrap();
+    let (alice, app) = p.alice_with_app("web").await;
     let repo = work_tree(&p.dir.path().join("w"), &files(&procfile_app("hello from the first push")));
     let sha = head(&repo);
 
-    let pushed = alice.push(&repo, &app).await;
-    assert!(pushed.ok, "the push succeeds:\n{}", pushed.stderr);
-    for expected in [
+    let pushed = alice.push_ok(&repo, &app).await;
+    pushed.assert_shows(&[
         "-----> Procfile app detected",
         "-----> Nothing to compile",
         "-----> Process types: web",
@@ -57,10 +60,8 @@ async fn a_procfile_app_is_pushed_built_released_and_served() {
         "release v2 created",
         &format!("done, {app}:v2 deployed to Deis"),
         &format!("http://{app}.deis.local"),
-    ] {
-        assert!(pushed.stderr.contains(expected), "the push shows `{expected}`:\n{}", pushed.stderr);
-    }
-    assert!(in_registry(&p.builder_config.registry, &app, &format!("git-{}", &sha[..8])).await);
+    ]);
+    assert!(p.has_image_of(&app, &sha).await);
     let builds = alice.client.builds(&app).await.unwrap();
     assert_eq!(builds.len(), 1);
     assert_eq!(builds[0].sha, sha);
@@ -70,27 +71,22 @@ async fn a_procfile_app_is_pushed_built_released_and_served() {
     assert_eq!(releases[0].version, 2);
     assert_eq!(releases[0].image, format!("{}/{app}:git-{}", p.builder_config.registry, &sha[..8]));
     // The push ended when the scheduler saw the release healthy; its route follows.
-    eventually("the release serves", Duration::from_secs(20), || async {
-        (serving(&p, &app).await == vec!["hello from the first push".to_owned()]).then_some(())
-    })
-    .await;
+    wait_until_serving(&p, &app, "hello from the first push", "the release serves", Duration::from_secs(20))
+        .await;
 
     // A second push rolls out a new release, and the branch follows.
     commit(&repo, &files(&procfile_app("hello from the second push")));
-    let pushed = alice.push(&repo, &app).await;
-    assert!(pushed.ok, "{}", pushed.stderr);
-    assert!(pushed.stderr.contains(&format!("done, {app}:v3 deployed to Deis")), "{}", pushed.stderr);
-    eventually("the new release serves alone", Duration::from_secs(30), || async {
-        (serving(&p, &app).await == vec!["hello from the second push".to_owned()]).then_some(())
-    })
+    let pushed = alice.push_ok(&repo, &app).await;
+    pushed.assert_shows(&[&format!("done, {app}:v3 deployed to Deis")]);
+    wait_until_serving(
+        &p,
+        &app,
+        "hello from the second push",
+        "the new release serves alone",
+        Duration::from_secs(30),
+    )
     .await;
-    let bare = p.builder_config.repos_dir().join(format!("{app}.git"));
-    let main = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&bare)
-        .args(["rev-parse", "refs/heads/main"])
-        .output()
-        .unwrap();
+    let main = p.git_in_bare_repo(&app, &["rev-parse", "refs/heads/main"]);
     assert_eq!(String::from_utf8_lossy(&main.stdout).trim(), head(&repo));
     p.stop().await;
 }
@@ -98,9 +94,7 @@ async fn a_procfile_app_is_pushed_built_released_and_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_python_app_builds_in_a_virtualenv_that_the_next_push_reuses() {
     let p = Platform::start("python", true).await;
-    let alice = p.user("alice", true).await;
-    let app = p.app_name("py");
-    alice.client.app_create(Some(&app)).await.unwrap();
+    let (alice, app) = p.alice_with_app("py").await;
     let app_py = |greeting: &str| {
         format!(
             "import http.server, os, sys\n\
@@ -116,34 +110,32 @@ async fn a_python_app_builds_in_a_virtualenv_that_the_next_push_reuses() {
         &p.dir.path().join("w"),
         &[("requirements.txt", "# the standard library is enough\n", false), ("app.py", &first, false)],
     );
-    let pushed = alice.push(&repo, &app).await;
-    assert!(pushed.ok, "{}", pushed.stderr);
-    for expected in
-        ["-----> Python app detected", "-----> Creating a virtualenv", "-----> Process types: web"]
-    {
-        assert!(pushed.stderr.contains(expected), "the push shows `{expected}`:\n{}", pushed.stderr);
-    }
+    let pushed = alice.push_ok(&repo, &app).await;
+    pushed.assert_shows(&[
+        "-----> Python app detected",
+        "-----> Creating a virtualenv",
+        "-----> Process types: web",
+    ]);
     // `web` is the buildpack's default, run by the virtualenv's python.
-    eventually("the release serves", Duration::from_secs(20), || async {
-        (serving(&p, &app).await == vec!["hello from /app/.venv".to_owned()]).then_some(())
-    })
-    .await;
+    wait_until_serving(&p, &app, "hello from /app/.venv", "the release serves", Duration::from_secs(20))
+        .await;
     assert!(p.builder_config.cache_dir().join(format!("{app}.tar")).exists(), "the build cache is kept");
 
     let second = app_py("hi again");
     commit(&repo, &[("app.py", &second, false)]);
-    let pushed = alice.push(&repo, &app).await;
-    assert!(pushed.ok, "{}", pushed.stderr);
-    assert!(pushed.stderr.contains("-----> Restoring the build cache"), "{}", pushed.stderr);
-    assert!(
-        pushed.stderr.contains("-----> Reusing the virtualenv from the build cache"),
-        "{}",
-        pushed.stderr
-    );
+    let pushed = alice.push_ok(&repo, &app).await;
+    pushed.assert_shows(&[
+        "-----> Restoring the build cache",
+        "-----> Reusing the virtualenv from the build cache",
+    ]);
     assert!(!pushed.stderr.contains("Creating a virtualenv"), "{}", pushed.stderr);
-    eventually("the second release serves", Duration::from_secs(30), || async {
-        (serving(&p, &app).await == vec!["hi again from /app/.venv".to_owned()]).then_some(())
-    })
+    wait_until_serving(
+        &p,
+        &app,
+        "hi again from /app/.venv",
+        "the second release serves",
+        Duration::from_secs(30),
+    )
     .await;
     p.stop().await;
 }
@@ -151,9 +143,7 @@ async fn a_python_app_builds_in_a_virtualenv_that_the_next_push_reuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dockerfile_app_from_the_stack_builds_and_releases() {
     let p = Platform::start("dockerfile", true).await;
-    let alice = p.user("alice", true).await;
-    let app = p.app_name("docker");
-    alice.client.app_create(Some(&app)).await.unwrap();
+    let (alice, app) = p.alice_with_app("docker").await;
     let repo = work_tree(
         &p.dir.path().join("w"),
         &[
@@ -166,14 +156,13 @@ async fn a_dockerfile_app_from_the_stack_builds_and_releases() {
         ],
     );
     let sha = head(&repo);
-    let pushed = alice.push(&repo, &app).await;
-    assert!(pushed.ok, "{}", pushed.stderr);
-    for expected in
-        ["-----> Building Docker image from the Dockerfile", "FROM deis/stack", "Successfully built"]
-    {
-        assert!(pushed.stderr.contains(expected), "the push shows `{expected}`:\n{}", pushed.stderr);
-    }
-    assert!(in_registry(&p.builder_config.registry, &app, &format!("git-{}", &sha[..8])).await);
+    let pushed = alice.push_ok(&repo, &app).await;
+    assert!(p.has_image_of(&app, &sha).await);
+    pushed.assert_shows(&[
+        "-----> Building Docker image from the Dockerfile",
+        "FROM deis/stack",
+        "Successfully built",
+    ]);
     let builds = alice.client.builds(&app).await.unwrap();
     assert_eq!((builds[0].kind.as_str(), builds[0].procfile.len()), ("dockerfile", 0));
     let releases = alice.client.releases(&app).await.unwrap();
@@ -181,16 +170,14 @@ async fn a_dockerfile_app_from_the_stack_builds_and_releases() {
     // Without a Procfile the image's CMD runs as the `cmd` process type, as in Deis v1.
     let info = alice.client.app(&app).await.unwrap();
     assert_eq!(info.structure.get("cmd"), Some(&1), "{info:?}");
-    assert!(pushed.stderr.contains(&format!("done, {app}:v2 deployed to Deis")), "{}", pushed.stderr);
+    pushed.assert_shows(&[&format!("done, {app}:v2 deployed to Deis")]);
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_pushes_to_one_app_leave_the_repository_intact_and_both_outcomes_clear() {
     let p = Platform::start("concurrent", true).await;
-    let alice = p.user("alice", true).await;
-    let app = p.app_name("race");
-    alice.client.app_create(Some(&app)).await.unwrap();
+    let (alice, app) = p.alice_with_app("race").await;
     let one = work_tree(&p.dir.path().join("one"), &files(&procfile_app("one")));
     let two = work_tree(&p.dir.path().join("two"), &files(&procfile_app("two")));
     let (a, b) = tokio::join!(alice.push(&one, &app), alice.push(&two, &app));
@@ -205,20 +192,9 @@ async fn two_concurrent_pushes_to_one_app_leave_the_repository_intact_and_both_o
         || loser.stderr.contains("non-fast-forward");
     assert!(clear, "the refused push says why:\n{}", loser.stderr);
 
-    let bare = p.builder_config.repos_dir().join(format!("{app}.git"));
-    let fsck = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&bare)
-        .args(["fsck", "--strict"])
-        .output()
-        .unwrap();
+    let fsck = p.git_in_bare_repo(&app, &["fsck", "--strict"]);
     assert!(fsck.status.success(), "the repository is intact: {}", String::from_utf8_lossy(&fsck.stderr));
-    let main = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&bare)
-        .args(["rev-parse", "refs/heads/main"])
-        .output()
-        .unwrap();
+    let main = p.git_in_bare_repo(&app, &["rev-parse", "refs/heads/main"]);
     assert_eq!(String::from_utf8_lossy(&main.stdout).trim(), head(winner_repo));
     let builds = alice.client.builds(&app).await.unwrap();
     assert_eq!(builds.len(), 1, "only the landed push was released: {builds:?}");

@@ -13,27 +13,23 @@ use futures::StreamExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unregistered_key_is_refused_and_nothing_is_received() {
     let p = Platform::start("unregistered", false).await;
-    let alice = p.user("alice", true).await;
-    let mallory = p.user("mallory", false).await;
-    let app = p.app_name("keys");
-    alice.client.app_create(Some(&app)).await.unwrap();
+    let (_alice, app) = p.alice_with_app("keys").await;
     let repo = work_tree(&p.dir.path().join("w"), &files(&procfile_app("hi")));
+    let mallory = p.user("mallory", false).await;
 
     let pushed = mallory.push(&repo, &app).await;
     assert!(!pushed.ok);
     assert!(pushed.stderr.contains("Permission denied"), "{}", pushed.stderr);
     assert!(pushed.stderr.contains("is registered with Deis"), "the refusal says why: {}", pushed.stderr);
-    assert!(!p.builder_config.repos_dir().join(format!("{app}.git")).exists(), "nothing was received");
+    assert!(!p.bare_repo(&app).exists(), "nothing was received");
     p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_access_and_any_other_command_are_refused_clearly() {
     let p = Platform::start("noaccess", false).await;
-    let alice = p.user("alice", true).await;
+    let (alice, app) = p.alice_with_app("private").await;
     let bob = p.user("bob", true).await;
-    let app = p.app_name("private");
-    alice.client.app_create(Some(&app)).await.unwrap();
     let repo = work_tree(&p.dir.path().join("w"), &files(&procfile_app("hi")));
 
     let pushed = bob.push(&repo, &app).await;
@@ -129,16 +125,14 @@ async fn a_failing_build_fails_the_push_shows_its_output_and_moves_nothing() {
     let repo = work_tree(&p.dir.path().join("w1"), &files(&procfile_app("hi")));
     let pushed = alice.push(&repo, &app).await;
     assert!(!pushed.ok, "a failed build fails the push");
-    for expected in [
+    pushed.assert_shows(&[
         "Fetching custom buildpack",
         "-----> Failing app detected",
         "compiling Procfile",
         "oh no, compile is broken",
         "the buildpack's compile step failed",
         "pre-receive hook declined",
-    ] {
-        assert!(pushed.stderr.contains(expected), "the push shows `{expected}`:\n{}", pushed.stderr);
-    }
+    ]);
     let event = tokio::time::timeout(Duration::from_secs(10), failed.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(event.envelope.body.app.as_str(), app);
     assert!(event.envelope.body.reason.contains("compile step failed"), "{:?}", event.envelope.body);
@@ -155,9 +149,7 @@ async fn a_failing_build_fails_the_push_shows_its_output_and_moves_nothing() {
     .unwrap();
     assert_eq!(line.source.kind(), "builder");
     assert!(alice.client.builds(&app).await.unwrap().is_empty(), "nothing was built");
-    let bare = p.builder_config.repos_dir().join(format!("{app}.git"));
-    let refs =
-        std::process::Command::new("git").arg("--git-dir").arg(&bare).args(["show-ref"]).output().unwrap();
+    let refs = p.git_in_bare_repo(&app, &["show-ref"]);
     assert!(String::from_utf8_lossy(&refs.stdout).trim().is_empty(), "the branch was not created");
 
     // A Dockerfile app whose build step fails.
@@ -207,9 +199,7 @@ async fn a_builder_started_before_the_bus_serves_ssh_and_builds_once_the_bus_com
     let services = service_kit::testing::TestServices::get();
     let late = service_kit::testing::LateService::new(services.nats_url.trim_start_matches("nats://")).await;
     let p = Platform::start_with_bus("latebus", false, Some(late.url("nats"))).await;
-    let alice = p.user("alice", true).await;
-    let app = p.app_name("late");
-    alice.client.app_create(Some(&app)).await.unwrap();
+    let (alice, app) = p.alice_with_app("late").await;
     let repo = work_tree(&p.dir.path().join("w"), &[("README", "no Procfile, nothing to detect\n", false)]);
 
     let refused = alice.push(&repo, &app).await;

@@ -354,14 +354,11 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
+/// `register` takes what `login` does, and an email address.
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// The controller, e.g. `http://deis.example.com`.
-    pub controller: String,
-    #[arg(long)]
-    pub username: Option<String>,
-    #[arg(long)]
-    pub password: Option<String>,
+    #[command(flatten)]
+    pub login: LoginArgs,
     #[arg(long)]
     pub email: Option<String>,
 }

@@ -69,6 +69,12 @@ impl Ctx {
         Ok(Session { settings, client })
     }
 
+    /// The saved session, then the app to act on: what most commands start with.
+    pub fn app_session(&self) -> Result<(Session, String)> {
+        let session = self.session()?;
+        Ok((session, self.app()?))
+    }
+
     pub fn git(&self) -> Git {
         Git::new(&self.env.cwd)
     }

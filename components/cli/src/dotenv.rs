@@ -113,8 +113,7 @@ impl Parser {
         validate_key(&key).map_err(|e| anyhow::anyhow!("line {line}: {e}"))?;
         self.skip_blanks();
         let value = match self.peek() {
-            Some('\'') => self.single_quoted(line)?,
-            Some('"') => self.double_quoted(line)?,
+            Some('\'' | '"') => self.quoted(line)?,
             _ => return Ok((key, self.unquoted())),
         };
         // After a closing quote only blanks and a comment may follow on that line.
@@ -151,27 +150,18 @@ impl Parser {
         value.trim_end().to_owned()
     }
 
-    fn single_quoted(&mut self, line: usize) -> Result<String> {
-        self.bump();
+    /// A value from its opening quote to the matching closing one, which may be lines later.
+    /// Only double quotes know escapes; single quotes keep everything as written.
+    fn quoted(&mut self, line: usize) -> Result<String> {
+        let double = self.bump() == Some('"');
+        let (quote, name) = if double { ('"', "double") } else { ('\'', "single") };
         let mut value = String::new();
         loop {
             match self.bump() {
-                None => bail!("line {line}: unterminated single quote"),
-                Some('\'') => return Ok(value),
-                Some(c) => value.push(c),
-            }
-        }
-    }
-
-    fn double_quoted(&mut self, line: usize) -> Result<String> {
-        self.bump();
-        let mut value = String::new();
-        loop {
-            match self.bump() {
-                None => bail!("line {line}: unterminated double quote"),
-                Some('"') => return Ok(value),
-                Some('\\') => match self.bump() {
-                    None => bail!("line {line}: unterminated double quote"),
+                None => bail!("line {line}: unterminated {name} quote"),
+                Some(c) if c == quote => return Ok(value),
+                Some('\\') if double => match self.bump() {
+                    None => bail!("line {line}: unterminated {name} quote"),
                     Some('n') => value.push('\n'),
                     Some('r') => value.push('\r'),
                     Some('t') => value.push('\t'),

@@ -49,6 +49,14 @@ impl Machine {
             .ok();
     }
 
+    /// A new machine on which alice is registered at `controller` and logged in: where most
+    /// tests start.
+    fn with_alice(controller: &str) -> Self {
+        let machine = Self::new();
+        machine.register(controller);
+        machine
+    }
+
     fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git").args(args).current_dir(&self.work).output().unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
@@ -180,8 +188,7 @@ fn register_login_whoami_logout() {
 fn app_lifecycle_in_a_git_repository() {
     let ctl = Controller::start("cli-lifecycle");
     let controller = ctl.url.clone();
-    let m = Machine::new();
-    m.register(&controller);
+    let m = Machine::with_alice(&controller);
     m.git(&["init", "-q"]);
 
     let out = m.deis(&["create", "foo"]).ok().to_owned();
@@ -279,9 +286,7 @@ fn app_lifecycle_in_a_git_repository() {
 #[test]
 fn controller_errors_and_bad_input() {
     let ctl = Controller::start("cli-errors");
-    let controller = ctl.url.clone();
-    let m = Machine::new();
-    m.register(&controller);
+    let m = Machine::with_alice(&ctl.url);
     assert_eq!(m.deis(&["info", "-a", "missing"]).fails(), "Error: app 'missing' not found\n");
     // Caught locally, before any request: nothing odd reaches a URL path.
     m.deis(&["info", "-a", "../admin"]).fails();
@@ -300,8 +305,7 @@ fn controller_errors_and_bad_input() {
 #[test]
 fn keys_add_finds_the_default_key() {
     let ctl = Controller::start("cli-keys");
-    let m = Machine::new();
-    m.register(&ctl.url);
+    let m = Machine::with_alice(&ctl.url);
     let err = m.deis(&["keys:add"]).fails().to_owned();
     assert!(err.contains("no SSH public key found"), "{err}");
     let ssh = m.home.join(".ssh");
@@ -334,8 +338,7 @@ fn completions_and_help() {
 #[test]
 fn perms_share_an_app_between_two_users() {
     let ctl = Controller::start("cli-perms");
-    let alice = Machine::new();
-    alice.register(&ctl.url);
+    let alice = Machine::with_alice(&ctl.url);
     let bob = Machine::new();
     bob.deis(&["register", &ctl.url, "--username=bob", "--password=pw2", "--email=b@example.com"]).ok();
     alice.deis(&["create", "shared", "--no-remote"]).ok();
@@ -438,8 +441,7 @@ fn logs_and_drains_through_the_controller_and_logger() {
         runtime.block_on(bus.publish(&ns.log_lines(&shop), &bus.envelope(line))).unwrap();
     };
 
-    let m = Machine::new();
-    m.register(&controller.url);
+    let m = Machine::with_alice(&controller.url);
     m.deis(&["create", "shop", "--no-remote"]).ok();
     // The logger may still be subscribing: publish until `deis logs` shows the line.
     let mut seq = 0;

@@ -77,6 +77,28 @@ async fn open_stream(req: reqwest::RequestBuilder, url: &str) -> Result<reqwest:
     Err(ApiError::Status { status: status.as_u16(), detail })
 }
 
+/// Reads a streamed answer as it arrives, passing each complete line (with its `\n`) to
+/// `on_line`. Returns what follows the last newline, for the caller to keep or drop.
+async fn stream_lines(
+    resp: reqwest::Response,
+    url: &str,
+    mut on_line: impl FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<Vec<u8>, ApiError> {
+    use futures::StreamExt;
+    let mut body = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::Transport { url: url.to_owned(), reason: with_causes(&e) })?;
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            on_line(&line)?;
+        }
+    }
+    Ok(buf)
+}
+
 impl Client {
     /// A client of the controller at `base` (e.g. `http://deis.example.com`), with or without a
     /// token.
@@ -291,10 +313,8 @@ impl Client {
         command: &str,
         mut on_event: impl FnMut(&RunEvent),
     ) -> Result<Option<i64>, ApiError> {
-        use futures::StreamExt;
         let url = format!("{}{}", self.base, Endpoint::Run.path(&[app]));
         let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
-        let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
         // One-offs may run long: no overall timeout, only the connect timeout.
         let req = reqwest::Client::new()
             .post(&url)
@@ -302,23 +322,20 @@ impl Client {
             // The stream; without it the answer comes whole at the end, as Deis v1 clients want.
             .header("Accept", "application/x-ndjson")
             .json(&RunRequest { command: command.to_owned() });
-        let mut body = open_stream(req, &url).await?.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
         let mut exit = None;
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk.map_err(transport)?);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let event: RunEvent = serde_json::from_slice(&line).map_err(|e| ApiError::Transport {
-                    url: url.clone(),
-                    reason: format!("unreadable run output: {e}"),
-                })?;
-                if let RunEvent::Exit { exit_code } = &event {
-                    exit = Some(*exit_code);
-                }
-                on_event(&event);
+        // Output after the last newline is not a whole event, so it is dropped.
+        stream_lines(open_stream(req, &url).await?, &url, |line| {
+            let event: RunEvent = serde_json::from_slice(line).map_err(|e| ApiError::Transport {
+                url: url.clone(),
+                reason: format!("unreadable run output: {e}"),
+            })?;
+            if let RunEvent::Exit { exit_code } = &event {
+                exit = Some(*exit_code);
             }
-        }
+            on_event(&event);
+            Ok(())
+        })
+        .await?;
         exit.ok_or_else(|| ApiError::Transport {
             url: url.clone(),
             reason: "the run ended without an exit status".into(),
@@ -334,23 +351,18 @@ impl Client {
         query: &LogsQuery,
         mut on_line: impl FnMut(&str),
     ) -> Result<(), ApiError> {
-        use futures::StreamExt;
         let url = format!("{}{}?{}", self.base, Endpoint::Logs.path(&[app]), query.to_query_string());
         let token = self.token.as_ref().ok_or(ApiError::NotLoggedIn)?;
-        let transport = |e: reqwest::Error| ApiError::Transport { url: url.clone(), reason: with_causes(&e) };
         // Following has no end: no overall timeout, only the connect timeout.
         let req = reqwest::Client::new().get(&url).header("Authorization", format!("token {token}"));
-        let mut body = open_stream(req, &url).await?.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk.map_err(transport)?);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                on_line(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref());
-            }
-        }
-        if !buf.is_empty() {
-            on_line(String::from_utf8_lossy(&buf).as_ref());
+        let rest = stream_lines(open_stream(req, &url).await?, &url, |line| {
+            on_line(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref());
+            Ok(())
+        })
+        .await?;
+        // A last line without its newline is still a line.
+        if !rest.is_empty() {
+            on_line(String::from_utf8_lossy(&rest).as_ref());
         }
         Ok(())
     }

@@ -5,7 +5,33 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use controller::testing::TestController;
-use controller_api::{ConfigUpdate, KeyCreateRequest};
+use controller_api::{Client, ConfigUpdate, KeyCreateRequest};
+
+/// A request to add a certificate from its PEM files, named after it and serving no domain yet.
+fn pem_request(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> controller_api::CertCreateRequest {
+    controller_api::CertCreateRequest {
+        name: None,
+        certificate: cert.pem(),
+        key: key.serialize_pem(),
+        common_name: None,
+    }
+}
+
+/// A controller and two users: alice, the first and so an admin, and bob.
+async fn alice_and_bob(test: &str) -> (TestController, Client, Client) {
+    let ctl = TestController::start(test).await;
+    let alice = ctl.user("alice").await;
+    let bob = ctl.user("bob").await;
+    (ctl, alice, bob)
+}
+
+/// A controller, its first user alice (an admin), and an app of hers.
+async fn alice_with_app(test: &str, app: &str) -> (TestController, Client) {
+    let ctl = TestController::start(test).await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some(app)).await.unwrap();
+    (ctl, alice)
+}
 
 fn set(pairs: &[(&str, &str)]) -> ConfigUpdate {
     ConfigUpdate {
@@ -16,9 +42,7 @@ fn set(pairs: &[(&str, &str)]) -> ConfigUpdate {
 
 #[tokio::test]
 async fn the_first_user_is_admin_and_apps_are_private_until_shared() {
-    let ctl = TestController::start("perms").await;
-    let alice = ctl.user("alice").await;
-    let bob = ctl.user("bob").await;
+    let (ctl, alice, bob) = alice_and_bob("perms").await;
     assert!(alice.whoami().await.unwrap().is_superuser, "the first user is an admin");
     assert!(!bob.whoami().await.unwrap().is_superuser);
 
@@ -60,9 +84,7 @@ async fn the_first_user_is_admin_and_apps_are_private_until_shared() {
 
 #[tokio::test]
 async fn concurrent_config_sets_give_gapless_unique_releases() {
-    let ctl = TestController::start("concurrent").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("busy")).await.unwrap();
+    let (ctl, alice) = alice_with_app("concurrent", "busy").await;
     let mut tasks = Vec::new();
     for i in 0..20 {
         let client = alice.clone();
@@ -85,9 +107,7 @@ async fn concurrent_config_sets_give_gapless_unique_releases() {
 
 #[tokio::test]
 async fn bad_input_gets_a_4xx_with_a_detail_never_a_5xx() {
-    let ctl = TestController::start("badinput").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("good")).await.unwrap();
+    let (ctl, alice) = alice_with_app("badinput", "good").await;
     let token = alice.token().unwrap().to_owned();
     let http = reqwest::Client::new();
     let send = |method: reqwest::Method, path: &str, body: Vec<u8>| {
@@ -156,9 +176,7 @@ async fn bad_input_gets_a_4xx_with_a_detail_never_a_5xx() {
 
 #[tokio::test]
 async fn keys_are_checked_and_fingerprints_unique_across_users() {
-    let ctl = TestController::start("keys").await;
-    let alice = ctl.user("alice").await;
-    let bob = ctl.user("bob").await;
+    let (ctl, alice, bob) = alice_and_bob("keys").await;
     let public =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
     let key =
@@ -175,9 +193,7 @@ async fn keys_are_checked_and_fingerprints_unique_across_users() {
 
 #[tokio::test]
 async fn domains_are_unique_and_certs_are_matched_to_them() {
-    let ctl = TestController::start("domains").await;
-    let alice = ctl.user("alice").await;
-    let bob = ctl.user("bob").await;
+    let (ctl, alice, bob) = alice_and_bob("domains").await;
     alice.app_create(Some("shop")).await.unwrap();
     bob.app_create(Some("blog")).await.unwrap();
     alice.domain_add("shop", "www.Example.com").await.unwrap();
@@ -187,29 +203,17 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["www.example.com".to_owned(), "*.example.com".to_owned()])
             .unwrap();
-    let added = alice
-        .cert_add(&controller_api::CertCreateRequest {
-            name: None,
-            certificate: cert.pem(),
-            key: key_pair.serialize_pem(),
-            common_name: None,
-        })
-        .await
-        .unwrap();
+    let added = alice.cert_add(&pem_request(&cert, &key_pair)).await.unwrap();
     assert!(added.san.contains(&"*.example.com".to_owned()), "{added:?}");
     let attached = alice.cert_attach(&added.name, "www.example.com").await.unwrap();
     assert_eq!(attached.domains, vec!["www.example.com".to_owned()]);
     // Deis v1's `certs:add --common-name`: named after the domain and serving it at once.
     alice.domain_add("shop", "api.example.com").await.unwrap();
-    let v1 = alice
-        .cert_add(&controller_api::CertCreateRequest {
-            name: None,
-            certificate: cert.pem(),
-            key: key_pair.serialize_pem(),
-            common_name: Some("api.example.com".into()),
-        })
-        .await
-        .unwrap();
+    let by_name = controller_api::CertCreateRequest {
+        common_name: Some("api.example.com".into()),
+        ..pem_request(&cert, &key_pair)
+    };
+    let v1 = alice.cert_add(&by_name).await.unwrap();
     assert_eq!(
         (v1.name.as_str(), v1.domains.clone()),
         ("api.example.com", vec!["api.example.com".to_owned()])
@@ -217,9 +221,8 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
     // For a domain nobody added, the answer says why it serves nothing yet.
     let lonely = controller_api::CertCreateRequest {
         name: Some("lonely".into()),
-        certificate: cert.pem(),
-        key: key_pair.serialize_pem(),
         common_name: Some("nowhere.example.com".into()),
+        ..pem_request(&cert, &key_pair)
     };
     let err = alice.cert_add(&lonely).await.unwrap_err();
     assert_eq!(err.status(), Some(422));
@@ -236,15 +239,8 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
     let mut params = rcgen::CertificateParams::new(vec!["cn.example.com".to_owned()]).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, "CN.example.com");
     let by_cn = params.self_signed(&key).unwrap();
-    let added = alice
-        .cert_add(&controller_api::CertCreateRequest {
-            name: Some("mine".into()),
-            certificate: by_cn.pem(),
-            key: key.serialize_pem(),
-            common_name: None,
-        })
-        .await
-        .unwrap();
+    let mine = controller_api::CertCreateRequest { name: Some("mine".into()), ..pem_request(&by_cn, &key) };
+    let added = alice.cert_add(&mine).await.unwrap();
     assert_eq!(added.domains, vec!["cn.example.com".to_owned()], "{added:?}");
     alice.cert_remove("CN.example.com").await.unwrap();
     assert_eq!(alice.cert_remove("mine").await.unwrap_err().status(), Some(404));
@@ -254,9 +250,7 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
     let err = alice
         .cert_add(&controller_api::CertCreateRequest {
             name: Some("mismatch".into()),
-            certificate: cert.pem(),
-            key: other.key_pair.serialize_pem(),
-            common_name: None,
+            ..pem_request(&cert, &other.key_pair)
         })
         .await
         .unwrap_err();
@@ -267,9 +261,7 @@ async fn domains_are_unique_and_certs_are_matched_to_them() {
 
 #[tokio::test]
 async fn rollback_restores_an_earlier_config_in_a_new_release() {
-    let ctl = TestController::start("rollback").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("roller")).await.unwrap();
+    let (ctl, alice) = alice_with_app("rollback", "roller").await;
     alice.config_update("roller", &set(&[("ANSWER", "one")])).await.unwrap();
     alice.config_update("roller", &set(&[("ANSWER", "two")])).await.unwrap();
     let r = alice.rollback("roller", Some(2)).await.unwrap();
@@ -289,9 +281,7 @@ async fn rollback_restores_an_earlier_config_in_a_new_release() {
 
 #[tokio::test]
 async fn unsetting_and_limits_and_tags_make_releases_with_summaries() {
-    let ctl = TestController::start("summaries").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("sums")).await.unwrap();
+    let (ctl, alice) = alice_with_app("summaries", "sums").await;
     alice.config_update("sums", &set(&[("FOO", "1"), ("BAR", "2")])).await.unwrap();
     let mut update = ConfigUpdate::default();
     update.values.insert("FOO".into(), None);
@@ -317,9 +307,7 @@ async fn unsetting_and_limits_and_tags_make_releases_with_summaries() {
 
 #[tokio::test]
 async fn process_status_needs_a_scheduler_and_says_so() {
-    let ctl = TestController::start("nosched").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("lonely")).await.unwrap();
+    let (ctl, alice) = alice_with_app("nosched", "lonely").await;
     let err = alice.containers("lonely").await.unwrap_err();
     assert_eq!(err.status(), Some(503), "{err}");
     assert!(err.to_string().contains("scheduler"), "{err}");
@@ -369,15 +357,7 @@ async fn apps_and_custom_domains_are_published_to_etcd_for_the_routers() {
     // A certificate attached to the domain is published for the routers' SNI.
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["www.site.example".to_owned()]).unwrap();
-    let added = alice
-        .cert_add(&controller_api::CertCreateRequest {
-            name: None,
-            certificate: cert.pem(),
-            key: key_pair.serialize_pem(),
-            common_name: None,
-        })
-        .await
-        .unwrap();
+    let added = alice.cert_add(&pem_request(&cert, &key_pair)).await.unwrap();
     alice.cert_attach(&added.name, "www.site.example").await.unwrap();
     let record =
         service_kit::testing::eventually("the certificate reaches etcd", Duration::from_secs(5), || {
@@ -414,13 +394,14 @@ async fn deis_v1_clients_find_a_controller_of_their_api_version() {
     assert_eq!(root.status(), 401, "the client's connection check wants 401");
     assert_eq!(root.headers()["DEIS_API_VERSION"], "1.7");
     assert_eq!(root.headers()["X_DEIS_API_VERSION"], "1.7");
+    // As a v1 client sends: a user's token, and none of this project's client's headers.
+    let send_as = |method: reqwest::Method, path: &str, token: &str| {
+        http.request(method, format!("{}{path}", ctl.url))
+            .header("Authorization", format!("token {token}"))
+            .send()
+    };
     let token = alice.token().unwrap().to_owned();
-    let authed = http
-        .get(format!("{}/v1/", ctl.url))
-        .header("Authorization", format!("token {token}"))
-        .send()
-        .await
-        .unwrap();
+    let authed = send_as(reqwest::Method::GET, "/v1/", &token).await.unwrap();
     assert_eq!(authed.status(), 200);
     let missing = http.get(format!("{}/v1/nothing-here/", ctl.url)).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -429,26 +410,14 @@ async fn deis_v1_clients_find_a_controller_of_their_api_version() {
     for name in ["pa", "pb", "pc"] {
         alice.app_create(Some(name)).await.unwrap();
     }
-    let page: serde_json::Value = http
-        .get(format!("{}/v1/apps/?page_size=2", ctl.url))
-        .header("Authorization", format!("token {token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value =
+        send_as(reqwest::Method::GET, "/v1/apps/?page_size=2", &token).await.unwrap().json().await.unwrap();
     assert_eq!(page["count"], 3);
     assert_eq!(page["results"].as_array().unwrap().len(), 2, "{page}");
 
     let bob = ctl.user("bob").await;
     let bob_token = bob.token().unwrap().to_owned();
-    let cancel = http
-        .delete(format!("{}/v1/auth/cancel/", ctl.url))
-        .header("Authorization", format!("token {bob_token}"))
-        .send()
-        .await
-        .unwrap();
+    let cancel = send_as(reqwest::Method::DELETE, "/v1/auth/cancel/", &bob_token).await.unwrap();
     assert_eq!(cancel.status(), 204);
     assert_eq!(bob.whoami().await.unwrap_err().status(), Some(401), "the account is gone");
 

@@ -10,26 +10,46 @@ use bus_schema::messages::{BuildCompleted, BuildFailed, BuildKind, ControllerEve
 use bus_schema::streams::{ConsumerId, ensure_consumer};
 use bus_schema::{AppName, DesiredChange, ProcessType};
 use controller::testing::TestController;
-use controller_api::{BuildCreateRequest, ConfigUpdate};
+use controller_api::{BuildCreateRequest, Client, ConfigUpdate};
 use futures::StreamExt;
 use service_kit::testing::{LateService, TestServices, eventually};
+
+/// A controller, its first user alice (an admin), and an app of hers.
+async fn alice_with_app(test: &str, app: &str) -> (TestController, Client) {
+    let ctl = TestController::start(test).await;
+    let alice = ctl.user("alice").await;
+    alice.app_create(Some(app)).await.unwrap();
+    (ctl, alice)
+}
 
 fn set(k: &str, v: &str) -> ConfigUpdate {
     ConfigUpdate { values: BTreeMap::from([(k.to_owned(), Some(v.to_owned()))]), ..Default::default() }
 }
 
+/// How many outbox rows wait to be published, or why the database could not say.
+async fn unpublished(db: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+    let row = db.query_one("SELECT count(*) AS count FROM outbox WHERE published IS NULL", &[]).await?;
+    Ok(row.try_get("count").unwrap())
+}
+
 /// Waits until the relay has published every outbox row.
 async fn outbox_empties(db: &tokio_postgres::Client, what: &str) {
-    eventually(what, Duration::from_secs(10), || async {
-        let n: i64 = db
-            .query_one("SELECT count(*) AS count FROM outbox WHERE published IS NULL", &[])
-            .await
-            .ok()?
-            .try_get("count")
-            .unwrap();
-        (n == 0).then_some(())
-    })
-    .await;
+    eventually(what, Duration::from_secs(10), || async { (unpublished(db).await.ok()? == 0).then_some(()) })
+        .await;
+}
+
+/// A build of an image already in the registry, with no Procfile.
+fn image_build(image: String) -> BuildCreateRequest {
+    BuildCreateRequest { image, procfile: BTreeMap::new() }
+}
+
+/// The scheduler's durable consumer of the desired-state stream, as a scheduler declares it.
+async fn scheduler_consumer(
+    bus: &bus_schema::Bus,
+    ns: &bus_schema::Namespace,
+) -> async_nats::jetstream::consumer::PullConsumer {
+    let options = bus_schema::streams::StreamOptions::for_tests();
+    ensure_consumer(bus.jetstream(), ns, &ns.consumer(ConsumerId::Scheduler), &options).await.unwrap()
 }
 
 /// Everything the desired-state consumer has, acked.
@@ -66,24 +86,12 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
     alice.config_update("durable", &set("A", "1")).await.unwrap();
     let db = a.db().await;
     a.stop().await;
-    let pending: i64 = db
-        .query_one("SELECT count(*) AS count FROM outbox WHERE published IS NULL", &[])
-        .await
-        .unwrap()
-        .try_get("count")
-        .unwrap();
+    let pending = unpublished(&db).await.unwrap();
     assert!(pending >= 2, "the changes' events wait in the outbox ({pending})");
 
     let bus = TestController::start_with(config.clone(), ns.clone(), database.clone()).await;
     let scheduler = bus.bus().await;
-    let consumer = ensure_consumer(
-        scheduler.jetstream(),
-        &ns,
-        &ns.consumer(ConsumerId::Scheduler),
-        &bus_schema::streams::StreamOptions::for_tests(),
-    )
-    .await
-    .unwrap();
+    let consumer = scheduler_consumer(&scheduler, &ns).await;
     bus.stop().await;
 
     // Instance B starts with the relay on and publishes what A left.
@@ -104,21 +112,12 @@ async fn events_committed_before_a_crash_are_published_after_restart_exactly_onc
 
 #[tokio::test]
 async fn a_completed_build_becomes_one_release_and_a_formation() {
-    let ctl = TestController::start("buildevents").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("pushed")).await.unwrap();
+    let (ctl, alice) = alice_with_app("buildevents", "pushed").await;
     let bus = ctl.bus().await;
     let ns = ctl.ns.clone();
     let app = AppName::parse("pushed").unwrap();
     let mut events = bus.subscribe(&ns.all_controller_events()).await.unwrap();
-    let desired = ensure_consumer(
-        bus.jetstream(),
-        &ns,
-        &ns.consumer(ConsumerId::Scheduler),
-        &bus_schema::streams::StreamOptions::for_tests(),
-    )
-    .await
-    .unwrap();
+    let desired = scheduler_consumer(&bus, &ns).await;
     drain(&desired).await;
 
     let build_id = uuid::Uuid::now_v7();
@@ -225,20 +224,12 @@ async fn a_completed_build_becomes_one_release_and_a_formation() {
 
 #[tokio::test]
 async fn builds_create_deploys_an_image_that_is_in_the_registry() {
-    let ctl = TestController::start("imagebuild").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("imaged")).await.unwrap();
+    let (ctl, alice) = alice_with_app("imagebuild", "imaged").await;
     let registry = TestServices::get().registry;
     let repo = format!("imaged-{}", uuid::Uuid::new_v4().simple());
     service_kit::testing::push_tiny_image(&registry, &repo, "v1").await;
 
-    let build = alice
-        .build_create(
-            "imaged",
-            &BuildCreateRequest { image: format!("{repo}:v1"), procfile: BTreeMap::new() },
-        )
-        .await
-        .unwrap();
+    let build = alice.build_create("imaged", &image_build(format!("{repo}:v1"))).await.unwrap();
     assert_eq!(build.image, format!("{registry}/{repo}:v1"));
     assert_eq!(build.kind, "image");
     let releases = alice.releases("imaged").await.unwrap();
@@ -253,20 +244,11 @@ async fn builds_create_deploys_an_image_that_is_in_the_registry() {
     assert!(refused.to_string().contains("no build associated with release v1"), "{refused}");
     assert_eq!(alice.releases("imaged").await.unwrap()[0].version, 2);
 
-    let missing = alice
-        .build_create(
-            "imaged",
-            &BuildCreateRequest { image: format!("{repo}:nope"), procfile: BTreeMap::new() },
-        )
-        .await
-        .unwrap_err();
+    let missing = alice.build_create("imaged", &image_build(format!("{repo}:nope"))).await.unwrap_err();
     assert_eq!(missing.status(), Some(422));
     assert!(missing.to_string().contains("not in the platform registry"), "{missing}");
     let elsewhere = alice
-        .build_create(
-            "imaged",
-            &BuildCreateRequest { image: "docker.io/library/nginx:latest".into(), procfile: BTreeMap::new() },
-        )
+        .build_create("imaged", &image_build("docker.io/library/nginx:latest".into()))
         .await
         .unwrap_err();
     assert_eq!(elsewhere.status(), Some(422));
@@ -276,30 +258,19 @@ async fn builds_create_deploys_an_image_that_is_in_the_registry() {
 
 #[tokio::test]
 async fn the_relay_declares_its_streams_when_no_consumer_has_yet() {
-    let ctl = TestController::start("nostream").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("early")).await.unwrap();
+    let (ctl, _alice) = alice_with_app("nostream", "early").await;
     let db = ctl.db().await;
     outbox_empties(&db, "the outbox empties with no consumer around").await;
     // A scheduler arriving later finds everything.
     let bus = ctl.bus().await;
-    let consumer = ensure_consumer(
-        bus.jetstream(),
-        &ctl.ns,
-        &ctl.ns.consumer(ConsumerId::Scheduler),
-        &bus_schema::streams::StreamOptions::for_tests(),
-    )
-    .await
-    .unwrap();
+    let consumer = scheduler_consumer(&bus, &ctl.ns).await;
     assert_eq!(releases_of(&drain(&consumer).await), vec![1]);
     ctl.stop().await;
 }
 
 #[tokio::test]
 async fn the_controller_answers_desired_state_requests() {
-    let ctl = TestController::start("snapshot").await;
-    let alice = ctl.user("alice").await;
-    alice.app_create(Some("one")).await.unwrap();
+    let (ctl, alice) = alice_with_app("snapshot", "one").await;
     alice.app_create(Some("two")).await.unwrap();
     alice.config_update("two", &set("X", "1")).await.unwrap();
     let bus = ctl.bus().await;
@@ -344,12 +315,7 @@ async fn a_controller_started_before_nats_and_etcd_takes_writes_and_publishes_th
     alice.app_create(Some("early")).await.unwrap();
     alice.config_update("early", &set("A", "1")).await.unwrap();
     let db = ctl.db().await;
-    let pending: i64 = db
-        .query_one("SELECT count(*) AS count FROM outbox WHERE published IS NULL", &[])
-        .await
-        .unwrap()
-        .try_get("count")
-        .unwrap();
+    let pending = unpublished(&db).await.unwrap();
     assert!(pending >= 2, "the writes' events wait in the outbox ({pending})");
 
     nats.open();

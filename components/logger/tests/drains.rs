@@ -53,6 +53,19 @@ fn settings(buffer_lines: usize) -> DrainSettings {
     }
 }
 
+/// A drain of the test app to `url`, named `id`.
+fn spawn_drain(id: &str, url: &str, settings: &DrainSettings, shutdown: &Shutdown) -> Drain {
+    let shared = DrainShared::new(settings).unwrap();
+    Drain::spawn(app(), id.into(), DrainUrl::parse(url).unwrap(), shared, shutdown)
+}
+
+/// Sends the test app's lines numbered `numbers`, all on stdout.
+fn send_lines(drain: &Drain, numbers: std::ops::Range<u64>) {
+    for n in numbers {
+        drain.send(&line(n, Stream::Stdout));
+    }
+}
+
 /// Splits octet-counted frames (`<len> <message>`); panics on anything else, which fails the test.
 fn split_frames(mut bytes: &[u8]) -> Vec<String> {
     let mut messages = Vec::new();
@@ -139,6 +152,13 @@ impl SyslogReceiver {
             }
         });
         receiver
+    }
+
+    /// A receiver on a loopback port of its own, and the port.
+    async fn on_loopback(tls: Option<TlsAcceptor>, close_first_after: Option<usize>) -> (Self, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (Self::serve(listener, tls, close_first_after), port)
     }
 
     async fn read(&self, conn: usize, mut stream: impl tokio::io::AsyncRead + Unpin, limit: Option<usize>) {
@@ -248,6 +268,11 @@ impl Pki {
     fn ca_path(&self) -> PathBuf {
         self.ca_file.path().to_owned()
     }
+
+    /// Drain settings that trust this CA besides the system's.
+    fn trusted(&self, buffer_lines: usize) -> DrainSettings {
+        DrainSettings { extra_ca_file: Some(self.ca_path()), ..settings(buffer_lines) }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,13 +369,9 @@ impl HttpsReceiver {
 
 #[tokio::test]
 async fn a_tcp_syslog_drain_delivers_rfc5424_lines_in_order() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let receiver = SyslogReceiver::serve(listener, None, None);
+    let (receiver, port) = SyslogReceiver::on_loopback(None, None).await;
     let shutdown = Shutdown::new();
-    let shared = DrainShared::new(&settings(100)).unwrap();
-    let url = DrainUrl::parse(&format!("syslog://127.0.0.1:{port}")).unwrap();
-    let drain = Drain::spawn(app(), "d1".into(), url, shared, &shutdown);
+    let drain = spawn_drain("d1", &format!("syslog://127.0.0.1:{port}"), &settings(100), &shutdown);
 
     let mut sent = Vec::new();
     for n in 0..30 {
@@ -381,15 +402,12 @@ async fn a_tcp_syslog_drain_delivers_rfc5424_lines_in_order() {
 #[tokio::test]
 async fn a_tls_syslog_drain_trusts_the_extra_ca_and_only_it() {
     let pki = Pki::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let receiver = SyslogReceiver::serve(listener, Some(pki.acceptor.clone()), None);
+    let (receiver, port) = SyslogReceiver::on_loopback(Some(pki.acceptor.clone()), None).await;
     let shutdown = Shutdown::new();
 
     // Without the CA the receiver's certificate is refused and nothing is delivered.
-    let untrusting = DrainShared::new(&settings(100)).unwrap();
-    let url = DrainUrl::parse(&format!("syslog+tls://localhost:{port}")).unwrap();
-    let refused = Drain::spawn(app(), "untrusting".into(), url.clone(), untrusting, &shutdown);
+    let url = format!("syslog+tls://localhost:{port}");
+    let refused = spawn_drain("untrusting", &url, &settings(100), &shutdown);
     refused.send(&line(0, Stream::Stdout));
     eventually("a failed handshake", PATIENCE, || async {
         (receiver.handshake_failures.load(Ordering::SeqCst) > 0).then_some(())
@@ -399,12 +417,8 @@ async fn a_tls_syslog_drain_trusts_the_extra_ca_and_only_it() {
     assert!(receiver.messages().is_empty());
     refused.stop().await;
 
-    let trusting =
-        DrainShared::new(&DrainSettings { extra_ca_file: Some(pki.ca_path()), ..settings(100) }).unwrap();
-    let drain = Drain::spawn(app(), "trusting".into(), url, trusting, &shutdown);
-    for n in 0..10 {
-        drain.send(&line(n, Stream::Stdout));
-    }
+    let drain = spawn_drain("trusting", &url, &pki.trusted(100), &shutdown);
+    send_lines(&drain, 0..10);
     let got = wait_for(&receiver, 10).await;
     let messages: Vec<&str> = got.iter().map(|m| m.msg.as_str()).collect();
     let want: Vec<String> = (0..10).map(|n| format!("line {n}")).collect();
@@ -419,11 +433,9 @@ async fn an_https_drain_posts_logplex_frames_and_retries_a_batch_with_its_frame_
     let (receiver, port) = HttpsReceiver::start(&pki).await;
     receiver.fail_next.store(1, Ordering::SeqCst);
     let shutdown = Shutdown::new();
-    let shared =
-        DrainShared::new(&DrainSettings { extra_ca_file: Some(pki.ca_path()), ..settings(100) }).unwrap();
-    let url = DrainUrl::parse(&format!("https://user:s3cret@127.0.0.1:{port}/logs/in")).unwrap();
-    assert!(!url.to_string().contains("s3cret"));
-    let drain = Drain::spawn(app(), "d-https".into(), url, shared, &shutdown);
+    let url = format!("https://user:s3cret@127.0.0.1:{port}/logs/in");
+    assert!(!DrainUrl::parse(&url).unwrap().to_string().contains("s3cret"));
+    let drain = spawn_drain("d-https", &url, &pki.trusted(100), &shutdown);
 
     let sent: Vec<LogLine> =
         (0..10).map(|n| line(n, if n == 4 { Stream::Stderr } else { Stream::Stdout })).collect();
@@ -476,12 +488,8 @@ async fn a_syslog_drain_that_was_down_delivers_its_buffer_then_a_drop_notice() {
     // Nothing listens on the port yet.
     let port = free_port();
     let shutdown = Shutdown::new();
-    let shared = DrainShared::new(&settings(5)).unwrap();
-    let url = DrainUrl::parse(&format!("syslog://127.0.0.1:{port}")).unwrap();
-    let drain = Drain::spawn(app(), "d-down".into(), url, shared, &shutdown);
-    for n in 0..12 {
-        drain.send(&line(n, Stream::Stdout));
-    }
+    let drain = spawn_drain("d-down", &format!("syslog://127.0.0.1:{port}"), &settings(5), &shutdown);
+    send_lines(&drain, 0..12);
     // The buffer holds five; the other seven are counted.
     assert_eq!(drain.stats(), DrainStats { delivered: 0, dropped: 7, buffered: 5 });
 
@@ -507,13 +515,9 @@ async fn an_https_drain_that_was_down_delivers_its_buffer_then_a_drop_notice() {
     let (receiver, port) = HttpsReceiver::start(&pki).await;
     receiver.down.store(true, Ordering::SeqCst);
     let shutdown = Shutdown::new();
-    let shared =
-        DrainShared::new(&DrainSettings { extra_ca_file: Some(pki.ca_path()), ..settings(5) }).unwrap();
-    let url = DrainUrl::parse(&format!("https://localhost:{port}/")).unwrap();
-    let drain = Drain::spawn(app(), "d-https-down".into(), url, shared, &shutdown);
-    for n in 0..12 {
-        drain.send(&line(n, Stream::Stdout));
-    }
+    let drain =
+        spawn_drain("d-https-down", &format!("https://localhost:{port}/"), &pki.trusted(5), &shutdown);
+    send_lines(&drain, 0..12);
     assert_eq!(drain.stats(), DrainStats { delivered: 0, dropped: 7, buffered: 5 });
     eventually("the receiver turning a batch away", PATIENCE, || async {
         receiver.posts().iter().any(|p| p.status == 503).then_some(())
@@ -533,14 +537,10 @@ async fn an_https_drain_that_was_down_delivers_its_buffer_then_a_drop_notice() {
 
 #[tokio::test]
 async fn a_syslog_drain_reconnects_when_the_receiver_closes() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     // The receiver hangs up after the first message.
-    let receiver = SyslogReceiver::serve(listener, None, Some(1));
+    let (receiver, port) = SyslogReceiver::on_loopback(None, Some(1)).await;
     let shutdown = Shutdown::new();
-    let shared = DrainShared::new(&settings(100)).unwrap();
-    let url = DrainUrl::parse(&format!("syslog://127.0.0.1:{port}")).unwrap();
-    let drain = Drain::spawn(app(), "d-reconnect".into(), url, shared, &shutdown);
+    let drain = spawn_drain("d-reconnect", &format!("syslog://127.0.0.1:{port}"), &settings(100), &shutdown);
     drain.send(&line(0, Stream::Stdout));
     wait_for(&receiver, 1).await;
 
@@ -563,24 +563,17 @@ async fn a_syslog_drain_reconnects_when_the_receiver_closes() {
 
 #[tokio::test]
 async fn stopping_a_drain_delivers_what_it_holds() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let receiver = SyslogReceiver::serve(listener, None, None);
+    let (receiver, port) = SyslogReceiver::on_loopback(None, None).await;
     let shutdown = Shutdown::new();
-    let shared = DrainShared::new(&settings(1_000)).unwrap();
-    let url = DrainUrl::parse(&format!("syslog://127.0.0.1:{port}")).unwrap();
-    let drain = Drain::spawn(app(), "d-stop".into(), url, shared, &shutdown);
-    for n in 0..200 {
-        drain.send(&line(n, Stream::Stdout));
-    }
+    let drain = spawn_drain("d-stop", &format!("syslog://127.0.0.1:{port}"), &settings(1_000), &shutdown);
+    send_lines(&drain, 0..200);
     drain.stop().await;
     let got = wait_for(&receiver, 200).await;
     assert!(got.iter().enumerate().all(|(n, m)| m.msg == format!("line {n}")));
 
     // A drain whose receiver is down still stops (giving up its lines after the grace).
-    let down = DrainUrl::parse(&format!("syslog://127.0.0.1:{}", free_port())).unwrap();
-    let shared = DrainShared::new(&settings(1_000)).unwrap();
-    let stuck = Drain::spawn(app(), "d-stuck".into(), down, shared, &shutdown);
+    let down = format!("syslog://127.0.0.1:{}", free_port());
+    let stuck = spawn_drain("d-stuck", &down, &settings(1_000), &shutdown);
     stuck.send(&line(0, Stream::Stdout));
     stuck.stop().await;
     assert!(shutdown.wait(Duration::from_secs(10)).await, "drain tasks still running after stop");

@@ -39,6 +39,15 @@ impl Rig {
         Self { namespace: ns.root().to_owned(), prefix, bus, etcd }
     }
 
+    /// A rig with one logger, `l1`, running on a data directory of its own (kept until the
+    /// directory is dropped): where most tests start.
+    async fn with_one_logger(test: &str) -> (Self, tempfile::TempDir, Running) {
+        let rig = Self::new(test).await;
+        let data = tempfile::tempdir().unwrap();
+        let logger = rig.start(rig.config("l1", data.path())).await;
+        (rig, data, logger)
+    }
+
     fn config(&self, instance: &str, data: &Path) -> LoggerConfig {
         let services = TestServices::get();
         LoggerConfig {
@@ -175,9 +184,7 @@ async fn syslog_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_come_back_from_history_in_order_per_container_and_filtered() {
-    let rig = Rig::new("logorder").await;
-    let data = tempfile::tempdir().unwrap();
-    let logger = rig.start(rig.config("l1", data.path())).await;
+    let (rig, _data, logger) = Rig::with_one_logger("logorder").await;
     let shop = app("shop");
     for seq in 0..300u64 {
         rig.publish(line(&shop, "web", 1, seq, format!("web1 {seq}"))).await;
@@ -286,9 +293,7 @@ async fn history_survives_a_restart_and_controller_events_join_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_drain_stream_carries_each_line_as_json_promptly() {
-    let rig = Rig::new("logfollow").await;
-    let data = tempfile::tempdir().unwrap();
-    let logger = rig.start(rig.config("l1", data.path())).await;
+    let (rig, _data, logger) = Rig::with_one_logger("logfollow").await;
     let shop = app("shop");
     let mut follow = rig.bus.client().subscribe(rig.bus.namespace().drain(&shop).to_nats()).await.unwrap();
     rig.bus.round_trip("follow").await.unwrap();
@@ -306,9 +311,7 @@ async fn the_public_drain_stream_carries_each_line_as_json_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_set_in_etcd_receives_the_apps_lines_and_stops_when_removed() {
-    let rig = Rig::new("logdrain").await;
-    let data = tempfile::tempdir().unwrap();
-    let logger = rig.start(rig.config("l1", data.path())).await;
+    let (rig, _data, logger) = Rig::with_one_logger("logdrain").await;
     let shop = app("shop");
     let (port, got) = syslog_receiver().await;
     rig.put_drain(&shop, "d1", &format!("syslog://127.0.0.1:{port}")).await;
@@ -462,9 +465,7 @@ async fn a_flooding_app_loses_only_its_own_lines_and_is_told_how_many() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_app_loses_its_history() {
-    let rig = Rig::new("logdestroy").await;
-    let data = tempfile::tempdir().unwrap();
-    let logger = rig.start(rig.config("l1", data.path())).await;
+    let (rig, data, logger) = Rig::with_one_logger("logdestroy").await;
     let shop = app("shop");
     rig.publish(line(&shop, "web", 1, 1, "soon gone".into())).await;
     eventually("stored", PATIENCE, || async { rig.query(&shop, 10).await.filter(|l| l.len() == 1) }).await;
@@ -500,9 +501,7 @@ fn tools_python() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_py_subscriber_reads_the_json_drain_stream() {
     let python = tools_python();
-    let rig = Rig::new("logpy").await;
-    let data = tempfile::tempdir().unwrap();
-    let logger = rig.start(rig.config("l1", data.path())).await;
+    let (rig, _data, logger) = Rig::with_one_logger("logpy").await;
     let shop = app("shop");
     let subject = rig.bus.namespace().drain(&shop).as_str().to_owned();
     // A consumer as a user would write it: subscribe, print each record's fields, stop after 3.

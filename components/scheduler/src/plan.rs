@@ -583,6 +583,23 @@ mod tests {
             started_at: Timestamp(started),
         }
     }
+    /// What the leader keeps from one plan to the next, planning on nodes n1 and n2 (where most
+    /// tests run).
+    #[derive(Default)]
+    struct Leader {
+        memory: Memory,
+        rules: Rules,
+    }
+    impl Leader {
+        fn plan(
+            &mut self,
+            desired: &BTreeMap<AppName, AppDesired>,
+            observed: &[Observed],
+            now: Instant,
+        ) -> Vec<Action> {
+            plan(desired, &nodes(&["n1", "n2"]), observed, &mut self.memory, &self.rules, now)
+        }
+    }
     fn starts(actions: &[Action]) -> Vec<(String, u32)> {
         actions
             .iter()
@@ -604,73 +621,58 @@ mod tests {
 
     #[test]
     fn a_new_release_starts_its_containers_spread_over_nodes() {
-        let mut memory = Memory::default();
+        let mut leader = Leader::default();
         let now = Instant::now();
-        let actions = plan(&desired(1, 3), &nodes(&["n1", "n2"]), &[], &mut memory, &Rules::default(), now);
+        let actions = leader.plan(&desired(1, 3), &[], now);
         let s = starts(&actions);
         assert_eq!(s.len(), 3);
         let on_n1 = s.iter().filter(|(n, _)| n == "n1").count();
         assert!((1..=2).contains(&on_n1), "{s:?}");
         // Asked again before the agents report: nothing is started twice.
-        assert!(
-            starts(&plan(&desired(1, 3), &nodes(&["n1", "n2"]), &[], &mut memory, &Rules::default(), now))
-                .is_empty()
-        );
+        assert!(starts(&leader.plan(&desired(1, 3), &[], now)).is_empty());
     }
 
     #[test]
     fn scaling_down_stops_the_highest_indices() {
-        let mut memory = Memory::default();
+        let mut leader = Leader::default();
         let observed = [obs("n1", 1, 1, true, 1), obs("n2", 1, 2, true, 1), obs("n1", 1, 3, true, 1)];
-        let actions = plan(
-            &desired(1, 1),
-            &nodes(&["n1", "n2"]),
-            &observed,
-            &mut memory,
-            &Rules::default(),
-            Instant::now(),
-        );
+        let actions = leader.plan(&desired(1, 1), &observed, Instant::now());
         assert_eq!(stops(&actions), vec![("n2".into(), 1, 2), ("n1".into(), 1, 3)]);
         assert!(starts(&actions).is_empty());
     }
 
     #[test]
     fn a_rolling_deploy_keeps_the_old_release_until_the_new_one_is_healthy() {
-        let mut memory = Memory::default();
+        let mut leader = Leader::default();
         let now = Instant::now();
         let old = [obs("n1", 1, 1, true, 1), obs("n2", 1, 2, true, 1)];
-        let actions = plan(&desired(2, 2), &nodes(&["n1", "n2"]), &old, &mut memory, &Rules::default(), now);
+        let actions = leader.plan(&desired(2, 2), &old, now);
         assert_eq!(starts(&actions).len(), 2);
         assert!(stops(&actions).is_empty(), "old containers stay while the new ones start");
 
         let mut both = old.to_vec();
         both.extend([obs("n2", 2, 1, true, 5), obs("n1", 2, 2, false, 5)]);
-        let actions = plan(&desired(2, 2), &nodes(&["n1", "n2"]), &both, &mut memory, &Rules::default(), now);
+        let actions = leader.plan(&desired(2, 2), &both, now);
         assert!(stops(&actions).is_empty(), "one new container is not healthy yet");
 
         both[3].healthy = true;
-        let actions = plan(&desired(2, 2), &nodes(&["n1", "n2"]), &both, &mut memory, &Rules::default(), now);
+        let actions = leader.plan(&desired(2, 2), &both, now);
         assert_eq!(stops(&actions), vec![("n1".into(), 1, 1), ("n2".into(), 1, 2)]);
     }
 
     #[test]
     fn a_release_that_never_turns_healthy_fails_and_the_old_one_keeps_serving() {
-        let mut memory = Memory::default();
-        let rules = Rules { deploy_timeout: Duration::from_secs(30), ..Rules::default() };
+        let mut leader = Leader {
+            rules: Rules { deploy_timeout: Duration::from_secs(30), ..Rules::default() },
+            ..Leader::default()
+        };
         let t0 = Instant::now();
         let observed = [obs("n1", 1, 1, true, 1), obs("n2", 2, 1, false, 5)];
-        plan(&desired(2, 1), &nodes(&["n1", "n2"]), &observed, &mut memory, &rules, t0);
-        let actions = plan(
-            &desired(2, 1),
-            &nodes(&["n1", "n2"]),
-            &observed,
-            &mut memory,
-            &rules,
-            t0 + Duration::from_secs(31),
-        );
+        leader.plan(&desired(2, 1), &observed, t0);
+        let actions = leader.plan(&desired(2, 1), &observed, t0 + Duration::from_secs(31));
         assert_eq!(stops(&actions), vec![("n2".into(), 2, 1)], "only the new release's containers go");
         assert!(matches!(
-            memory.deploys[&app()].state,
+            leader.memory.deploys[&app()].state,
             DeployState::Failed { version: 2, serving: Some(1), .. }
         ));
         assert!(
@@ -679,14 +681,7 @@ mod tests {
                 .any(|a| matches!(a, Action::Say { message, .. } if message.contains("v1 keeps serving")))
         );
         // And it is not retried.
-        let later = plan(
-            &desired(2, 1),
-            &nodes(&["n1", "n2"]),
-            &observed[..1],
-            &mut memory,
-            &rules,
-            t0 + Duration::from_secs(60),
-        );
+        let later = leader.plan(&desired(2, 1), &observed[..1], t0 + Duration::from_secs(60));
         assert!(starts(&later).is_empty());
         assert!(stops(&later).is_empty());
     }
@@ -702,78 +697,49 @@ mod tests {
 
     #[test]
     fn after_a_partition_heals_the_older_copy_of_a_key_is_stopped() {
-        let mut memory = Memory::default();
+        let mut leader = Leader::default();
         // n1 came back with web.1, which was replaced on n2 meanwhile.
         let observed = [obs("n1", 1, 1, true, 1), obs("n2", 1, 1, true, 9), obs("n2", 1, 2, true, 1)];
-        let actions = plan(
-            &desired(1, 2),
-            &nodes(&["n1", "n2"]),
-            &observed,
-            &mut memory,
-            &Rules::default(),
-            Instant::now(),
-        );
+        let actions = leader.plan(&desired(1, 2), &observed, Instant::now());
         assert_eq!(stops(&actions), vec![("n1".into(), 1, 1)]);
         assert!(starts(&actions).is_empty());
     }
 
     #[test]
     fn crashed_containers_restart_in_place_with_backoff() {
-        let mut memory = Memory::default();
-        let rules = Rules::default();
+        let mut leader = Leader::default();
         let t0 = Instant::now();
         let mut crashed = obs("n2", 1, 1, false, 1);
         crashed.running = false;
-        let a = plan(
-            &desired(1, 1),
-            &nodes(&["n1", "n2"]),
-            std::slice::from_ref(&crashed),
-            &mut memory,
-            &rules,
-            t0,
-        );
+        let crashed = [crashed];
+        let a = leader.plan(&desired(1, 1), &crashed, t0);
         assert_eq!(starts(&a), vec![("n2".into(), 1)]);
-        memory.inflight.clear();
+        leader.memory.inflight.clear();
         // It crashed again at once: the next restart waits.
-        let a = plan(
-            &desired(1, 1),
-            &nodes(&["n1", "n2"]),
-            std::slice::from_ref(&crashed),
-            &mut memory,
-            &rules,
-            t0 + Duration::from_millis(500),
-        );
+        let a = leader.plan(&desired(1, 1), &crashed, t0 + Duration::from_millis(500));
         assert!(starts(&a).is_empty());
-        let a = plan(
-            &desired(1, 1),
-            &nodes(&["n1", "n2"]),
-            std::slice::from_ref(&crashed),
-            &mut memory,
-            &rules,
-            t0 + Duration::from_secs(3),
-        );
+        let a = leader.plan(&desired(1, 1), &crashed, t0 + Duration::from_secs(3));
         assert_eq!(starts(&a).len(), 1);
     }
 
     #[test]
     fn restarts_roll_one_container_at_a_time() {
-        let mut memory = Memory::default();
+        let mut leader = Leader::default();
         let t0 = Instant::now();
         let observed = vec![obs("n1", 1, 1, true, 1), obs("n2", 1, 2, true, 1)];
-        memory.restarts.extend(observed.iter().map(|o| o.key.clone()));
-        let a = plan(&desired(1, 2), &nodes(&["n1", "n2"]), &observed, &mut memory, &Rules::default(), t0);
+        leader.memory.restarts.extend(observed.iter().map(|o| o.key.clone()));
+        let a = leader.plan(&desired(1, 2), &observed, t0);
         assert_eq!(stops(&a), vec![("n1".into(), 1, 1)], "one at a time");
         // web.1 is gone and being restarted: web.2 waits.
-        let a =
-            plan(&desired(1, 2), &nodes(&["n1", "n2"]), &observed[1..], &mut memory, &Rules::default(), t0);
+        let a = leader.plan(&desired(1, 2), &observed[1..], t0);
         assert_eq!(starts(&a).len(), 1);
         assert!(stops(&a).is_empty());
         // web.1 is back and healthy: now web.2.
-        memory.inflight.clear();
+        leader.memory.inflight.clear();
         let back = vec![obs("n1", 1, 1, true, 5), obs("n2", 1, 2, true, 1)];
-        let a = plan(&desired(1, 2), &nodes(&["n1", "n2"]), &back, &mut memory, &Rules::default(), t0);
+        let a = leader.plan(&desired(1, 2), &back, t0);
         assert_eq!(stops(&a), vec![("n2".into(), 1, 2)]);
-        assert!(memory.restarts.is_empty());
+        assert!(leader.memory.restarts.is_empty());
     }
 
     #[test]
@@ -793,11 +759,14 @@ mod tests {
 
     #[test]
     fn health_checks_come_from_deis_v1_config() {
-        let config = BTreeMap::from([
-            ("HEALTHCHECK_URL".to_owned(), "/health".to_owned()),
-            ("HEALTHCHECK_TIMEOUT".to_owned(), "3".to_owned()),
-            ("HEALTHCHECK_INITIAL_DELAY".to_owned(), "2".to_owned()),
-        ]);
+        let config: BTreeMap<String, String> = [
+            ("HEALTHCHECK_URL", "/health"),
+            ("HEALTHCHECK_TIMEOUT", "3"),
+            ("HEALTHCHECK_INITIAL_DELAY", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         assert_eq!(
             health_check(&config),
             Some(HealthCheck { path: "/health".into(), timeout_ms: 3000, initial_delay_ms: 2000 })

@@ -58,6 +58,15 @@ impl Plane {
         }
     }
 
+    /// A plane with agents on node1 and node2 and one scheduler: where most tests run.
+    async fn with_two_nodes(test: &str) -> Self {
+        let mut plane = Self::start(test).await;
+        plane.start_agent("node1");
+        plane.start_agent("node2");
+        plane.start_scheduler("sched-a");
+        plane
+    }
+
     fn nats(&self) -> NatsConfig {
         NatsConfig {
             url: TestServices::get().nats_url,
@@ -82,20 +91,18 @@ impl Plane {
     /// An agent reaching NATS and etcd where told (a `LateService`, say).
     fn start_agent_via(&mut self, node: &str, nats: NatsConfig, etcd: EtcdConfig) {
         let config = AgentConfig {
+            nats,
+            etcd,
             node_id: node.to_owned(),
             container_prefix: self.prefix.clone(),
             memory_mb: 4096,
             lease_ttl_secs: 2,
             health_interval_ms: 300,
             inventory_interval_ms: 500,
-            nats,
-            etcd,
             ..Default::default()
         };
-        let shutdown = Shutdown::new();
-        let s = shutdown.clone();
-        let task = tokio::spawn(async move { agent::run(config, s).await.unwrap() });
-        self.agents.insert(node.to_owned(), (shutdown, task));
+        let running = spawn_until_shutdown(|s| async move { agent::run(config, s).await.unwrap() });
+        self.agents.insert(node.to_owned(), running);
     }
 
     async fn stop_agent(&mut self, node: &str) {
@@ -104,12 +111,11 @@ impl Plane {
         task.await.unwrap();
     }
 
-    fn start_scheduler(&mut self, instance: &str) {
-        self.start_scheduler_via(instance, self.nats(), self.etcd_config());
-    }
-
+    /// A scheduler reaching NATS and etcd where told.
     fn start_scheduler_via(&mut self, instance: &str, nats: NatsConfig, etcd: EtcdConfig) {
         let config = SchedulerConfig {
+            nats,
+            etcd,
             instance: instance.to_owned(),
             leader_ttl_secs: 2,
             deploy_timeout_secs: 10,
@@ -117,14 +123,14 @@ impl Plane {
             settle_ms: 1500,
             stop_grace_secs: 2,
             command_timeout_secs: 60,
-            nats,
-            etcd,
             ..Default::default()
         };
-        let shutdown = Shutdown::new();
-        let s = shutdown.clone();
-        let task = tokio::spawn(async move { scheduler::run(config, s).await.unwrap() });
-        self.schedulers.push((shutdown, task));
+        self.schedulers
+            .push(spawn_until_shutdown(|s| async move { scheduler::run(config, s).await.unwrap() }));
+    }
+
+    fn start_scheduler(&mut self, instance: &str) {
+        self.start_scheduler_via(instance, self.nats(), self.etcd_config());
     }
 
     /// Deploys a build of `deis/stack` running `web`: the image is tagged locally (what the
@@ -161,6 +167,20 @@ impl Plane {
             .unwrap();
     }
 
+    /// Creates `app`, deploys a build of it that serves its release and runs `replicas` web
+    /// containers of it; returns their routes once every one is routed.
+    async fn serve(&mut self, app: &str, replicas: usize) -> Vec<RouteRecord> {
+        self.admin.app_create(Some(app)).await.unwrap();
+        self.deploy(app, "v1", SERVE).await;
+        // The first deploy runs one; scaling is only asked for more.
+        if replicas != 1 {
+            let web = u32::try_from(replicas).unwrap();
+            self.admin.scale(app, &BTreeMap::from([("web".into(), web)])).await.unwrap();
+        }
+        let what = format!("{replicas} routes of {app}");
+        self.wait_routes(app, &what, Duration::from_secs(60), |r| r.len() == replicas).await
+    }
+
     async fn routes(&self, app: &str) -> Vec<RouteRecord> {
         let app = AppName::parse(app).unwrap();
         let mut etcd = self.etcd.clone();
@@ -171,17 +191,22 @@ impl Plane {
         resp.kvs().iter().map(|kv| serde_json::from_slice(kv.value()).unwrap()).collect()
     }
 
-    /// Names of this test's containers of an app that run on the engine.
-    async fn containers(&self, app: &str) -> Vec<String> {
-        let list = self
-            .docker
+    /// Every container running on the engine, this test's or not.
+    async fn running(&self) -> Vec<bollard::models::ContainerSummary> {
+        self.docker
             .list_containers(Some(bollard::query_parameters::ListContainersOptions {
                 all: false,
                 ..Default::default()
             }))
             .await
-            .unwrap();
-        let mut names: Vec<String> = list
+            .unwrap()
+    }
+
+    /// Names of this test's containers of an app that run on the engine.
+    async fn containers(&self, app: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .running()
+            .await
             .into_iter()
             .flat_map(|c| c.names.unwrap_or_default())
             .map(|n| n.trim_start_matches('/').to_owned())
@@ -192,15 +217,9 @@ impl Plane {
     }
 
     async fn container_ids(&self, app: &str) -> Vec<String> {
-        let list = self
-            .docker
-            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
-                all: false,
-                ..Default::default()
-            }))
+        self.running()
             .await
-            .unwrap();
-        list.into_iter()
+            .into_iter()
             .filter(|c| {
                 c.names.iter().flatten().any(|n| {
                     n.trim_start_matches('/').starts_with(&self.prefix) && n.contains(&format!(".{app}.v"))
@@ -228,6 +247,18 @@ impl Plane {
         }
     }
 
+    /// Posts to the API as a Deis v1 client does (none of this project's client's headers) and
+    /// reads the JSON answer.
+    async fn post_v1(&self, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}{path}", self.ctl.url))
+            .header("Authorization", format!("token {}", self.admin.token().unwrap()));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
     async fn stop(mut self) {
         for (shutdown, task) in self.schedulers.drain(..) {
             shutdown.trigger();
@@ -245,6 +276,17 @@ impl Plane {
         }
         self.ctl.stop().await;
     }
+}
+
+/// Runs a component (its `run(config, shutdown)`) on a task, with a shutdown of its own for the
+/// test to stop it by.
+fn spawn_until_shutdown<F>(run: impl FnOnce(Shutdown) -> F) -> (Shutdown, tokio::task::JoinHandle<()>)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(run(shutdown.clone()));
+    (shutdown, task)
 }
 
 /// Whatever happens in a test, no container of it outlives it.
@@ -279,16 +321,8 @@ async fn get(address: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one_serving() {
-    let mut plane = Plane::start("rollout").await;
-    plane.start_agent("node1");
-    plane.start_agent("node2");
-    plane.start_scheduler("sched-a");
-    plane.admin.app_create(Some("web3")).await.unwrap();
-    plane.deploy("web3", "v1", SERVE).await;
-    plane.admin.scale("web3", &BTreeMap::from([("web".into(), 3)])).await.unwrap();
-
-    let routes =
-        plane.wait_routes("web3", "3 healthy routes", Duration::from_secs(60), |r| r.len() == 3).await;
+    let mut plane = Plane::with_two_nodes("rollout").await;
+    let routes = plane.serve("web3", 3).await;
     let nodes: std::collections::BTreeSet<String> = routes.iter().map(|r| r.node.to_string()).collect();
     assert_eq!(nodes.len(), 2, "replicas spread over both nodes: {routes:?}");
     assert_eq!(plane.containers("web3").await.len(), 3);
@@ -330,15 +364,7 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
     println!("rolling restart of 3 containers took {:?}", start.elapsed());
 
     // Deis v1 clients restart one container by path and read the list of what restarts.
-    let v1: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/apps/web3/containers/web/2/restart/", plane.ctl.url))
-        .header("Authorization", format!("token {}", plane.admin.token().unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v1 = plane.post_v1("/v1/apps/web3/containers/web/2/restart/", None).await;
     let restarted = v1.as_array().unwrap_or_else(|| panic!("a list: {v1}"));
     assert_eq!(restarted.len(), 1, "{v1}");
     assert_eq!(
@@ -368,16 +394,9 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
         "{seen:?}"
     );
     // A Deis v1 client asks without `Accept: application/x-ndjson` and wants `[exit_code, output]`.
-    let v1: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/apps/web3/run", plane.ctl.url))
-        .header("Authorization", format!("token {}", plane.admin.token().unwrap()))
-        .json(&serde_json::json!({ "command": "echo v1 says hi; exit 4" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v1 = plane
+        .post_v1("/v1/apps/web3/run", Some(serde_json::json!({ "command": "echo v1 says hi; exit 4" })))
+        .await;
     assert_eq!(v1, serde_json::json!([4, "v1 says hi\n"]));
     eventually("the one-off container is removed", Duration::from_secs(10), || async {
         let names = plane.containers("web3").await;
@@ -423,14 +442,8 @@ async fn a_release_scales_out_scales_in_and_a_failing_release_leaves_the_old_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_node_is_replaced_within_seconds_and_its_return_does_not_overshoot() {
-    let mut plane = Plane::start("nodeloss").await;
-    plane.start_agent("node1");
-    plane.start_agent("node2");
-    plane.start_scheduler("sched-a");
-    plane.admin.app_create(Some("sturdy")).await.unwrap();
-    plane.deploy("sturdy", "v1", SERVE).await;
-    plane.admin.scale("sturdy", &BTreeMap::from([("web".into(), 2)])).await.unwrap();
-    let routes = plane.wait_routes("sturdy", "two routes", Duration::from_secs(60), |r| r.len() == 2).await;
+    let mut plane = Plane::with_two_nodes("nodeloss").await;
+    let routes = plane.serve("sturdy", 2).await;
     assert_ne!(routes[0].node, routes[1].node, "one replica per node");
 
     // node1's agent stops keeping its lease alive: to the cluster the node is gone.
@@ -459,14 +472,8 @@ async fn a_lost_node_is_replaced_within_seconds_and_its_return_does_not_overshoo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_scheduler_takes_over_without_duplicating_or_losing_containers() {
-    let mut plane = Plane::start("handover").await;
-    plane.start_agent("node1");
-    plane.start_agent("node2");
-    plane.start_scheduler("sched-a");
-    plane.admin.app_create(Some("ha")).await.unwrap();
-    plane.deploy("ha", "v1", SERVE).await;
-    plane.admin.scale("ha", &BTreeMap::from([("web".into(), 2)])).await.unwrap();
-    plane.wait_routes("ha", "two routes", Duration::from_secs(60), |r| r.len() == 2).await;
+    let mut plane = Plane::with_two_nodes("handover").await;
+    plane.serve("ha", 2).await;
     plane.start_scheduler("sched-b");
     let before = plane.containers("ha").await;
 
@@ -493,14 +500,8 @@ async fn a_standby_scheduler_takes_over_without_duplicating_or_losing_containers
 /// keeps at least one route all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn long_after_a_deploy_a_killed_container_comes_back_and_a_scale_runs_without_an_outage() {
-    let mut plane = Plane::start("dayafter").await;
-    plane.start_agent("node1");
-    plane.start_agent("node2");
-    plane.start_scheduler("sched-a");
-    plane.admin.app_create(Some("steady")).await.unwrap();
-    plane.deploy("steady", "v1", SERVE).await;
-    plane.admin.scale("steady", &BTreeMap::from([("web".into(), 2)])).await.unwrap();
-    plane.wait_routes("steady", "two routes", Duration::from_secs(60), |r| r.len() == 2).await;
+    let mut plane = Plane::with_two_nodes("dayafter").await;
+    plane.serve("steady", 2).await;
     // Well past the deploy timeout (10 s here).
     tokio::time::sleep(Duration::from_secs(15)).await;
 
@@ -574,10 +575,7 @@ async fn an_agent_and_a_scheduler_started_before_nats_and_etcd_deploy_once_they_
     nats.open();
     etcd.open();
 
-    plane.admin.app_create(Some("early")).await.unwrap();
-    plane.deploy("early", "v1", SERVE).await;
-    let routes =
-        plane.wait_routes("early", "the app is routed", Duration::from_secs(60), |r| r.len() == 1).await;
+    let routes = plane.serve("early", 1).await;
     assert_eq!(get(&routes[0].address).await.as_deref(), Some("release v2\n"));
 
     nats.close();
@@ -599,9 +597,7 @@ async fn a_v1_client_gets_its_answer_once_the_change_runs() {
     let mut plane = Plane::start("settle").await;
     plane.start_agent("node1");
     plane.start_scheduler("sched-a");
-    plane.admin.app_create(Some("waits")).await.unwrap();
-    plane.deploy("waits", "v1", SERVE).await;
-    plane.wait_routes("waits", "the app is routed", Duration::from_secs(60), |r| r.len() == 1).await;
+    plane.serve("waits", 1).await;
     let http = reqwest::Client::new();
     let token = format!("token {}", plane.admin.token().unwrap());
     let post = |path: &str, body: serde_json::Value| {

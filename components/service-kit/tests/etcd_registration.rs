@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
-use service_kit::etcd::RegistrationState;
+use service_kit::etcd::{RegistrationHandle, RegistrationState};
 use service_kit::testing::{TestServices, eventually, free_port};
 use service_kit::{Registration, Shutdown};
 
@@ -29,6 +29,16 @@ async fn shared_client() -> Client {
 async fn value_of(client: &mut Client, key: &str) -> Option<Vec<u8>> {
     let resp = client.get(key, None).await.ok()?;
     resp.kvs().first().map(|kv| kv.value().to_vec())
+}
+
+/// Registers `value` at `key` and waits until the registration holds its lease. Its shutdown is
+/// never triggered: tests end registrations through the handle.
+async fn registered(client: &Client, key: &str, value: &[u8], ttl: Duration) -> RegistrationHandle {
+    let registration = Registration { key: key.to_owned(), value: value.to_vec(), ttl };
+    let handle = registration.spawn(client.clone(), &Shutdown::new());
+    let mut state = handle.watch();
+    state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })).await.unwrap();
+    handle
 }
 
 #[tokio::test]
@@ -66,11 +76,7 @@ async fn key_lives_past_its_ttl_while_kept_alive_and_goes_within_ttl_when_abando
 async fn a_clean_stop_removes_the_key_at_once() {
     let mut client = shared_client().await;
     let key = unique_key("controller");
-    let shutdown = Shutdown::new();
-    let handle = Registration { key: key.clone(), value: b"x".to_vec(), ttl: Duration::from_secs(30) }
-        .spawn(client.clone(), &shutdown);
-    let mut state = handle.watch();
-    state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })).await.unwrap();
+    let handle = registered(&client, &key, b"x", Duration::from_secs(30)).await;
     handle.stop().await;
     assert_eq!(value_of(&mut client, &key).await, None, "a revoked lease takes its key with it");
 }
@@ -79,11 +85,7 @@ async fn a_clean_stop_removes_the_key_at_once() {
 async fn a_lost_lease_is_replaced_and_the_key_comes_back() {
     let mut client = shared_client().await;
     let key = unique_key("router");
-    let shutdown = Shutdown::new();
-    let handle = Registration { key: key.clone(), value: b"r".to_vec(), ttl: Duration::from_secs(2) }
-        .spawn(client.clone(), &shutdown);
-    let mut state = handle.watch();
-    state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })).await.unwrap();
+    let handle = registered(&client, &key, b"r", Duration::from_secs(2)).await;
     let RegistrationState::Registered { lease } = handle.state() else { unreachable!() };
 
     // Someone (an operator, or etcd after a partition) ends the lease: the key goes with it.
@@ -170,10 +172,7 @@ async fn registration_comes_back_after_etcd_restarts_empty() {
     let shutdown = Shutdown::new();
     let client = service_kit::etcd::connect(&config, &shutdown).await.unwrap();
     let key = "/deis/nodes/node7".to_owned();
-    let handle = Registration { key: key.clone(), value: b"n7".to_vec(), ttl: Duration::from_secs(2) }
-        .spawn(client.clone(), &shutdown);
-    let mut state = handle.watch();
-    state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })).await.unwrap();
+    let handle = registered(&client, &key, b"n7", Duration::from_secs(2)).await;
 
     let etcd = etcd.restart_empty();
     let restarted = Instant::now();

@@ -141,6 +141,30 @@ impl Platform {
         name
     }
 
+    /// alice, her key registered, and a new app of hers: where most tests begin.
+    pub async fn alice_with_app(&self, word: &str) -> (User, String) {
+        let alice = self.user("alice", true).await;
+        let app = self.app_name(word);
+        alice.client.app_create(Some(&app)).await.unwrap();
+        (alice, app)
+    }
+
+    /// The builder's bare repository of an app, where pushes land.
+    pub fn bare_repo(&self, app: &str) -> PathBuf {
+        self.builder_config.repos_dir().join(format!("{app}.git"))
+    }
+
+    /// `git <args>` run on the builder's bare repository of an app.
+    pub fn git_in_bare_repo(&self, app: &str, args: &[&str]) -> Output {
+        let bare = self.bare_repo(app);
+        std::process::Command::new("git").arg("--git-dir").arg(&bare).args(args).output().unwrap()
+    }
+
+    /// Whether the platform registry has the image built from `sha` of an app.
+    pub async fn has_image_of(&self, app: &str, sha: &str) -> bool {
+        in_registry(&self.builder_config.registry, app, &format!("git-{}", &sha[..8])).await
+    }
+
     /// A registered user with an SSH key pair; the key is registered unless `register_key` is false.
     pub async fn user(&self, name: &str, register_key: bool) -> User {
         let client = self.ctl.user(name).await;
@@ -231,6 +255,15 @@ impl Pushed {
     }
 }
 
+impl Pushed {
+    /// Asserts that the push's output shows each of `expected`.
+    pub fn assert_shows(&self, expected: &[&str]) {
+        for expected in expected {
+            assert!(self.stderr.contains(expected), "the push shows `{expected}`:\n{}", self.stderr);
+        }
+    }
+}
+
 impl User {
     pub fn remote(&self, app: &str) -> String {
         format!("ssh://git@127.0.0.1:{}/{app}.git", self.port)
@@ -280,6 +313,13 @@ impl User {
         .unwrap();
         let pushed = Pushed::from(out);
         println!("--- git push of {app} (ok: {}) ---\n{}{}", pushed.ok, pushed.stdout, pushed.stderr);
+        pushed
+    }
+
+    /// `git push <remote> HEAD:main`, which must succeed.
+    pub async fn push_ok(&self, repo: &Path, app: &str) -> Pushed {
+        let pushed = self.push(repo, app).await;
+        assert!(pushed.ok, "the push succeeds:\n{}", pushed.stderr);
         pushed
     }
 

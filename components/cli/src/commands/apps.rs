@@ -46,8 +46,7 @@ fn add_remote(ctx: &Ctx, git: &Git, name: &str, url: &str) -> Result<()> {
 }
 
 pub async fn git_remote(ctx: &Ctx, remote: &str) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let git = ctx.git();
     if !git.is_repo() {
         bail!("{} is not inside a git repository", ctx.env.cwd.display());
@@ -136,8 +135,7 @@ pub fn render_structure(name: &str, app: &App) -> String {
 }
 
 pub async fn destroy(ctx: &Ctx, args: AppsDestroyArgs) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     confirm(ctx, "destroy the application", &app, args.confirm.as_deref())?;
     session.client.app_destroy(&app).await?;
     ctx.note(&format!("Destroying {app}... done"))?;
@@ -155,8 +153,7 @@ pub async fn destroy(ctx: &Ctx, args: AppsDestroyArgs) -> Result<()> {
 
 pub async fn transfer(ctx: &Ctx, username: &str) -> Result<()> {
     validate_segment("username", username)?;
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let updated = session.client.app_transfer(&app, username).await?;
     ctx.note(&format!("Transferring {app} to {username}... done"))?;
     ctx.json_only(&updated)

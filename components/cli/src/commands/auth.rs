@@ -39,9 +39,9 @@ fn ask_new_password(question: &str) -> Result<String> {
 }
 
 pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
-    let controller = normalize_controller(&args.controller)?;
-    let username = ctx.value_or_ask(args.username, "username", || ask("username: "))?;
-    let password = ctx.value_or_ask(args.password, "password", || ask_new_password("password: "))?;
+    let controller = normalize_controller(&args.login.controller)?;
+    let username = ctx.value_or_ask(args.login.username, "username", || ask("username: "))?;
+    let password = ctx.value_or_ask(args.login.password, "password", || ask_new_password("password: "))?;
     let email = ctx.value_or_ask(args.email, "email", || ask("email: "))?;
     let client = Client::new(&controller, None);
     let request = RegisterRequest {
@@ -139,10 +139,14 @@ mod tests {
 
     #[test]
     fn controller_urls() {
-        assert_eq!(normalize_controller("deis.example.com").unwrap(), "http://deis.example.com");
-        assert_eq!(normalize_controller("http://deis.example.com/").unwrap(), "http://deis.example.com");
-        assert_eq!(normalize_controller("https://127.0.0.1:8000").unwrap(), "https://127.0.0.1:8000");
-        assert_eq!(normalize_controller(" http://h/prefix/ ").unwrap(), "http://h/prefix");
+        for (typed, normalized) in [
+            ("deis.example.com", "http://deis.example.com"),
+            ("http://deis.example.com/", "http://deis.example.com"),
+            ("https://127.0.0.1:8000", "https://127.0.0.1:8000"),
+            (" http://h/prefix/ ", "http://h/prefix"),
+        ] {
+            assert_eq!(normalize_controller(typed).unwrap(), normalized, "{typed}");
+        }
         for bad in ["", "ftp://h", "http://", "http://h?x=1", "http://exa mple.com"] {
             assert!(normalize_controller(bad).is_err(), "{bad}");
         }

@@ -32,6 +32,23 @@ async fn update(
     ctx.show(&config, render)
 }
 
+/// A change that sets each `KEY=value` of `pairs` (split and checked by `parse`); a key given
+/// twice takes its last value.
+fn setting(
+    pairs: &[String],
+    parse: impl Fn(&str) -> Result<(String, String)>,
+) -> Result<BTreeMap<String, Option<String>>> {
+    pairs.iter().map(|pair| parse(pair).map(|(key, value)| (key, Some(value)))).collect()
+}
+
+/// A change that unsets each of `keys` (checked by `validate`).
+fn unsetting(
+    keys: &[String],
+    validate: impl Fn(&str) -> Result<()>,
+) -> Result<BTreeMap<String, Option<String>>> {
+    keys.iter().map(|key| validate(key).map(|()| (key.clone(), None))).collect()
+}
+
 // --- environment variables ----------------------------------------------------------------------
 
 pub async fn list(ctx: &Ctx, oneline: bool) -> Result<()> {
@@ -51,20 +68,12 @@ fn render_oneline(config: &Config) -> String {
 }
 
 pub async fn set(ctx: &Ctx, pairs: &[String]) -> Result<()> {
-    let mut values = BTreeMap::new();
-    for pair in pairs {
-        let (key, value) = parse_key_value(pair)?;
-        values.insert(key, Some(value));
-    }
+    let values = setting(pairs, parse_key_value)?;
     update(ctx, "Creating config", ConfigUpdate { values, ..Default::default() }, render_values).await
 }
 
 pub async fn unset(ctx: &Ctx, keys: &[String]) -> Result<()> {
-    let mut values = BTreeMap::new();
-    for key in keys {
-        validate_key(key)?;
-        values.insert(key.clone(), None);
-    }
+    let values = unsetting(keys, validate_key)?;
     update(ctx, "Removing config", ConfigUpdate { values, ..Default::default() }, render_values).await
 }
 
@@ -196,20 +205,12 @@ fn render_tags(config: &Config) -> String {
 }
 
 pub async fn tags_set(ctx: &Ctx, pairs: &[String]) -> Result<()> {
-    let mut tags = BTreeMap::new();
-    for pair in pairs {
-        let (key, value) = parse_tag(pair)?;
-        tags.insert(key, Some(value));
-    }
+    let tags = setting(pairs, parse_tag)?;
     update(ctx, "Applying tags", ConfigUpdate { tags, ..Default::default() }, render_tags).await
 }
 
 pub async fn tags_unset(ctx: &Ctx, keys: &[String]) -> Result<()> {
-    let mut tags = BTreeMap::new();
-    for key in keys {
-        validate_tag_key(key)?;
-        tags.insert(key.clone(), None);
-    }
+    let tags = unsetting(keys, validate_tag_key)?;
     update(ctx, "Removing tags", ConfigUpdate { tags, ..Default::default() }, render_tags).await
 }
 

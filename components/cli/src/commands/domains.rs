@@ -10,8 +10,7 @@ use crate::parse::validate_segment;
 use crate::table::{columns, header};
 
 pub async fn list(ctx: &Ctx) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let domains = session.client.domains(&app).await?;
     ctx.show(&domains, |domains| {
         let mut out = header(&format!("{app} Domains"));
@@ -25,8 +24,7 @@ pub async fn list(ctx: &Ctx) -> Result<()> {
 
 pub async fn add(ctx: &Ctx, domain: &str) -> Result<()> {
     validate_segment("domain", domain)?;
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let added = session.client.domain_add(&app, domain).await?;
     ctx.note(&format!("Adding {domain} to {app}... done"))?;
     ctx.json_only(&added)
@@ -34,8 +32,7 @@ pub async fn add(ctx: &Ctx, domain: &str) -> Result<()> {
 
 pub async fn remove(ctx: &Ctx, domain: &str) -> Result<()> {
     validate_segment("domain", domain)?;
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     session.client.domain_remove(&app, domain).await?;
     ctx.note(&format!("Removing {domain} from {app}... done"))
 }

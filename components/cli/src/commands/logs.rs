@@ -10,8 +10,7 @@ use crate::context::{Ctx, out};
 use crate::table::{columns, header};
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let since = args.since.as_deref().map(since_time).transpose()?;
     let query = LogsQuery {
         lines: Some(args.lines),
@@ -59,8 +58,7 @@ fn since_time(value: &str) -> Result<String> {
 }
 
 pub async fn drains_list(ctx: &Ctx) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let drains = session.client.drains(&app).await?;
     ctx.show(&drains, |drains| {
         let mut text = header(&format!("{app} Drains"));
@@ -78,16 +76,14 @@ pub async fn drains_list(ctx: &Ctx) -> Result<()> {
 }
 
 pub async fn drains_add(ctx: &Ctx, url: &str) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let drain = session.client.drain_add(&app, url).await?;
     ctx.note(&format!("Adding drain {} to {app}... done", drain.url))?;
     ctx.json_only(&drain)
 }
 
 pub async fn drains_remove(ctx: &Ctx, url_or_id: &str) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let drains = session.client.drains(&app).await?;
     let Some(drain) = drains.iter().find(|d| d.url == url_or_id.trim() || d.id == url_or_id.trim()) else {
         bail!("{app} has no drain {url_or_id}; `deis drains` lists them");

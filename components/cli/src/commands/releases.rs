@@ -9,8 +9,7 @@ use crate::parse::{parse_formation, parse_procfile, parse_version};
 use crate::table::{columns, header};
 
 pub async fn list(ctx: &Ctx) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let mut releases = session.client.releases(&app).await?;
     releases.sort_by_key(|r| std::cmp::Reverse(r.version));
     ctx.show(&releases, |releases| render_list(&app, releases))
@@ -24,8 +23,7 @@ fn render_list(app: &str, releases: &[Release]) -> String {
 
 pub async fn info(ctx: &Ctx, version: &str) -> Result<()> {
     let version = parse_version(version)?;
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let release = session.client.release(&app, version).await?;
     // The rollout state comes from the scheduler; a release without one just shows none.
     let deploy = session.client.deploy_status(&app).await.ok().flatten().filter(|d| d.version == version);
@@ -40,8 +38,7 @@ pub async fn info(ctx: &Ctx, version: &str) -> Result<()> {
 
 /// `deis ps`: the containers, grouped by type, and the rollout of the newest release.
 pub async fn ps(ctx: &Ctx) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let containers = session.client.containers(&app).await?;
     let deploy = session.client.deploy_status(&app).await?;
     ctx.show(&containers, |c| render_ps(&app, c, deploy.as_ref()))
@@ -50,8 +47,7 @@ pub async fn ps(ctx: &Ctx) -> Result<()> {
 /// `deis run <command>`: streams the output, then exits with the command's status.
 pub async fn run(ctx: &Ctx, command: &str) -> Result<()> {
     use std::io::Write as _;
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     ctx.note(&format!("Running `{command}`...\n"))?;
     let json = ctx.json;
     let exit = session
@@ -162,8 +158,7 @@ pub async fn scale(ctx: &Ctx, pairs: &[String]) -> Result<()> {
 }
 
 pub async fn builds_list(ctx: &Ctx) -> Result<()> {
-    let session = ctx.session()?;
-    let app = ctx.app()?;
+    let (session, app) = ctx.app_session()?;
     let mut builds = session.client.builds(&app).await?;
     // Newest first, like releases; RFC 3339 times in one zone sort as strings.
     builds.sort_by(|a, b| b.created.cmp(&a.created));
