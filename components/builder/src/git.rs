@@ -63,19 +63,35 @@ pub async fn ensure_repo(git: &str, repos: &Path, app: &AppName) -> Result<PathB
         |reason: String| GitError::Repo { path: path.display().to_string(), reason: reason.clone() };
     if !path.join("HEAD").exists() {
         tokio::fs::create_dir_all(repos).await.map_err(|e| repo_err(e.to_string()))?;
+        // Two first pushes to an app can race here (`git init` of the same path fails half-way
+        // for one of them). Each initialises a repository of its own beside the final path and
+        // renames it into place: the rename is atomic, the loser's fails on the winner's
+        // directory and its copy goes, and no half-made repository is ever seen under the name.
+        let fresh = repos.join(format!(".{app}.git.{}", uuid::Uuid::new_v4()));
         let out = Command::new(git)
             .args(["init", "--quiet", "--bare", "--initial-branch=main"])
-            .arg(&path)
+            .arg(&fresh)
             .output()
             .await
-            .map_err(|e| repo_err(e.to_string()))?;
-        if !out.status.success() {
-            return Err(repo_err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+            .map_err(|e| repo_err(e.to_string()));
+        let placed = match out {
+            Ok(out) if out.status.success() => tokio::fs::rename(&fresh, &path)
+                .await
+                .map_err(|e| if path.join("HEAD").exists() { None } else { Some(repo_err(e.to_string())) }),
+            Ok(out) => Err(Some(repo_err(String::from_utf8_lossy(&out.stderr).trim().to_owned()))),
+            Err(e) => Err(Some(e)),
+        };
+        if placed.is_err() {
+            let _ = tokio::fs::remove_dir_all(&fresh).await;
+        }
+        if let Err(Some(error)) = placed {
+            return Err(error);
         }
     }
     let hook = path.join("hooks").join("pre-receive");
     tokio::fs::create_dir_all(path.join("hooks")).await.map_err(|e| repo_err(e.to_string()))?;
-    let tmp = path.join("hooks").join(".pre-receive.tmp");
+    // A name of its own per push: two pushes at once would otherwise rename each other's file.
+    let tmp = path.join("hooks").join(format!(".pre-receive.{}", uuid::Uuid::new_v4()));
     tokio::fs::write(&tmp, PRE_RECEIVE_HOOK).await.map_err(|e| repo_err(e.to_string()))?;
     set_mode(&tmp, 0o755).await.map_err(|e| repo_err(e.to_string()))?;
     tokio::fs::rename(&tmp, &hook).await.map_err(|e| repo_err(e.to_string()))?;
@@ -214,6 +230,28 @@ pub fn is_sha(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn first_pushes_racing_all_get_the_one_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = dir.path().join("repos");
+        let app = AppName::parse("race").unwrap();
+        let tries: Vec<_> = (0..8)
+            .map(|_| {
+                let (repos, app) = (repos.clone(), app.clone());
+                tokio::spawn(async move { ensure_repo("git", &repos, &app).await })
+            })
+            .collect();
+        for t in tries {
+            let path = t.await.unwrap().unwrap();
+            assert!(path.join("HEAD").exists() && path.join("hooks/pre-receive").exists());
+        }
+        let names: Vec<String> = std::fs::read_dir(&repos)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["race.git"], "no half-made or left-over copies");
+    }
 
     #[test]
     fn only_receive_pack_of_an_app_is_allowed() {
