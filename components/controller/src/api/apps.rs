@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bus_schema::messages::AppDestroyed;
-use controller_api::{App, AppCreateRequest, AppTransferRequest};
+use controller_api::{App, AppCreateRequest, AppTransferRequest, Endpoint};
 use rand::seq::IndexedRandom;
 use warp::http::StatusCode;
 
@@ -55,7 +55,7 @@ pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
         order: "a.name",
         params: &[&user.is_superuser, &user.id],
     };
-    listing.page(&client, &paging, "/v1/apps/", |r| app_row(&ctx, r)).await
+    listing.page(&client, &paging, &Endpoint::Apps.path(&[]), |r| app_row(&ctx, r)).await
 }
 
 /// Create an app, with its release v1. A name is generated when none is given.

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use controller_api::{
-    CancelRequest, LoginRequest, PasswdRequest, RegenerateTokenRequest, RegisterRequest, TokenResponse, User,
+    CancelRequest, Endpoint, LoginRequest, PasswdRequest, RegenerateTokenRequest, RegisterRequest,
+    TokenResponse, User,
 };
 use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
@@ -230,7 +231,7 @@ pub async fn users(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     user.require_admin()?;
     let client = ctx.pool.get().await?;
     let listing = Listing { columns: USER_COLUMNS, from: "users", order: "username", params: &[] };
-    listing.page(&client, &paging, "/v1/users/", user_row).await
+    listing.page(&client, &paging, &Endpoint::Users.path(&[]), user_row).await
 }
 
 /// Loads a user's id by name.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use controller_api::{App, Build, BuildCreateRequest, Release, RollbackRequest, ScaleRequest};
+use controller_api::{App, Build, BuildCreateRequest, Endpoint, Release, RollbackRequest, ScaleRequest};
 use uuid::Uuid;
 use warp::http::StatusCode;
 
@@ -59,7 +59,7 @@ pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) ->
         order: "created DESC",
         params: &[&app.id],
     };
-    let path = format!("/v1/apps/{}/builds/", app.name);
+    let path = Endpoint::Builds.path(&[&app.name]);
     listing.page(&client, &paging, &path, |r| build_view(&app.name, r)).await
 }
 
@@ -147,7 +147,7 @@ pub async fn releases(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging
     let (client, app) = ctx.app_to_read(&user, &app).await?;
     let (count, rows) = releases::list(&client, app.id, paging.limit, paging.offset).await?;
     let out = rows.iter().map(|r| release_view(&app.name, r)).collect();
-    Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{}/releases/", app.name), count, out)))
+    Ok(json(StatusCode::OK, &paging.page(&Endpoint::Releases.path(&[&app.name]), count, out)))
 }
 
 fn parse_version(v: &str) -> Result<i32, ApiError> {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use controller_api::{Cert, CertAttachRequest, CertCreateRequest};
+use controller_api::{Cert, CertAttachRequest, CertCreateRequest, Endpoint};
 use deadpool_postgres::GenericClient;
 use warp::http::StatusCode;
 
@@ -140,7 +140,7 @@ pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     for row in &rows {
         out.push(cert_view(&client, &CertRow::from_row(row)?).await?);
     }
-    Ok(json(StatusCode::OK, &paging.page("/v1/certs/", count, out)))
+    Ok(json(StatusCode::OK, &paging.page(&Endpoint::Certs.path(&[]), count, out)))
 }
 
 /// Upload a certificate and its key.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use controller_api::{Domain, DomainCreateRequest};
+use controller_api::{Domain, DomainCreateRequest, Endpoint};
 use warp::http::StatusCode;
 
 use super::error::{ApiError, unless_taken};
@@ -21,7 +21,7 @@ pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) ->
         order: "domain",
         params: &[&app.id],
     };
-    let path = format!("/v1/apps/{}/domains/", app.name);
+    let path = Endpoint::Domains.path(&[&app.name]);
     listing
         .page(&client, &paging, &path, |r| {
             let created = ts(r.try_get("created")?);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use controller_api::{Key, KeyCreateRequest};
+use controller_api::{Endpoint, Key, KeyCreateRequest};
 use warp::http::StatusCode;
 
 use super::error::ApiError;
@@ -33,7 +33,7 @@ pub async fn list(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     let client = ctx.pool.get().await?;
     let listing =
         Listing { columns: KEY_COLUMNS, from: "keys WHERE user_id = $1", order: "name", params: &[&user.id] };
-    listing.page(&client, &paging, "/v1/keys/", |r| key_view(&user.username, r)).await
+    listing.page(&client, &paging, &Endpoint::Keys.path(&[]), |r| key_view(&user.username, r)).await
 }
 
 /// Add an SSH public key.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bus_schema::Timestamp;
 use bus_schema::drain_url::DrainUrl;
 use bus_schema::messages::LogQuery;
-use controller_api::{Drain, DrainCreateRequest};
+use controller_api::{Drain, DrainCreateRequest, Endpoint};
 use futures::StreamExt;
 use warp::Reply;
 use warp::http::StatusCode;
@@ -167,7 +167,7 @@ pub async fn drains(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) 
         order: "created, id",
         params: &[&app.id],
     };
-    let path = format!("/v1/apps/{}/drains/", app.name);
+    let path = Endpoint::Drains.path(&[&app.name]);
     listing
         .page(&client, &paging, &path, |r| {
             Ok(Drain {

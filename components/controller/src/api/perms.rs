@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use controller_api::{AdminPerm, AppPerms, PermCreateRequest};
+use controller_api::{AdminPerm, AppPerms, Endpoint, PermCreateRequest};
 use warp::http::StatusCode;
 
 use super::error::ApiError;
@@ -78,7 +78,7 @@ pub async fn admins(ctx: Arc<Ctx>, user: AuthUser, paging: Paging) -> Answer {
     let listing =
         Listing { columns: "username", from: "users WHERE is_superuser", order: "username", params: &[] };
     listing
-        .page(&client, &paging, "/v1/admin/perms/", |r| {
+        .page(&client, &paging, &Endpoint::Admins.path(&[]), |r| {
             Ok(AdminPerm { username: r.try_get("username")?, is_superuser: true })
         })
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bus_schema::messages::{AppStatus, AppStatusRequest};
 use bus_schema::{Bus, Request, Subject};
-use controller_api::{Container, DeployStatus, RestartRequest};
+use controller_api::{Container, DeployStatus, Endpoint, RestartRequest};
 use warp::Reply as _;
 use warp::http::StatusCode;
 
@@ -55,7 +55,7 @@ pub async fn containers(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Pagi
         .skip(usize::try_from(paging.offset).unwrap_or(0))
         .take(usize::try_from(paging.limit).unwrap_or(100))
         .collect();
-    Ok(json(StatusCode::OK, &paging.page(&format!("/v1/apps/{app}/containers/"), count, page)))
+    Ok(json(StatusCode::OK, &paging.page(&Endpoint::Containers.path(&[&app]), count, page)))
 }
 
 /// How the newest release is rolling out (null before the first deploy).
