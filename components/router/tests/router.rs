@@ -259,8 +259,11 @@ async fn a_get_in_flight_to_a_dying_backend_is_retried_elsewhere_a_post_is_not()
     })
     .await;
     rig.etcd.put(format!("{}/apps/flaky", rig.prefix), "", None).await.unwrap();
-    rig.put_route("flaky", "c1", good).await;
+    // The dying backend's route first: the table applies etcd's changes in order, so once the
+    // good one answers, the dying one is in the table too (the other order let every request of
+    // a fast run reach the good backend alone).
     rig.put_route("flaky", "c2", mute_addr).await;
+    rig.put_route("flaky", "c1", good).await;
     eventually("both routes are in the table", Duration::from_secs(2), || async {
         rig.get("flaky.deis.local").await.filter(|r| r.0 == 200)
     })
