@@ -63,6 +63,12 @@ pub fn encode<M: Message>(envelope: &Envelope<M>) -> Result<Vec<u8>, CodecError>
     Ok(out)
 }
 
+/// How many bytes a value takes inside a message body: for cutting a reply into pages that fit
+/// the bus's payload limit.
+pub fn body_len<T: Serialize>(value: &T) -> Result<usize, String> {
+    bincode::serde::encode_to_vec(value, config()).map(|v| v.len()).map_err(|e| e.to_string())
+}
+
 fn encode_body<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
     let body = bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())?;
     out.extend_from_slice(&body);

@@ -60,6 +60,11 @@ impl Keys {
     pub fn scheduler_leader(&self) -> String {
         format!("{}/scheduler/leader", self.prefix)
     }
+    /// Patroni's leader key for the platform's database (scope `database` under this prefix):
+    /// its value is the node name of the member that is the primary. Written by Patroni only.
+    pub fn database_leader(&self) -> String {
+        format!("{}/database/leader", self.prefix)
+    }
     /// Every app that exists: `<prefix>/apps/<app>` (empty value), published by the controllers
     /// so routers can tell an app with nothing running (503) from a name that is no app (404).
     pub fn apps(&self) -> String {

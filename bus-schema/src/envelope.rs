@@ -165,6 +165,8 @@ kinds! {
     ControllerEvent = 41 => "controller_event",
     LogQuery = 42 => "log_query",
     LogQueryReply = 43 => "log_query_reply",
+    DesiredStatePageRequest = 60 => "desired_state_page_request",
+    DesiredStatePage = 61 => "desired_state_page",
 }
 
 impl fmt::Display for Kind {

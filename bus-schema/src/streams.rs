@@ -31,6 +31,8 @@ pub enum ConsumerId {
     Scheduler,
     /// The logger drops history and drains of destroyed apps.
     LoggerDesired,
+    /// The builder removes destroyed apps' repositories, build caches and images.
+    BuilderDesired,
 }
 
 /// A stream's declaration.
@@ -98,6 +100,7 @@ impl Namespace {
             ConsumerId::ControllerBuilds => (StreamId::Builds, "controller-builds"),
             ConsumerId::Scheduler => (StreamId::Desired, "scheduler"),
             ConsumerId::LoggerDesired => (StreamId::Desired, "logger"),
+            ConsumerId::BuilderDesired => (StreamId::Desired, "builder"),
         };
         // The scheduler acks as soon as a change is applied in memory; a short ack wait means a
         // change pulled by a leader that died is redelivered to the next leader within seconds.

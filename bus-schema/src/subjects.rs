@@ -15,6 +15,7 @@
 //! | `<root>.formations.changed.<app>`         | FormationChanged     | JetStream (DESIRED)|
 //! | `<root>.apps.destroyed.<app>`             | AppDestroyed         | JetStream (DESIRED)|
 //! | `<root>.controller.desired-state`         | DesiredStateRequest ⇄ snapshot | core request |
+//! | `<root>.controller.desired-state-page`    | DesiredStatePageRequest ⇄ page | core request |
 //! | `<root>.scheduler.app-status`             | AppStatusRequest ⇄ AppStatus   | core request |
 //! | `<root>.scheduler.restart`                | RestartRequest ⇄ RestartReply  | core request |
 //! | `<root>.scheduler.run`                    | RunRequest ⇄ RunReply          | core request |
@@ -37,9 +38,9 @@ use uuid::Uuid;
 
 use crate::messages::{
     AppDestroyed, AppStatusRequest, BuildCompleted, BuildFailed, BuildLogLine, BuildRequested,
-    ContainerEvent, ContainerEventKind, ControllerEvent, DesiredStateRequest, DrainRecord, FormationChanged,
-    LogLine, LogQuery, NodeHeartbeat, NodeInventory, ReleaseCreated, RestartRequest, RunExited, RunOneOff,
-    RunRequest, StartContainer, StopContainer,
+    ContainerEvent, ContainerEventKind, ControllerEvent, DesiredStatePageRequest, DesiredStateRequest,
+    DrainRecord, FormationChanged, LogLine, LogQuery, NodeHeartbeat, NodeInventory, ReleaseCreated,
+    RestartRequest, RunExited, RunOneOff, RunRequest, StartContainer, StopContainer,
 };
 use crate::names::{AppName, NameError, NodeId};
 
@@ -205,6 +206,11 @@ impl Namespace {
     /// Where the controller answers the scheduler's snapshot requests.
     pub fn desired_state(&self) -> Subject<DesiredStateRequest> {
         self.s(format_args!("controller.desired-state"))
+    }
+
+    /// Where the controller answers the scheduler's requests for one page of the desired state.
+    pub fn desired_state_page(&self) -> Subject<DesiredStatePageRequest> {
+        self.s(format_args!("controller.desired-state-page"))
     }
 
     /// Where the scheduler leader answers `deis ps`.

@@ -115,6 +115,15 @@ macro_rules! for_each_sample {
                 generation: 3,
             }],
         }));
+        kinds.push($check(DesiredStatePageRequest { after: Some(app()) }));
+        kinds.push($check(DesiredStatePage {
+            apps: vec![AppDesired {
+                release: release(),
+                formation: BTreeMap::from([(web(), 2)]),
+                generation: 3,
+            }],
+            next: Some(app()),
+        }));
         kinds.push($check(AppStatusRequest { app: app() }));
         kinds.push($check(RestartRequest { app: app(), process_type: Some(web()), index: Some(2) }));
         kinds.push($check(RestartReply { restarting: 1 }));
@@ -387,6 +396,8 @@ macro_rules! decode_all {
         random_bytes_never_panic::<AppDestroyed>(b);
         random_bytes_never_panic::<DesiredStateRequest>(b);
         random_bytes_never_panic::<DesiredStateSnapshot>(b);
+        random_bytes_never_panic::<DesiredStatePageRequest>(b);
+        random_bytes_never_panic::<DesiredStatePage>(b);
         random_bytes_never_panic::<AppStatusRequest>(b);
         random_bytes_never_panic::<AppStatus>(b);
         random_bytes_never_panic::<RestartRequest>(b);

@@ -293,6 +293,30 @@ impl Cluster {
             .map_err(|e| ClusterError::Engine { node: node.to_owned(), reason: e.to_string() })
     }
 
+    /// An app container's addresses on its node's networks: what another container on that node
+    /// would dial to reach it directly.
+    pub async fn container_ips(&self, c: &AppContainer) -> Result<Vec<IpAddr>, ClusterError> {
+        let engine = self.engine(&c.node).await?;
+        let info = engine.inspect_container(&c.id, None).await?;
+        Ok(info
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|n| n.ip_address.and_then(|ip| ip.parse().ok()))
+            .collect())
+    }
+
+    /// The full id (`sha256:…`) of an image in a node's engine, if it has it.
+    pub async fn image_id(&self, node: &str, image: &str) -> Result<Option<String>, ClusterError> {
+        let engine = self.engine(node).await?;
+        match engine.inspect_image(image).await {
+            Ok(info) => Ok(info.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// SIGKILL to one app container in its node's engine: the app crashed (OOM, a segfault).
     pub async fn crash(&self, c: &AppContainer) -> Result<(), ClusterError> {
         let engine = self.engine(&c.node).await?;

@@ -29,24 +29,8 @@ struct RunArgs {
     /// Scenario names, or `all`.
     #[arg(required = true)]
     scenarios: Vec<String>,
-    /// The cluster's compose project.
-    #[arg(long, env = "DEIS_CLUSTER", default_value = "deis")]
-    cluster: String,
-    /// The front door's HTTP port on 127.0.0.1.
-    #[arg(long, env = "DEIS_HTTP_PORT", default_value_t = 8080)]
-    http_port: u16,
-    #[arg(long, env = "DEIS_GIT_PORT", default_value_t = 2222)]
-    git_port: u16,
-    #[arg(long, env = "DEIS_DOMAIN", default_value = "deis.local")]
-    domain: String,
-    /// etcd user the suite reads with (deisctl's).
-    #[arg(long, env = "DEIS_CHAOS_ETCD_USER", default_value = "deisctl")]
-    etcd_user: String,
-    #[arg(long, env = "DEIS_CHAOS_ETCD_PASSWORD", hide_env_values = true)]
-    etcd_password: String,
-    /// The read-only NATS user's password, to follow the apps' drain streams.
-    #[arg(long, env = "DEIS_CHAOS_DRAIN_PASSWORD", hide_env_values = true)]
-    drain_password: String,
+    #[command(flatten)]
+    cluster: chaos::platform::ClusterArgs,
     /// The suite's app.
     #[arg(long, default_value = "chaos/app")]
     app_dir: PathBuf,
@@ -81,15 +65,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Run(run) => {
             let options = chaos::Options {
-                settings: chaos::platform::Settings {
-                    cluster: run.cluster,
-                    http: chaos::front(run.http_port),
-                    git_port: run.git_port,
-                    domain: run.domain,
-                    etcd_user: run.etcd_user,
-                    etcd_password: run.etcd_password,
-                    drain_password: run.drain_password,
-                },
+                settings: run.cluster.settings(),
                 app_dir: run.app_dir,
                 rate: run.rate,
                 victim: run.node,

@@ -32,6 +32,44 @@ pub struct Settings {
     pub drain_password: String,
 }
 
+/// The command-line options saying how to reach a cluster, as `chaos/chaos` and
+/// `compose/security` pass them (from the cluster's state folder).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The cluster's compose project.
+    #[arg(long, env = "DEIS_CLUSTER", default_value = "deis")]
+    pub cluster: String,
+    /// The front door's HTTP port on 127.0.0.1.
+    #[arg(long, env = "DEIS_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+    #[arg(long, env = "DEIS_GIT_PORT", default_value_t = 2222)]
+    pub git_port: u16,
+    #[arg(long, env = "DEIS_DOMAIN", default_value = "deis.local")]
+    pub domain: String,
+    /// etcd user to read with (deisctl's).
+    #[arg(long, env = "DEIS_CHAOS_ETCD_USER", default_value = "deisctl")]
+    pub etcd_user: String,
+    #[arg(long, env = "DEIS_CHAOS_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: String,
+    /// The read-only NATS user's password, to follow the apps' drain streams.
+    #[arg(long, env = "DEIS_CHAOS_DRAIN_PASSWORD", hide_env_values = true)]
+    pub drain_password: String,
+}
+
+impl ClusterArgs {
+    pub fn settings(self) -> Settings {
+        Settings {
+            cluster: self.cluster,
+            http: crate::front(self.http_port),
+            git_port: self.git_port,
+            domain: self.domain,
+            etcd_user: self.etcd_user,
+            etcd_password: self.etcd_password,
+            drain_password: self.drain_password,
+        }
+    }
+}
+
 pub struct Platform {
     pub settings: Settings,
     pub cluster: Cluster,
@@ -68,6 +106,7 @@ impl Platform {
                 email: format!("{username}@chaos.invalid"),
                 first_name: String::new(),
                 last_name: String::new(),
+                admin_code: None,
             })
             .await
             .context("registering the suite's user with the controller")?;
@@ -111,6 +150,31 @@ impl Platform {
     /// A linearizable read of every key under a prefix, from the first member that answers (a
     /// member cut off from the quorum cannot answer one, so it never serves stale data here).
     pub async fn etcd_prefix(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let what = format!("a read of {prefix}");
+        self.on_first_member(&what, |mut kv| async move {
+            let resp = kv.get(prefix, Some(GetOptions::new().with_prefix())).await?;
+            Ok(resp
+                .kvs()
+                .iter()
+                .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+                .collect())
+        })
+        .await
+    }
+
+    /// Writes a key through the first member that answers (deisctl's credentials: platform
+    /// settings, as `deisctl config platform set` writes them).
+    pub async fn etcd_put(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let what = format!("a write of {key}");
+        self.on_first_member(&what, |mut kv| async move { kv.put(key, value, None).await.map(drop) }).await
+    }
+
+    /// `op` on the first member that answers within 2 s, trying the nodes in order.
+    async fn on_first_member<T, F, Fut>(&self, what: &str, op: F) -> anyhow::Result<T>
+    where
+        F: Fn(etcd_client::KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
         let mut errors = Vec::new();
         for node in ["node1", "node2", "node3"] {
             let Ok(Some(ip)) = self.cluster.node_ip(node).await else { continue };
@@ -122,22 +186,14 @@ impl Platform {
                     continue;
                 }
             };
-            let mut kv = client.kv_client();
-            let get = kv.get(prefix, Some(GetOptions::new().with_prefix()));
-            match tokio::time::timeout(Duration::from_secs(2), get).await {
-                Ok(Ok(resp)) => {
-                    return Ok(resp
-                        .kvs()
-                        .iter()
-                        .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
-                        .collect());
-                }
+            match tokio::time::timeout(Duration::from_secs(2), op(client.kv_client())).await {
+                Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(e)) => errors.push(format!("{node}: {e}")),
                 Err(_) => errors.push(format!("{node}: no answer within 2 s")),
             }
             self.forget(&endpoint);
         }
-        bail!("no etcd member answered a read of {prefix}: {}", errors.join("; "))
+        bail!("no etcd member answered {what}: {}", errors.join("; "))
     }
 
     async fn etcd_client(&self, endpoint: &str) -> anyhow::Result<etcd_client::Client> {
@@ -196,6 +252,17 @@ impl Platform {
             .into_iter()
             .find(|(k, _)| *k == self.keys.scheduler_leader())
             .map(|(_, v)| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The node whose database member is the primary (Patroni's leader key).
+    pub async fn database_primary(&self) -> anyhow::Result<Option<String>> {
+        let key = self.keys.database_leader();
+        Ok(self
+            .etcd_prefix(&key)
+            .await?
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| String::from_utf8_lossy(&v).trim().to_owned()))
     }
 
     /// The node whose etcd member leads, as the members that answer see it.

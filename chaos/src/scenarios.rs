@@ -33,6 +33,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "partition-node",
         "cut a node off the cluster network (its firewall drops its uplink) until replaced, then heal",
     ),
+    (
+        "kill-node2",
+        "as kill-node, on node2: a controller, a database member and a logger die with it; the API must go on",
+    ),
     ("kill-etcd-leader", "SIGKILL the etcd member that leads, then start it again"),
     (
         "kill-nats-member",
@@ -43,7 +47,14 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "kill-controller-mid-deploy",
         "config:set starts a deploy, SIGKILL the controller at once, start it 5 s later",
     ),
-    ("restart-postgres", "restart Postgres while the API takes a write every 250 ms"),
+    (
+        "restart-database-primary",
+        "restart the database's primary member while the API takes a write every 250 ms",
+    ),
+    (
+        "kill-database-primary",
+        "SIGKILL the database's primary member while the API takes a write every 250 ms, then start it",
+    ),
     (
         "kill-builder-mid-push",
         "SIGKILL the builder as soon as a git push starts building, start it, push again",
@@ -118,13 +129,20 @@ pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
         "steady-state" => steady_state(s).await,
         "long-after-deploy" => long_after_deploy(s).await,
         "kill-node" => node_fault(s, NodeFault::Kill).await,
+        "kill-node2" => {
+            let victim = std::mem::replace(&mut s.victim, "node2".to_owned());
+            let outcome = node_fault(s, NodeFault::Kill).await;
+            s.victim = victim;
+            outcome
+        }
         "pause-node" => node_fault(s, NodeFault::Pause).await,
         "partition-node" => node_fault(s, NodeFault::Partition).await,
         "kill-etcd-leader" => kill_etcd_leader(s).await,
         "kill-nats-member" => kill_nats_member(s).await,
         "kill-scheduler-leader" => kill_scheduler_leader(s).await,
         "kill-controller-mid-deploy" => kill_controller_mid_deploy(s).await,
-        "restart-postgres" => restart_postgres(s).await,
+        "restart-database-primary" => database_primary_fault(s, DatabaseFault::Restart).await,
+        "kill-database-primary" => database_primary_fault(s, DatabaseFault::Kill).await,
         "kill-builder-mid-push" => kill_builder_mid_push(s).await,
         "flood-logs" => flood_logs(s).await,
         other => bail!("no scenario named '{other}' (chaos list shows them)"),
@@ -135,11 +153,13 @@ pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
 /// scheduler does not move containers back after a node returns), so it is spread again by
 /// scaling to zero and back, placement putting one replica on each node.
 pub async fn prepare(s: &mut Suite, name: &str) -> anyhow::Result<()> {
-    if !matches!(name, "kill-node" | "pause-node" | "partition-node") {
-        return Ok(());
-    }
+    let victim = match name {
+        "kill-node" | "pause-node" | "partition-node" => s.victim.clone(),
+        "kill-node2" => "node2".to_owned(),
+        _ => return Ok(()),
+    };
     let two = s.two.clone();
-    let on_victim = s.p.cluster.app_containers(&s.victim).await?.iter().any(|c| c.app == two && c.running);
+    let on_victim = s.p.cluster.app_containers(&victim).await?.iter().any(|c| c.app == two && c.running);
     if on_victim {
         return Ok(());
     }
@@ -312,6 +332,7 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
         format!("{victim} held {}", held.join("; "))
     });
     let parts = s.p.cluster.node_parts(&victim).await?;
+    let probe = ApiProbe::start(s.p.api.clone(), s.one.clone());
     let fault_at = Instant::now();
     match fault {
         NodeFault::Kill => s.p.cluster.kill(&parts).await?,
@@ -340,6 +361,20 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
         app: None,
         why: format!("lines of {victim}'s containers its agent had not yet published"),
     });
+    let api = probe.finish(fault_at).await;
+    out.measures.insert("API reads refused or timed out during the fault".into(), api.refused as f64);
+    match api.back_after {
+        Some(d) => {
+            out.measures.insert("API answering again after the fault (s)".into(), secs(d));
+            out.targets.push(target(
+                "the API answers again within 10 s",
+                d <= Duration::from_secs(10),
+                format!("{:.2} s", d.as_secs_f64()),
+            ));
+        }
+        None if api.refused == 0 => out.notes.push("the API answered every read during the fault".into()),
+        None => out.notes.push("the API did not answer again before the fault was healed".into()),
+    }
     // Heal.
     let healing = Instant::now();
     match fault {
@@ -355,6 +390,58 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
         None => out.notes.push(format!("{victim} did not come back healthy within 240 s")),
     }
     Ok(out)
+}
+
+/// Reads an app through the API (a controller, then the database's primary) every 250 ms, each
+/// with a 2 s limit, while a fault lasts: how long the API itself was away.
+struct ApiProbe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(Instant, bool)>>,
+}
+
+struct ApiAway {
+    refused: usize,
+    /// From the fault to the first answer after the last refusal; `None` if none was refused
+    /// (or none answered after).
+    back_after: Option<Duration>,
+}
+
+impl ApiProbe {
+    fn start(api: controller_api::Client, app: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            // Bounded: at most ten minutes of reads even if nobody stops it.
+            for _ in 0..2_400 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let at = Instant::now();
+                let ok =
+                    matches!(tokio::time::timeout(Duration::from_secs(2), api.app(&app)).await, Ok(Ok(_)));
+                samples.push((at, ok));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self, fault_at: Instant) -> ApiAway {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.task.await.unwrap_or_default();
+        away(&samples, fault_at)
+    }
+}
+
+fn away(samples: &[(Instant, bool)], fault_at: Instant) -> ApiAway {
+    let after: Vec<_> = samples.iter().filter(|(at, _)| *at >= fault_at).collect();
+    let refused = after.iter().filter(|(_, ok)| !ok).count();
+    let last_refused = after.iter().rposition(|(_, ok)| !ok);
+    let back_after =
+        last_refused.and_then(|i| after.get(i + 1)).map(|(at, _)| at.saturating_duration_since(fault_at));
+    ApiAway { refused, back_after }
 }
 
 // ------------------------------------------------------------------------------ control plane
@@ -459,9 +546,21 @@ async fn kill_controller_mid_deploy(s: &mut Suite) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
-async fn restart_postgres(s: &mut Suite) -> anyhow::Result<Outcome> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DatabaseFault {
+    /// A clean stop (Patroni hands the leader key over) and a start.
+    Restart,
+    /// SIGKILL: the leader key stays until its TTL runs out; the member is started afterwards.
+    Kill,
+}
+
+/// Writes (domains:add) every 250 ms while the database's primary member is faulted; every write
+/// acknowledged goes into the ledger the invariants check, so a failover that lost a commit fails.
+async fn database_primary_fault(s: &mut Suite, fault: DatabaseFault) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
-    let part = s.p.cluster.part("database", "node1").await?;
+    let primary = s.p.database_primary().await?.context("no database member is the primary")?;
+    out.notes.push(format!("the primary was {primary}"));
+    let part = s.p.cluster.part("database", &primary).await?;
     let one = s.one.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let restarted = {
@@ -470,7 +569,10 @@ async fn restart_postgres(s: &mut Suite) -> anyhow::Result<Outcome> {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let at = Instant::now();
-            cluster.restart(&part, 10).await.map(|()| at)
+            match fault {
+                DatabaseFault::Restart => cluster.restart(&part, 10).await.map(|()| at),
+                DatabaseFault::Kill => cluster.kill(std::slice::from_ref(&part)).await.map(|()| at),
+            }
         })
     };
     // Writes every 250 ms until 5 s after the first write that succeeds after a refused one.
@@ -515,7 +617,15 @@ async fn restart_postgres(s: &mut Suite) -> anyhow::Result<Outcome> {
     out.recovered_when = "the first write acknowledged after that".into();
     out.recover = back.map(|t| t.saturating_duration_since(fault_at));
     if first_refused.is_none() {
-        out.notes.push("no write was refused: the restart fell between writes".into());
+        out.notes.push("no write was refused: the fault fell between writes".into());
+    }
+    match s.p.database_primary().await {
+        Ok(Some(now)) if now != primary => out.notes.push(format!("{now} took over as the primary")),
+        Ok(Some(_)) => out.notes.push(format!("{primary} is the primary again")),
+        _ => out.notes.push("no primary once the writes ended".into()),
+    }
+    if fault == DatabaseFault::Kill {
+        s.p.cluster.start_container(&part).await?;
     }
     heal_whole(s, &mut out).await;
     Ok(out)
@@ -698,5 +808,31 @@ async fn heal_whole(s: &Suite, out: &mut Outcome) {
             out.measures.insert("healed → every part healthy again (s)".into(), secs(d));
         }
         None => out.notes.push("the cluster was not whole again within 180 s of healing".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_is_back_at_the_first_answer_after_the_last_refusal() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let samples = [
+            (at(0), true),
+            (at(250), false),
+            (at(500), true),
+            (at(750), false),
+            (at(1000), true),
+            (at(1250), true),
+        ];
+        let a = away(&samples, at(100));
+        assert_eq!(a.refused, 2);
+        assert_eq!(a.back_after, Some(Duration::from_millis(900)));
+        let all_good = away(&[(at(0), true), (at(250), true)], at(0));
+        assert_eq!((all_good.refused, all_good.back_after), (0, None));
+        let never_back = away(&[(at(0), true), (at(250), false)], at(0));
+        assert_eq!((never_back.refused, never_back.back_after), (1, None));
     }
 }

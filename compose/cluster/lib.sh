@@ -39,7 +39,18 @@ load_secrets() {
   local names
   names=$( { grep -oE 'DEIS_SECRET_[A-Z0-9_]+' "$compose_file"; printf '%s\n' DEIS_SECRET_ETCD_ROOT DEIS_SECRET_ETCD_DEISCTL; } | sort -u)
   for name in $names; do
-    grep -q "^$name=" "$file" || printf '%s=%s\n' "$name" "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$file"
+    grep -q "^$name=" "$file" && continue
+    case "$name" in
+      DEIS_SECRET_NKEY_*)
+        # An NATS account key pair (ed25519, NATS's own encoding), made by deisctl: the seed is
+        # the secret (the controller signs with it), the public key goes to the NATS members as
+        # DEIS_NKEY_<NAME>_PUBLIC.
+        local pair
+        pair=$(docker run --rm deis/deisctl deisctl nkey) || { echo "deisctl nkey failed (is deis/deisctl built?)" >&2; return 1; }
+        printf '%s=%s\n' "$name" "$(sed -n 1p <<<"$pair")" >> "$file"
+        printf 'DEIS_NKEY_%s_PUBLIC=%s\n' "${name#DEIS_SECRET_NKEY_}" "$(sed -n 2p <<<"$pair")" >> "$file" ;;
+      *) printf '%s=%s\n' "$name" "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$file" ;;
+    esac
   done
   set -a
   # shellcheck disable=SC1090

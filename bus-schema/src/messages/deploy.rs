@@ -85,6 +85,26 @@ pub struct DesiredStateSnapshot {
 
 message!(DesiredStateSnapshot);
 
+/// Scheduler → controller: one page of the desired state, the apps whose names sort after
+/// `after` (from the first with `None`). A whole snapshot in one reply stops fitting the bus's
+/// payload limit once apps carry large configs; pages are cut by size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStatePageRequest {
+    pub after: Option<AppName>,
+}
+
+message!(DesiredStatePageRequest => DesiredStatePage);
+
+/// Controller → scheduler: apps in name order, and the name to ask after for the next page
+/// (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStatePage {
+    pub apps: Vec<AppDesired>,
+    pub next: Option<AppName>,
+}
+
+message!(DesiredStatePage);
+
 /// Controller → scheduler: what runs of an app now (`deis ps`, `deis releases:info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppStatusRequest {

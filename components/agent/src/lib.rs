@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod port;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,8 @@ pub enum AgentError {
 struct Tracked {
     name: String,
     id: String,
+    /// The port the app listens on inside the container (see [`port`]).
+    port: u16,
     host_port: Option<u16>,
     ip: Option<String>,
     healthy: bool,
@@ -106,7 +109,13 @@ async fn connect(
         node: node.clone(),
         prefix: config.container_prefix.clone(),
         app_port: config.app_port,
+        confinement: config.confinement.clone(),
     };
+    // Checked again before every start, which fails (saying why) until the network is right;
+    // the agent itself keeps running so that its containers stay adopted and watched.
+    if let Err(error) = engine.ensure_network().await {
+        tracing::error!(%error, "app containers cannot start until the app network is fixed");
+    }
     let sender = Sender { component: Component::Agent, instance: node.to_string() };
     let bus = service_kit::nats::connect_bus(&config.nats, sender, shutdown).await?;
     let etcd = service_kit::etcd::connect(&config.etcd, shutdown).await?;
@@ -342,6 +351,7 @@ impl Inner {
         let tracked = Tracked {
             name: found.name.clone(),
             id: found.id.clone(),
+            port: found.port,
             host_port: found.host_port,
             ip: found.ip.clone(),
             healthy: false,

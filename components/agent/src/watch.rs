@@ -24,14 +24,15 @@ const MAX_LINE: usize = 10 * 1024;
 /// set one). Healthy web containers get a route; a container failing its checks loses it.
 pub async fn health(inner: Arc<Inner>, key: ContainerKey, stop: CancellationToken) {
     let is_web = key.process_type.is_web();
-    let (name, port, ip, health) = {
+    let (name, app_port, host_port, ip, health) = {
         let tracked = inner.tracked.lock().unwrap_or_else(|p| p.into_inner());
         let Some(t) = tracked.get(&key) else { return };
-        (t.name.clone(), t.host_port, t.ip.clone(), t.health.clone())
+        (t.name.clone(), t.port, t.host_port, t.ip.clone(), t.health.clone())
     };
-    // Check the app itself where the engine lets us reach it; the published port otherwise.
-    let target = match (&ip, port) {
-        (Some(ip), _) => Some(format!("{ip}:{}", inner.config.app_port)),
+    // Check the app itself, on its own port, where the engine lets us reach it; the published
+    // port otherwise.
+    let target = match (&ip, host_port) {
+        (Some(ip), _) => Some(format!("{ip}:{app_port}")),
         (None, Some(port)) => Some(format!("{}:{port}", inner.config.health_host)),
         (None, None) => None,
     };
@@ -60,8 +61,8 @@ pub async fn health(inner: Arc<Inner>, key: ContainerKey, stop: CancellationToke
                 healthy = true;
                 // The route first: whoever learns the container is healthy (an inventory, the
                 // scheduler, a `git push` waiting for its deploy) may send traffic at once.
-                if let (true, Some(port)) = (is_web, port) {
-                    inner.put_route(&key, &name, port).await;
+                if let (true, Some(host_port)) = (is_web, host_port) {
+                    inner.put_route(&key, &name, host_port).await;
                 }
                 set_healthy(&inner, &key, true);
                 let id = container_id(&inner, &key);

@@ -282,3 +282,271 @@ async fn a_restarted_agent_adopts_its_running_containers() {
     task.await.unwrap();
     setup.cleanup().await;
 }
+
+/// Runs `python3 -c code` inside a container (as `user`, or the container's own); its output and
+/// whether it succeeded.
+fn exec_python(container: &str, user: Option<&str>, code: &str) -> (bool, String) {
+    let mut cmd = std::process::Command::new("docker");
+    cmd.arg("exec");
+    if let Some(user) = user {
+        cmd.args(["--user", user]);
+    }
+    let out = cmd.args([container, "python3", "-c", code]).output().expect("docker exec runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Python that connects to `ip:port` and says whether it could.
+fn connect_probe(ip: &str, port: u16) -> String {
+    format!(
+        "import socket\ns = socket.socket()\ns.settimeout(3)\ntry:\n    s.connect(('{ip}', {port}))\n    \
+         print('reached')\nexcept OSError as e:\n    print('blocked', e)\n"
+    )
+}
+
+/// What an app container must be: on the app network, unprivileged, limited.
+fn assert_confined(info: &bollard::models::ContainerInspectResponse, memory_mb: i64) {
+    let confinement = agent::config::Confinement::default();
+    let name = info.name.clone().unwrap_or_default();
+    let host = info.host_config.clone().unwrap();
+    assert_eq!(
+        host.network_mode.as_deref(),
+        Some(confinement.network.as_str()),
+        "{name}: on the app network"
+    );
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]), "{name}: every capability dropped");
+    let kept = host.cap_add.unwrap_or_default();
+    assert!(!kept.iter().any(|c| c.contains("NET_RAW")), "{name}: NET_RAW is not given back: {kept:?}");
+    assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]), "{name}");
+    assert_eq!(host.pids_limit, Some(confinement.pids_limit), "{name}: a pids limit");
+    assert_eq!(host.memory, Some(memory_mb * 1024 * 1024), "{name}: a memory limit");
+    let user = info.config.as_ref().and_then(|c| c.user.clone());
+    assert_eq!(
+        user.as_deref(),
+        Some(confinement.default_user.as_str()),
+        "{name}: deis/stack runs unprivileged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_are_confined_and_cannot_reach_each_other() {
+    let setup = Setup::new("agentisolate");
+    let (shutdown, task) = setup.spawn_agent();
+    let bus = setup.bus().await;
+    let etcd = setup.etcd().await;
+    let docker = service_kit::docker::connect().await.unwrap();
+    let alpha = AppName::parse("alpha").unwrap();
+    let beta = AppName::parse("beta").unwrap();
+
+    let alpha_cmd = web_container(&alpha, 1, 1, SERVE);
+    // Beta sets no memory limit: it gets the default one.
+    let beta_cmd = StartContainer { limits: Limits::default(), ..web_container(&beta, 1, 1, SERVE) };
+    for cmd in [&alpha_cmd, &beta_cmd] {
+        let reply = setup.start_once_listening(&bus, cmd).await;
+        assert!(matches!(reply, StartContainerReply::Started { .. }), "{reply:?}");
+    }
+    // Both answer (the agent reaches them on their own addresses): they are up and listening.
+    setup.a_route(&etcd, &alpha, "alpha is healthy", Duration::from_secs(20)).await;
+    setup.a_route(&etcd, &beta, "beta is healthy", Duration::from_secs(20)).await;
+
+    let alpha_name = format!("{}node1.alpha.v1.web.1", setup.prefix);
+    let beta_name = format!("{}node1.beta.v1.web.1", setup.prefix);
+    let alpha_info = docker.inspect_container(&alpha_name, None).await.unwrap();
+    let beta_info = docker.inspect_container(&beta_name, None).await.unwrap();
+    assert_confined(&alpha_info, 128);
+    assert_confined(
+        &beta_info,
+        i64::try_from(agent::config::Confinement::default().default_memory_mb).unwrap(),
+    );
+
+    let ip = |info: &bollard::models::ContainerInspectResponse| {
+        let networks = info.network_settings.as_ref().and_then(|n| n.networks.clone()).unwrap_or_default();
+        let network = agent::config::Confinement::default().network;
+        networks.get(&network).and_then(|e| e.ip_address.clone()).filter(|ip| !ip.is_empty()).unwrap()
+    };
+    let (alpha_ip, beta_ip) = (ip(&alpha_info), ip(&beta_info));
+    // The probe itself works: alpha reaches its own server.
+    let (_, own) = exec_python(&alpha_name, None, &connect_probe(&alpha_ip, 5000));
+    assert!(own.starts_with("reached"), "alpha reaches itself: {own}");
+    // Alpha cannot reach beta's container directly, nor beta alpha's.
+    let (_, across) = exec_python(&alpha_name, None, &connect_probe(&beta_ip, 5000));
+    assert!(across.starts_with("blocked"), "alpha must not reach beta at {beta_ip}: {across}");
+    let (_, back) = exec_python(&beta_name, None, &connect_probe(&alpha_ip, 5000));
+    assert!(back.starts_with("blocked"), "beta must not reach alpha at {alpha_ip}: {back}");
+
+    // No raw sockets, not even for root inside the container: NET_RAW is not in its bounding set.
+    let raw =
+        "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\nprint('raw')";
+    let (opened, out) = exec_python(&alpha_name, Some("0"), raw);
+    assert!(!opened && out.contains("PermissionError"), "a raw socket must be refused: {out}");
+    let bounding = "print([l for l in open('/proc/self/status') if l.startswith('CapBnd')][0].split()[1])";
+    let (_, out) = exec_python(&alpha_name, None, bounding);
+    let caps = u64::from_str_radix(out.trim(), 16).unwrap();
+    const CAP_NET_RAW: u32 = 13;
+    assert_eq!(caps & (1 << CAP_NET_RAW), 0, "NET_RAW is not in the bounding set {caps:#x}");
+    let (_, uid) = exec_python(&alpha_name, None, "import os; print(os.getuid())");
+    assert_eq!(uid.trim(), "1000", "the app runs unprivileged");
+
+    // A one-off (`deis run`) is confined the same way.
+    let run = RunOneOff {
+        app: alpha.clone(),
+        run_id: uuid::Uuid::new_v4(),
+        version: 1,
+        image: "deis/stack".into(),
+        command: "sleep 60".into(),
+        env: BTreeMap::new(),
+        limits: Limits::default(),
+    };
+    let reply = bus
+        .request(&setup.ns.agent_run(&setup.node), &bus.envelope(run), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let StartContainerReply::Started { container_id: one_off, .. } = reply.body else {
+        panic!("{:?}", reply.body)
+    };
+    let one_off_info = docker.inspect_container(&one_off, None).await.unwrap();
+    assert_confined(
+        &one_off_info,
+        i64::try_from(agent::config::Confinement::default().default_memory_mb).unwrap(),
+    );
+    let (_, from_run) = exec_python(&one_off, None, &connect_probe(&beta_ip, 5000));
+    assert!(from_run.starts_with("blocked"), "a one-off must not reach beta at {beta_ip}: {from_run}");
+
+    shutdown.trigger();
+    task.await.unwrap();
+    setup.cleanup().await;
+}
+
+/// Images a test builds, removed when it ends however it ends. Made before the test's [`Setup`],
+/// so it is dropped after it: the containers go first, then their images.
+struct TestImages(Vec<String>);
+
+impl TestImages {
+    /// Builds `dockerfile` (no context) as `tag`, through the CLI with an argument list.
+    fn build(&mut self, tag: &str, dockerfile: &str) {
+        use std::io::Write as _;
+        self.0.push(tag.to_owned());
+        let mut child = std::process::Command::new("docker")
+            .args(["build", "--quiet", "--tag", tag, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker build runs");
+        child.stdin.take().unwrap().write_all(dockerfile.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "building {tag}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TestImages {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = std::process::Command::new("docker").args(["rmi", "--force"]).args(&self.0).output();
+        }
+    }
+}
+
+/// The HTTP status `url` answers with, if it answers.
+async fn http_status(url: &str) -> Option<u16> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    client.get(url).send().await.ok().map(|r| r.status().as_u16())
+}
+
+/// A web container's inside port as the engine has it: its `PORT`, its label, the container
+/// port its host port is published for, and its own address on the app network.
+async fn container_port(docker: &bollard::Docker, name: &str) -> (String, String, Vec<String>, String) {
+    let info = docker.inspect_container(name, None).await.unwrap();
+    let config = info.config.clone().unwrap();
+    let env = config.env.unwrap_or_default();
+    let port_env = env.iter().filter_map(|e| e.strip_prefix("PORT=")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(port_env.len(), 1, "{name}: one PORT, not {env:?}");
+    let label = config.labels.unwrap_or_default().get(agent::port::LABEL).cloned().unwrap_or_default();
+    let settings = info.network_settings.unwrap();
+    let published: Vec<String> = settings
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, bindings)| bindings.as_ref().is_some_and(|b| !b.is_empty()))
+        .map(|(port, _)| port)
+        .collect();
+    let network = agent::config::Confinement::default().network;
+    let ip = settings.networks.unwrap_or_default().get(&network).and_then(|e| e.ip_address.clone()).unwrap();
+    (port_env[0].clone(), label, published, ip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_images_exposed_port_is_the_apps_unless_its_config_says_otherwise() {
+    let mut images = TestImages(Vec::new());
+    let setup = Setup::new("agentport");
+    // A Dockerfile app: its own command serves on $PORT. UDP 53 is lower, but not for HTTP.
+    let serve = "CMD echo serving on $PORT; exec python3 -u -m http.server \"$PORT\"\n";
+    let exposed = format!("{}exposed:latest", setup.prefix);
+    images.build(&exposed, &format!("FROM deis/stack\nEXPOSE 53/udp 8080 8000\n{serve}"));
+    let plain = format!("{}plain:latest", setup.prefix);
+    images.build(&plain, &format!("FROM deis/stack\n{serve}"));
+
+    let (shutdown, task) = setup.spawn_agent();
+    let bus = setup.bus().await;
+    let etcd = setup.etcd().await;
+    let docker = service_kit::docker::connect().await.unwrap();
+    let start = |app: &str, image: &str, env: &[(&str, &str)]| StartContainer {
+        image: image.to_owned(),
+        command: String::new(),
+        env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        ..web_container(&AppName::parse(app).unwrap(), 1, 1, "")
+    };
+    let cases = [
+        ("exposed", start("exposed", &exposed, &[]), "8000"),
+        ("override", start("override", &exposed, &[("PORT", "9000")]), "9000"),
+        ("plain", start("plain", &plain, &[]), "5000"),
+        // A PORT that is no port is ignored: the image's port.
+        ("badport", start("badport", &exposed, &[("PORT", "http")]), "8000"),
+    ];
+    let mut host_ports = BTreeMap::new();
+    for (app, cmd, want) in &cases {
+        let reply = setup.start_once_listening(&bus, cmd).await;
+        let StartContainerReply::Started { host_port: Some(host_port), .. } = reply else {
+            panic!("{app}: {reply:?}")
+        };
+        host_ports.insert(*app, host_port);
+        let app_name = cmd.key.app.clone();
+        // The agent checks the app on its own port: the route comes only once it answers there.
+        let route =
+            setup.a_route(&etcd, &app_name, &format!("{app} is healthy"), Duration::from_secs(30)).await;
+        assert_eq!(route.address, format!("127.0.0.1:{host_port}"), "{app}");
+        let name = format!("{}node1.{app}.v1.web.1", setup.prefix);
+        let (port_env, label, published, ip) = container_port(&docker, &name).await;
+        assert_eq!(port_env, *want, "{app}: PORT");
+        assert_eq!(label, *want, "{app}: the port is recorded on the container");
+        assert_eq!(published, vec![format!("{want}/tcp")], "{app}: the app's port is the one published");
+        assert_eq!(http_status(&format!("http://{ip}:{want}/")).await, Some(200), "{app} answers on {want}");
+        assert_eq!(http_status(&format!("http://{}/", route.address)).await, Some(200), "{app}'s route");
+    }
+
+    // A restarted agent reads each container's port from the container: it finds the host port
+    // published for it and checks the app there (with 5000 it would find neither).
+    shutdown.trigger();
+    task.await.unwrap();
+    let (shutdown, task) = setup.spawn_agent();
+    let mut inventories = bus.subscribe(&setup.ns.all_node_inventories()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let inv = inventories.next().await.unwrap().unwrap().envelope.body;
+            let adopted = cases.iter().all(|(app, cmd, _)| {
+                inv.containers
+                    .iter()
+                    .any(|c| c.key == cmd.key && c.healthy && c.host_port == host_ports.get(app).copied())
+            });
+            if adopted {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the new agent reports every container healthy, with its host port");
+
+    shutdown.trigger();
+    task.await.unwrap();
+    setup.cleanup().await;
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use service_kit::{EtcdConfig, LogConfig, NatsConfig};
+use service_kit::{EtcdConfig, LogConfig, NatsConfig, OutboundPolicy};
 
 /// Everything the builder is told at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,24 @@ pub struct BuilderConfig {
     /// URL schemes `BUILDPACK_URL` may use. `file` is for tests only: it would let an app read
     /// files on the builder, such as other apps' repositories.
     pub buildpack_url_schemes: Vec<String>,
+    /// Where `BUILDPACK_URL` (and a Dockerfile's `ADD <url>`) may connect: loopback, link-local,
+    /// private and the platform's networks are refused unless allowed here.
+    pub outbound: OutboundPolicy,
+    /// Images a Dockerfile may build from besides the stack image and the app's own images:
+    /// repositories (`python`, `docker.io/library/debian`) or prefixes (`mirror.example/*`).
+    /// Each is pulled and used by its id; nothing in the platform registry but the app's own.
+    pub allowed_base_images: Vec<String>,
+    /// Most process types a Procfile may declare: the controller refuses more (its quota of the
+    /// same default), so a push is refused here at once instead of after building an image that
+    /// can never be released.
+    pub max_process_types: usize,
+    /// An SSH client must finish logging in within this many seconds of connecting.
+    pub ssh_auth_timeout_secs: u64,
+    /// An SSH connection that carries no data for this many seconds is closed (a push streaming
+    /// its build's output carries data).
+    pub ssh_idle_timeout_secs: u64,
+    /// SSH connections open at once from one client address; more are refused.
+    pub ssh_max_connections_per_address: usize,
     /// The executable git runs as the pre-receive hook (`builder hook`); empty means this very
     /// executable.
     pub hook_exe: Option<PathBuf>,
@@ -72,6 +90,12 @@ impl Default for BuilderConfig {
             buildpacks_dir: PathBuf::from("/usr/share/deis/buildpacks"),
             buildpacks: vec!["python".to_owned(), "procfile".to_owned()],
             buildpack_url_schemes: vec!["https".to_owned(), "http".to_owned(), "git".to_owned()],
+            outbound: OutboundPolicy::default(),
+            allowed_base_images: Vec::new(),
+            max_process_types: 32,
+            ssh_auth_timeout_secs: 20,
+            ssh_idle_timeout_secs: 600,
+            ssh_max_connections_per_address: 16,
             hook_exe: None,
             git: "git".to_owned(),
             container_prefix: "deis-build-".to_owned(),

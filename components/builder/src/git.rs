@@ -58,7 +58,7 @@ pub enum GitError {
 /// The app's bare repository, created on its first push. The hook is written every time, so a
 /// builder upgrade updates every repository's hook.
 pub async fn ensure_repo(git: &str, repos: &Path, app: &AppName) -> Result<PathBuf, GitError> {
-    let path = repos.join(format!("{app}.git"));
+    let path = repo_path(repos, app);
     let repo_err =
         |reason: String| GitError::Repo { path: path.display().to_string(), reason: reason.clone() };
     if !path.join("HEAD").exists() {
@@ -74,7 +74,18 @@ pub async fn ensure_repo(git: &str, repos: &Path, app: &AppName) -> Result<PathB
             .output()
             .await
             .map_err(|e| repo_err(e.to_string()));
-        let placed = match out {
+        // When it was made, so a destroy of the app that took the name before is told apart
+        // from one of this app (see `destroyed`).
+        let marked = match out {
+            Ok(out) if out.status.success() => {
+                tokio::fs::write(fresh.join(CREATED_FILE), bus_schema::Timestamp::now().0.to_string())
+                    .await
+                    .map(|()| out)
+                    .map_err(|e| repo_err(e.to_string()))
+            }
+            other => other,
+        };
+        let placed = match marked {
             Ok(out) if out.status.success() => tokio::fs::rename(&fresh, &path)
                 .await
                 .map_err(|e| if path.join("HEAD").exists() { None } else { Some(repo_err(e.to_string())) }),
@@ -96,6 +107,37 @@ pub async fn ensure_repo(git: &str, repos: &Path, app: &AppName) -> Result<PathB
     set_mode(&tmp, 0o755).await.map_err(|e| repo_err(e.to_string()))?;
     tokio::fs::rename(&tmp, &hook).await.map_err(|e| repo_err(e.to_string()))?;
     Ok(path)
+}
+
+/// The file in a repository that says when the builder made it (Unix time in nanoseconds).
+const CREATED_FILE: &str = "deis-created";
+
+/// The file in a repository naming the app (its uuid) the repository belongs to.
+const APP_FILE: &str = "deis-app";
+
+/// The app a repository was recorded for, if it says.
+pub async fn app_uuid(repo: &Path) -> Option<uuid::Uuid> {
+    tokio::fs::read_to_string(repo.join(APP_FILE)).await.ok()?.trim().parse().ok()
+}
+
+/// Records the app a repository belongs to (once: a repository already recorded keeps its app).
+pub async fn record_app(repo: &Path, uuid: uuid::Uuid) -> Result<(), GitError> {
+    if app_uuid(repo).await.is_some() {
+        return Ok(());
+    }
+    tokio::fs::write(repo.join(APP_FILE), uuid.to_string())
+        .await
+        .map_err(|e| GitError::Repo { path: repo.display().to_string(), reason: e.to_string() })
+}
+
+/// Where the app's bare repository is.
+pub fn repo_path(repos: &Path, app: &AppName) -> PathBuf {
+    repos.join(format!("{app}.git"))
+}
+
+/// When the repository was made, if it says (repositories made by older builders do not).
+pub async fn created_at(repo: &Path) -> Option<i64> {
+    tokio::fs::read_to_string(repo.join(CREATED_FILE)).await.ok()?.trim().parse().ok()
 }
 
 async fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {

@@ -11,6 +11,7 @@
 
 pub mod build;
 pub mod config;
+mod destroyed;
 pub mod git;
 pub mod hook;
 mod metrics;
@@ -27,7 +28,6 @@ use bus_schema::discovery::ComponentRecord;
 use bus_schema::streams::{StreamId, ensure_stream};
 use bus_schema::{AppName, Bus, Component, Sender};
 use prometheus_client::registry::Registry;
-use russh::server::Server as _;
 use service_kit::{Health, OpsServer, Registration, Shutdown};
 use tokio::net::{TcpListener, UnixListener};
 
@@ -149,6 +149,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     shutdown.spawn(push::serve_hooks(builder.clone(), hooks));
+    shutdown.spawn(destroyed::follow(builder.clone()));
 
     let ops = OpsServer::new(registry, move || {
         let nats = if bus.client().connection_state() == async_nats::connection::State::Connected {
@@ -165,16 +166,9 @@ pub async fn run(
 
     let addr = listeners.ssh.local_addr().ok();
     tracing::info!(?addr, registry = %config.registry, "builder listening for git pushes");
-    let mut server = ssh::Server { builder: builder.clone() };
-    let running = server.run_on_socket(Arc::new(ssh::config(host_key)), &listeners.ssh);
-    let handle = running.handle();
-    let result = tokio::select! {
-        r = running => r.map_err(|e| BuilderError::Ssh(e.to_string())),
-        _ = shutdown.cancelled() => {
-            handle.shutdown("the builder is shutting down".into());
-            Ok(())
-        }
-    };
+    let server = ssh::Server { builder: builder.clone() };
+    ssh::serve(server, Arc::new(ssh::config(host_key)), &listeners.ssh, shutdown.token().clone()).await;
+    let result = Ok(());
     let _ = tokio::fs::remove_file(&socket).await;
     result
 }

@@ -4,9 +4,11 @@
 //! those of the system's `git receive-pack`, and its exit status is the channel's.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bus_schema::AppName;
 use controller_api::HookKeyOwner;
@@ -14,6 +16,8 @@ use russh::keys::{HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet};
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Builder;
@@ -67,10 +71,8 @@ pub struct Server {
     pub builder: Arc<Builder>,
 }
 
-impl russh::server::Server for Server {
-    type Handler = Connection;
-
-    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
+impl Server {
+    fn handler(&self, peer: Option<SocketAddr>, state: Arc<ConnState>) -> Connection {
         Connection {
             builder: self.builder.clone(),
             peer,
@@ -78,7 +80,174 @@ impl russh::server::Server for Server {
             refused_keys: Vec::new(),
             told: false,
             channels: HashMap::new(),
+            state,
         }
+    }
+}
+
+impl russh::server::Server for Server {
+    type Handler = Connection;
+
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
+        self.handler(peer, Arc::new(ConnState::new()))
+    }
+}
+
+/// What the connection's watchdog knows of it.
+#[derive(Debug)]
+struct ConnState {
+    authenticated: AtomicBool,
+    /// Pushes running on the connection: while one runs (its build streams output or is busy),
+    /// the connection is not idle.
+    busy: AtomicUsize,
+    last_activity: Mutex<Instant>,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            authenticated: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            last_activity: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_activity.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+}
+
+/// Counts a push as running until dropped.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(state: &Arc<ConnState>) -> Self {
+        state.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(state.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Connections open per client address.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.clone(), ip))
+    }
+}
+
+struct AddressSlot(Arc<PerAddress>, IpAddr);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves SSH on `listener` until `stop`: at most `ssh_max_connections_per_address` connections
+/// per client address; a client that has not logged in within `ssh_auth_timeout_secs` (the
+/// banner exchange included) is dropped, and so is a logged-in connection with no push running
+/// and nothing received for `ssh_idle_timeout_secs`. Silent sockets cannot pile up.
+pub async fn serve(
+    server: Server,
+    config: Arc<russh::server::Config>,
+    listener: &TcpListener,
+    stop: CancellationToken,
+) {
+    let limits = &server.builder.config;
+    let auth_timeout = Duration::from_secs(limits.ssh_auth_timeout_secs.max(1));
+    let idle_timeout = Duration::from_secs(limits.ssh_idle_timeout_secs.max(1));
+    let max_per_address = limits.ssh_max_connections_per_address.max(1);
+    let per_address = Arc::new(PerAddress::default());
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting an SSH connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let Some(slot) = per_address.take(peer.ip(), max_per_address) else {
+            tracing::info!(%peer, max_per_address, "SSH connection refused: too many from this address");
+            server.builder.metrics.refused("too_many_connections");
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let state = Arc::new(ConnState::new());
+        let handler = server.handler(Some(peer), state.clone());
+        let (config, stop, metrics) = (config.clone(), stop.clone(), server.builder.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let started = Instant::now();
+            // The banner exchange is inside the login time too.
+            let session =
+                match tokio::time::timeout(auth_timeout, russh::server::run_stream(config, socket, handler))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "SSH connection setup failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "SSH client sent no banner in time; dropped");
+                        metrics.metrics.refused("login_timeout");
+                        return;
+                    }
+                };
+            let handle = session.handle();
+            let mut session = std::pin::pin!(session);
+            let tick =
+                (auth_timeout.min(idle_timeout) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            let why = loop {
+                tokio::select! {
+                    _ = &mut session => return,
+                    _ = stop.cancelled() => break "the builder is shutting down",
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                if !state.authenticated.load(Ordering::Relaxed) {
+                    if started.elapsed() >= auth_timeout {
+                        metrics.metrics.refused("login_timeout");
+                        break "no login in time";
+                    }
+                } else if state.busy.load(Ordering::Relaxed) == 0 && state.idle_for() >= idle_timeout {
+                    break "idle for too long";
+                }
+            };
+            tracing::info!(%peer, reason = why, "closing SSH connection");
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, why.to_owned(), String::new()).await;
+            // A client that does not close its side is dropped after a grace.
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut session).await;
+        });
     }
 }
 
@@ -93,6 +262,7 @@ pub struct Connection {
     /// Whether that has been said (clients retry keyboard-interactive; once is enough).
     told: bool,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    state: Arc<ConnState>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -113,6 +283,8 @@ impl russh::server::Handler for Connection {
             Ok(owner) => {
                 tracing::info!(peer = ?self.peer, user = %owner.username, %fingerprint, "SSH key accepted");
                 self.user = Some(owner);
+                self.state.authenticated.store(true, Ordering::Relaxed);
+                self.state.touch();
                 Ok(Auth::Accept)
             }
             Err(error) => {
@@ -159,6 +331,7 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.state.touch();
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -190,10 +363,15 @@ impl russh::server::Handler for Connection {
             tokio::spawn(refuse(ch, "not authenticated\n".into()));
             return Ok(());
         };
+        self.state.touch();
         match git::parse_command(data) {
             Ok(app) => {
                 let builder = self.builder.clone();
-                tokio::spawn(async move { serve_push(builder, user.username, app, ch).await });
+                let busy = Busy::new(&self.state);
+                tokio::spawn(async move {
+                    serve_push(builder, user.username, app, ch).await;
+                    drop(busy);
+                });
             }
             Err(refusal) => {
                 tracing::info!(user = %user.username, %refusal, "SSH command refused");
@@ -240,7 +418,17 @@ async fn serve_push(builder: Arc<Builder>, user: String, app: AppName, ch: Chann
                 return refuse(ch, text).await;
             }
         };
-        let repo = match git::ensure_repo(&builder.config.git, &builder.config.repos_dir(), &app).await {
+        if let Some(uuid) = settings.app_uuid {
+            crate::destroyed::forget_other_app(&builder, &app, uuid).await;
+        }
+        let prepared = match git::ensure_repo(&builder.config.git, &builder.config.repos_dir(), &app).await {
+            Ok(repo) => match settings.app_uuid {
+                Some(uuid) => git::record_app(&repo, uuid).await.map(|()| repo),
+                None => Ok(repo),
+            },
+            Err(e) => Err(e),
+        };
+        let repo = match prepared {
             Ok(r) => r,
             Err(error) => {
                 tracing::error!(%error, "cannot prepare the repository");

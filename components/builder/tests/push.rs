@@ -160,7 +160,8 @@ async fn a_dockerfile_app_from_the_stack_builds_and_releases() {
     assert!(p.has_image_of(&app, &sha).await);
     pushed.assert_shows(&[
         "-----> Building Docker image from the Dockerfile",
-        "FROM deis/stack",
+        // The stack is named by the builder, and the engine builds from its id.
+        "-----> Base image deis/stack is sha256:",
         "Successfully built",
     ]);
     let builds = alice.client.builds(&app).await.unwrap();

@@ -164,14 +164,14 @@ async fn a_failing_build_fails_the_push_shows_its_output_and_moves_nothing() {
     assert!(pushed.stderr.contains("step output before failing"), "{}", pushed.stderr);
     assert!(pushed.stderr.contains("the Docker build failed"), "{}", pushed.stderr);
 
-    // A base image that is nowhere is named.
+    // A base image the app may not use is named, with its line.
     let repo =
         work_tree(&p.dir.path().join("w3"), &[("Dockerfile", "FROM deis-test/nowhere:1\nCMD true\n", false)]);
     let pushed = alice.push(&repo, &app).await;
     assert!(!pushed.ok);
     assert!(
         pushed.stderr.contains(
-            "the base image deis-test/nowhere:1 is not on the builder and not in the platform registry"
+            "Dockerfile line 1: `FROM deis-test/nowhere:1`: deis-test/nowhere:1 is not an image this app may build from"
         ),
         "{}",
         pushed.stderr
@@ -227,5 +227,22 @@ async fn a_builder_started_before_the_bus_serves_ssh_and_builds_once_the_bus_com
     // Its outcome reaches the bus: the builder publishes, not just builds.
     let event = tokio::time::timeout(Duration::from_secs(10), failed.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(event.envelope.body.app.as_str(), app);
+    p.stop().await;
+}
+
+/// A Procfile with more process types than an app may have is refused before anything is built
+/// (the controller would refuse the build anyway; the push must not wait for that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procfile_with_too_many_process_types_is_refused_before_building() {
+    let p = Platform::start("manytypes", false).await;
+    let (alice, app) = p.alice_with_app("many").await;
+    let mut app_files = procfile_app("hi");
+    let procfile: String = (0..40).map(|i| format!("p{i}: ./serve.sh\n")).collect();
+    app_files[0] = ("Procfile", procfile, false);
+    let repo = work_tree(&p.dir.path().join("w"), &files(&app_files));
+    let pushed = alice.push(&repo, &app).await;
+    assert!(!pushed.ok, "{}", pushed.stderr);
+    pushed.assert_shows(&["the Procfile declares 40 process types; an app may have at most 32"]);
+    assert!(!pushed.stderr.contains("Pushing image"), "nothing was built: {}", pushed.stderr);
     p.stop().await;
 }

@@ -212,6 +212,18 @@ pub enum Command {
     #[command(name = "domains:remove")]
     DomainsRemove { domain: String },
 
+    /// Get credentials for reading your apps' logs straight from NATS (`--revoke` ends them).
+    ///
+    /// Prints a NATS user name, a password (shown only now) and the subjects you may subscribe
+    /// to. Asking again replaces them.
+    #[command(
+        name = "logs:credentials",
+        after_help = "Each connection is granted the apps you may read when it connects: apps \
+                      shared with you later need no new credentials. `passwd`, `auth:regenerate` \
+                      and `auth:cancel` end them too."
+    )]
+    LogsCredentials(LogsCredentialsArgs),
+
     /// List the app's log drains.
     #[command(name = "drains:list", visible_alias = "drains")]
     DrainsList,
@@ -361,6 +373,9 @@ pub struct RegisterArgs {
     pub login: LoginArgs,
     #[arg(long)]
     pub email: Option<String>,
+    /// The operator's one-time code that makes this user the first administrator.
+    #[arg(long, value_name = "CODE")]
+    pub admin_code: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -437,6 +452,13 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogsCredentialsArgs {
+    /// Revoke your log credentials instead: new connections with them are refused.
+    #[arg(long)]
+    pub revoke: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct AppsDestroyArgs {
     /// Skip the question by naming the app to destroy.
     #[arg(long, value_name = "APP")]
@@ -483,6 +505,15 @@ mod tests {
         assert!(matches!(parse(&["scale", "web=2"]), Command::PsScale { .. }));
         assert!(matches!(parse(&["rollback"]), Command::ReleasesRollback { version: None }));
         assert!(matches!(parse(&["pull", "img"]), Command::BuildsCreate { .. }));
+        assert!(matches!(
+            parse(&["logs:credentials"]),
+            Command::LogsCredentials(LogsCredentialsArgs { revoke: false })
+        ));
+        assert!(matches!(
+            parse(&["logs:credentials", "--revoke"]),
+            Command::LogsCredentials(LogsCredentialsArgs { revoke: true })
+        ));
+        assert!(matches!(parse(&["logs"]), Command::AppsLogs(_)), "`logs` stays `apps:logs`");
         assert!(matches!(
             parse(&["limits:set", "--cpu", "web=512"]),
             Command::LimitsSet { kind: LimitKind { cpu: true, .. }, .. }

@@ -43,10 +43,19 @@ impl Machine {
         Run::from(args, output)
     }
 
-    /// Registers alice (as the first user) and leaves her logged in.
+    /// Registers alice as the administrator (with the operator's admin code) and leaves her
+    /// logged in.
     fn register(&self, controller: &str) {
-        self.deis(&["register", controller, "--username=alice", "--password=pw", "--email=a@example.com"])
-            .ok();
+        let code = format!("--admin-code={}", controller::testing::TEST_ADMIN_CODE);
+        self.deis(&[
+            "register",
+            controller,
+            "--username=alice",
+            "--password=pw",
+            "--email=a@example.com",
+            &code,
+        ])
+        .ok();
     }
 
     /// A new machine on which alice is registered at `controller` and logged in: where most
@@ -152,6 +161,7 @@ fn register_login_whoami_logout() {
         .ok()
         .to_owned();
     assert!(out.contains("Registered alice") && out.contains("Logged in as alice"), "{out}");
+    assert!(!out.contains("administrator"), "registering without the admin code makes no admin: {out}");
 
     let file = m.home.join(".deis/client.json");
     assert_eq!(mode(&file), 0o600);
@@ -340,7 +350,20 @@ fn perms_share_an_app_between_two_users() {
     let ctl = Controller::start("cli-perms");
     let alice = Machine::with_alice(&ctl.url);
     let bob = Machine::new();
-    bob.deis(&["register", &ctl.url, "--username=bob", "--password=pw2", "--email=b@example.com"]).ok();
+    // The admin code made alice the administrator: it is spent now, and a wrong one is refused.
+    let register_bob = |extra: &[&str]| {
+        let mut args =
+            vec!["register", &ctl.url, "--username=bob", "--password=pw2", "--email=b@example.com"];
+        args.extend(extra);
+        bob.deis(&args)
+    };
+    let spent = format!("--admin-code={}", controller::testing::TEST_ADMIN_CODE);
+    let err = register_bob(&[&spent]).fails().to_owned();
+    assert!(err.contains("the admin code has been used"), "{err}");
+    let err = register_bob(&["--admin-code=guess"]).fails().to_owned();
+    assert!(err.contains("wrong admin code"), "{err}");
+    let out = register_bob(&[]).ok().to_owned();
+    assert!(out.contains("Registered bob\n"), "bob is no administrator: {out}");
     alice.deis(&["create", "shared", "--no-remote"]).ok();
 
     let err = bob.deis(&["info", "-a", "shared"]).fails().to_owned();
@@ -359,9 +382,61 @@ fn perms_share_an_app_between_two_users() {
 
     alice.deis(&["perms:delete", "bob", "-a", "shared"]).ok();
     bob.deis(&["info", "-a", "shared"]).fails();
-    // Admin rights: alice (the first user) can make bob an admin.
+    // Admin rights: alice (an admin by the admin code) can make bob an admin.
     alice.deis(&["perms:create", "bob", "--admin"]).ok();
     assert!(bob.deis(&["users"]).ok().contains("alice"));
+}
+
+#[test]
+fn log_credentials_are_issued_and_revoked() {
+    let ctl = Controller::start("cli-logcreds");
+    let alice = Machine::with_alice(&ctl.url);
+    alice.deis(&["create", "shop", "--no-remote"]).ok();
+    let (ns, database_url) = {
+        let c = ctl.controller.as_ref().unwrap();
+        (c.ns.clone(), c.config.database_url.clone())
+    };
+    // alice is an administrator (by the admin code): every app's stream, as one wildcard.
+    let subject = format!("{}.drain.>", ns.root());
+    // What the NATS auth callout answers for a user name and password.
+    let pool = controller::db::pool(&database_url, 2).unwrap();
+    let authorize = |user: &str, password: &str| {
+        ctl.runtime
+            .block_on(controller::model::log_credentials::authorize(&pool, &ns, user, password))
+            .unwrap()
+    };
+
+    let out = alice.deis(&["logs:credentials"]).ok().to_owned();
+    assert!(out.starts_with("=== Log Credentials\nusername:    logs-alice\n"), "{out}");
+    assert!(out.contains(&format!("subjects:    {subject}\n")), "{out}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no password in {out}"))
+        .to_owned();
+    assert!(
+        out.contains(&format!(
+            "nats sub --server <the platform's NATS> --user logs-alice --password {password} '{subject}'"
+        )),
+        "{out}"
+    );
+    assert_eq!(authorize("logs-alice", &password), Some(vec![subject.clone()]));
+
+    // Again, as JSON: a new password replaces the old one.
+    let creds = alice.deis(&["logs:credentials", "--json"]).json();
+    assert_eq!(creds["username"], "logs-alice");
+    assert_eq!(creds["subjects"], serde_json::json!([subject]));
+    assert_eq!(creds["expires_in"], 600);
+    let new_password = creds["password"].as_str().unwrap();
+    assert_ne!(new_password, password);
+    assert_eq!(authorize("logs-alice", &password), None);
+    assert_eq!(authorize("logs-alice", new_password), Some(vec![subject.clone()]));
+
+    let out = alice.deis(&["logs:credentials", "--revoke"]).ok().to_owned();
+    assert_eq!(out, "Revoking log credentials... done\n");
+    assert_eq!(authorize("logs-alice", new_password), None);
+    assert!(Machine::new().deis(&["logs:credentials"]).fails().contains("not logged in"));
 }
 
 /// Polls `check` from a synchronous test until it returns `Some`, or panics naming `what`.
@@ -409,6 +484,11 @@ fn logs_and_drains_through_the_controller_and_logger() {
             ..Default::default()
         },
         etcd,
+        // The test's drain listens on loopback, which the logger refuses by default.
+        drains: logger::drains::DrainSettings {
+            outbound: service_kit::OutboundPolicy { denied: vec![], allowed: vec!["127.0.0.0/8".into()] },
+            ..Default::default()
+        },
         ..Default::default()
     };
     let shutdown = service_kit::Shutdown::new();

@@ -233,6 +233,16 @@ impl Client {
         self.post(&Endpoint::RegenerateToken.path(&[]), req).await
     }
 
+    /// Issues your log credentials for NATS, replacing any you had.
+    pub async fn log_credentials(&self) -> Result<LogCredentials, ApiError> {
+        self.call::<(), _>(Method::POST, &Endpoint::LogCredentials.path(&[]), None, true).await
+    }
+
+    /// Revokes your log credentials (nothing happens if you had none).
+    pub async fn log_credentials_revoke(&self) -> Result<(), ApiError> {
+        self.delete(&Endpoint::LogCredentialsRevoke.path(&[])).await
+    }
+
     pub async fn users(&self) -> Result<Vec<User>, ApiError> {
         self.all(&Endpoint::Users.path(&[])).await
     }

@@ -79,6 +79,9 @@ endpoints! {
     /// What the Deis v1 client sends for `auth:cancel`.
     CancelV1 = Delete "/v1/auth/cancel/";
     RegenerateToken = Post "/v1/auth/tokens/";
+    /// Issue (or replace) your credentials for reading logs from NATS.
+    LogCredentials = Post "/v1/auth/log-credentials/";
+    LogCredentialsRevoke = Delete "/v1/auth/log-credentials/";
     Users = Get "/v1/users/";
     Apps = Get "/v1/apps/";
     AppCreate = Post "/v1/apps/";

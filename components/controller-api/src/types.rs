@@ -35,6 +35,10 @@ pub struct RegisterRequest {
     pub first_name: String,
     #[serde(default)]
     pub last_name: String,
+    /// The operator's one-time admin code: the registration makes the first administrator
+    /// (refused once one exists; a wrong code is refused too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -79,6 +83,23 @@ pub struct RegenerateTokenRequest {
     /// Regenerate every user's token (admins only).
     #[serde(default)]
     pub all: bool,
+}
+
+/// Credentials for reading your apps' logs straight from NATS (`deis logs:credentials`): connect
+/// with this user name and password and subscribe to the subjects. Issuing them again replaces
+/// them; `passwd`, `auth:cancel` and `auth:regenerate` end them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogCredentials {
+    /// The NATS user name: `logs-<your username>`.
+    pub username: String,
+    /// The NATS password, a random token. Shown only now: the controller keeps only its hash.
+    pub password: String,
+    /// The drain subjects (`<root>.drain.<app>`) of the apps you may read now. Each connection
+    /// is granted the apps of the moment it connects.
+    pub subjects: Vec<String>,
+    /// How long one connection's grant lasts, in seconds; the server then closes the connection
+    /// and a reconnect is granted the apps of that moment.
+    pub expires_in: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -498,6 +519,10 @@ pub struct HookPushRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HookPush {
     pub app: String,
+    /// The app's identity: an app made later under a destroyed app's name has another, so the
+    /// builder never hands it the old app's repository. Absent from older controllers.
+    #[serde(default)]
+    pub app_uuid: Option<Uuid>,
     pub username: String,
     /// The app's current config (`BUILDPACK_URL` and the build's environment).
     pub config: BTreeMap<String, String>,

@@ -118,13 +118,35 @@ async fn completed(ctx: &Ctx, build: BuildCompleted) -> Result<(), Error> {
             BuildKind::Image => "image",
         },
     };
-    let release = record_build(ctx, &tx, &app, &new).await?;
+    let release = match record_build(ctx, &tx, &app, &new).await {
+        Ok(release) => release,
+        // Refused for good (a Procfile over the quota, say): the push is told in the app's log
+        // as a failed build, and the outcome is done with rather than redelivered forever.
+        Err(Error::Invalid(reason)) => {
+            drop(tx);
+            tracing::warn!(%reason, "build refused");
+            return refused(ctx, &build, &reason).await;
+        }
+        Err(e) => return Err(e),
+    };
     tx.commit().await?;
     ctx.relay_wake.notify_one();
     match release {
         Some(r) => tracing::info!(release = r.version, "build released"),
         None => tracing::info!("build seen before; nothing to do"),
     }
+    Ok(())
+}
+
+/// Records a completed build the model refused, as a failed build in the app's log stream.
+async fn refused(ctx: &Ctx, build: &BuildCompleted, reason: &str) -> Result<(), Error> {
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_app(&tx, build.app.as_str()).await?;
+    let sha = format!("{:.8}", build.git_sha);
+    let message = format!("build of {sha} by {} failed: it was refused: {reason}", build.user);
+    ctx.commit_with_event(tx, build.app.as_str(), &build.user, "build", message).await?;
+    ctx.metrics.builds_refused.inc();
     Ok(())
 }
 

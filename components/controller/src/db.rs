@@ -7,6 +7,9 @@ use tokio_postgres::NoTls;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "drains", include_str!("../migrations/0002_drains.sql")),
+    (4, "outbox_set_aside", include_str!("../migrations/0004_outbox_set_aside.sql")),
+    (5, "log_credentials", include_str!("../migrations/0005_log_credentials.sql")),
+    (6, "login_lockouts", include_str!("../migrations/0006_login_lockouts.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +30,19 @@ pub enum DbError {
 }
 
 pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
-    let pg: tokio_postgres::Config =
+    let mut pg: tokio_postgres::Config =
         url.parse().map_err(|e: tokio_postgres::Error| DbError::Url(e.to_string()))?;
+    // A database member whose host dies takes its connections with it silently (no reset): without
+    // these a query on such a connection waits for the kernel's retransmissions, about 15
+    // minutes. The URL may set them otherwise.
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(std::time::Duration::from_secs(5));
+    }
+    if pg.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
+        pg.keepalives_idle(std::time::Duration::from_secs(5));
+        pg.keepalives_interval(std::time::Duration::from_secs(2));
+        pg.keepalives_retries(2);
+    }
     let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager).max_size(size.max(2)).build().map_err(|e| DbError::Pool(e.to_string()))
 }

@@ -45,11 +45,19 @@ pub async fn sync_once(
         .query("SELECT d.domain, a.name AS app FROM domains d JOIN apps a ON a.id = d.app_id", &[])
         .await
         .map_err(|e| e.to_string())?;
-    let domains = rows
-        .iter()
-        .map(|r| Ok((keys.domain(r.try_get::<_, &str>("domain")?), r.try_get::<_, String>("app")?)))
-        .collect::<Result<BTreeMap<String, String>, tokio_postgres::Error>>()
-        .map_err(|e| e.to_string())?;
+    // Checked again at every sync: a domain added before the platform domain changed may be
+    // under the new one now, and published it would take the traffic of an app's own name.
+    let platform = ctx.settings.platform_domains();
+    let mut domains = BTreeMap::new();
+    for r in &rows {
+        let domain: &str = r.try_get("domain").map_err(|e| e.to_string())?;
+        let app: String = r.try_get("app").map_err(|e| e.to_string())?;
+        if platform.iter().any(|p| crate::model::validate::under_platform_domain(domain, p)) {
+            tracing::warn!(%domain, %app, "custom domain under the platform domain; not published");
+            continue;
+        }
+        domains.insert(keys.domain(domain), app);
+    }
     let rows = db
         .query(
             "SELECT cd.domain, c.certificate, c.key FROM cert_domains cd JOIN certs c ON c.id = cd.cert_id",
@@ -60,9 +68,13 @@ pub async fn sync_once(
     let mut certs = BTreeMap::new();
     for r in &rows {
         let text = |column: &str| r.try_get::<_, String>(column).map_err(|e| e.to_string());
+        let domain = text("domain")?;
+        if platform.iter().any(|p| crate::model::validate::under_platform_domain(&domain, p)) {
+            continue;
+        }
         let record =
             bus_schema::discovery::CertRecord { certificate: text("certificate")?, key: text("key")? };
-        certs.insert(keys.cert(&text("domain")?), serde_json::to_string(&record).map_err(|e| e.to_string())?);
+        certs.insert(keys.cert(&domain), serde_json::to_string(&record).map_err(|e| e.to_string())?);
     }
     let rows = db
         .query("SELECT a.name AS app, d.id, d.url FROM drains d JOIN apps a ON a.id = d.app_id", &[])

@@ -8,8 +8,10 @@ pub mod config;
 pub mod ctx;
 pub mod db;
 pub mod domains_sync;
+mod log_callout;
 pub mod metrics;
 pub mod model;
+pub mod platform_settings;
 mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -31,6 +33,8 @@ pub enum ControllerError {
     Db(#[from] db::DbError),
     #[error("bad NATS namespace: {0}")]
     Namespace(#[from] bus_schema::NameError),
+    #[error("cannot listen for operations on {0}: {1}")]
+    Ops(String, std::io::Error),
 }
 
 /// Runs the controller on an already bound listener until shutdown.
@@ -57,6 +61,12 @@ pub async fn run(
     if config.register_in_etcd {
         shutdown.spawn(register(config.clone(), shutdown.clone()));
         shutdown.spawn(domains_sync::run(ctx.clone(), shutdown.clone()));
+        shutdown.spawn(platform_settings::follow(
+            ctx.settings.clone(),
+            config.etcd.clone(),
+            ctx.domains_wake.clone(),
+            shutdown.clone(),
+        ));
     }
 
     let ops = {
@@ -71,13 +81,38 @@ pub async fn run(
             ])
         })
     };
+    // `/metrics` tells how the platform is used (responses, events, builds): it is served only
+    // on the operations listener, on the cluster network. The API listener, which the routers
+    // publish at `deis.<domain>`, keeps `/healthz` (the announcer probes it there).
+    let api_ops = health_only(ops.routes());
+    if let Some(addr) = &config.listen_ops {
+        let ops_listener =
+            TcpListener::bind(addr).await.map_err(|e| ControllerError::Ops(addr.clone(), e))?;
+        tracing::info!(addr = ?ops_listener.local_addr().ok(), "operations (/metrics, /healthz) listening");
+        shutdown.spawn(ops.serve(ops_listener, shutdown.clone()));
+    }
     let openapi = Arc::new(api::openapi_document());
-    let routes = api::routes(ctx.clone(), ops.routes(), openapi);
+    let routes = api::routes(ctx.clone(), api_ops, openapi);
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, domain = %config.platform_domain, "controller listening");
+    tracing::info!(?addr, domain = %ctx.settings.domain(), "controller listening");
     let stop = shutdown.clone();
     warp::serve(routes).incoming(listener).graceful(async move { stop.cancelled().await }).run().await;
     Ok(())
+}
+
+/// The ops routes limited to `/healthz`; any other path (`/metrics`) falls through to the API,
+/// which does not know it.
+fn health_only(
+    ops: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    use warp::Filter;
+    warp::path::full()
+        .and_then(|path: warp::path::FullPath| async move {
+            if path.as_str() == "/healthz" { Ok(()) } else { Err(warp::reject::not_found()) }
+        })
+        .untuple_one()
+        .and(ops)
+        .boxed()
 }
 
 async fn migrate_with_retry(
@@ -130,6 +165,9 @@ async fn bus_tasks(ctx: Arc<ctx::Ctx>, nats_ok: Arc<AtomicBool>, shutdown: Shutd
         shutdown.spawn(builds_consumer::run(ctx.clone(), bus.clone(), shutdown.clone()));
     }
     shutdown.spawn(snapshot::serve(ctx.clone(), bus.clone(), shutdown.clone()));
+    if let Some(issuer) = log_callout::issuer(&ctx.config.log_credentials) {
+        shutdown.spawn(log_callout::serve(ctx.clone(), bus.client().clone(), issuer, shutdown.clone()));
+    }
     loop {
         let state = bus.client().connection_state();
         nats_ok.store(state == async_nats::connection::State::Connected, Ordering::Relaxed);

@@ -17,7 +17,11 @@ pub struct Metrics {
     pub responses: Family<StatusLabel, Counter>,
     pub events_published: Counter,
     pub outbox_pending: Gauge,
+    /// Outbox events the bus will never take (too large), set aside so others go on.
+    pub events_set_aside: Counter,
     pub builds_consumed: Counter,
+    /// Completed builds the controller refused (over a quota), reported as failed.
+    pub builds_refused: Counter,
     pub bad_bus_messages: Counter,
 }
 
@@ -28,7 +32,13 @@ impl Metrics {
             ("controller_http_responses", "API responses by status", self.responses),
             ("controller_events_published", "Outbox events published", self.events_published),
             ("controller_outbox_pending", "Outbox events not yet published", self.outbox_pending),
+            (
+                "controller_events_set_aside",
+                "Outbox events that cannot be published, set aside",
+                self.events_set_aside
+            ),
             ("controller_builds_consumed", "Build outcomes handled", self.builds_consumed),
+            ("controller_builds_refused", "Completed builds refused (over a quota)", self.builds_refused),
             ("controller_bad_bus_messages", "Malformed messages dropped", self.bad_bus_messages),
         );
     }

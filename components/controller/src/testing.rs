@@ -12,6 +12,10 @@ use service_kit::testing::TestServices;
 use service_kit::{NatsConfig, Shutdown};
 use tokio_postgres::NoTls;
 
+/// The admin code of every test controller: a registration with it makes the first
+/// administrator ([`TestController::admin`]).
+pub const TEST_ADMIN_CODE: &str = "test-admin-code";
+
 #[derive(Debug)]
 pub struct TestController {
     pub url: String,
@@ -45,6 +49,7 @@ impl TestController {
             registry: services.registry.clone(),
             registration_mode: RegistrationMode::Open,
             register_in_etcd: false,
+            admin_code: Some(TEST_ADMIN_CODE.to_owned()),
             nats: NatsConfig {
                 url: services.nats_url.clone(),
                 namespace: ns.root().to_owned(),
@@ -93,8 +98,17 @@ impl TestController {
         Client::new(&self.url, None)
     }
 
-    /// Registers a user and returns a logged-in client.
+    /// Registers a user (no administrator) and returns a logged-in client.
     pub async fn user(&self, name: &str) -> Client {
+        self.register(name, None).await
+    }
+
+    /// Registers the first administrator with the admin code and returns a logged-in client.
+    pub async fn admin(&self, name: &str) -> Client {
+        self.register(name, Some(TEST_ADMIN_CODE)).await
+    }
+
+    async fn register(&self, name: &str, admin_code: Option<&str>) -> Client {
         let anon = self.anonymous();
         anon.register(&RegisterRequest {
             username: name.into(),
@@ -102,6 +116,7 @@ impl TestController {
             email: format!("{name}@example.com"),
             first_name: String::new(),
             last_name: String::new(),
+            admin_code: admin_code.map(str::to_owned),
         })
         .await
         .unwrap();

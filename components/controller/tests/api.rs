@@ -17,18 +17,18 @@ fn pem_request(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> controller_ap
     }
 }
 
-/// A controller and two users: alice, the first and so an admin, and bob.
+/// A controller and two users: alice, made an admin by the operator's admin code, and bob.
 async fn alice_and_bob(test: &str) -> (TestController, Client, Client) {
     let ctl = TestController::start(test).await;
-    let alice = ctl.user("alice").await;
+    let alice = ctl.admin("alice").await;
     let bob = ctl.user("bob").await;
     (ctl, alice, bob)
 }
 
-/// A controller, its first user alice (an admin), and an app of hers.
+/// A controller, its admin alice, and an app of hers.
 async fn alice_with_app(test: &str, app: &str) -> (TestController, Client) {
     let ctl = TestController::start(test).await;
-    let alice = ctl.user("alice").await;
+    let alice = ctl.admin("alice").await;
     alice.app_create(Some(app)).await.unwrap();
     (ctl, alice)
 }
@@ -41,9 +41,9 @@ fn set(pairs: &[(&str, &str)]) -> ConfigUpdate {
 }
 
 #[tokio::test]
-async fn the_first_user_is_admin_and_apps_are_private_until_shared() {
+async fn the_admin_code_makes_an_admin_and_apps_are_private_until_shared() {
     let (ctl, alice, bob) = alice_and_bob("perms").await;
-    assert!(alice.whoami().await.unwrap().is_superuser, "the first user is an admin");
+    assert!(alice.whoami().await.unwrap().is_superuser, "registered with the admin code");
     assert!(!bob.whoami().await.unwrap().is_superuser);
 
     // Bob's app; Alice is an admin so make the second non-admin user carol the outsider.

@@ -14,10 +14,10 @@ use controller_api::{BuildCreateRequest, Client, ConfigUpdate};
 use futures::StreamExt;
 use service_kit::testing::{LateService, TestServices, eventually};
 
-/// A controller, its first user alice (an admin), and an app of hers.
+/// A controller, its admin alice, and an app of hers.
 async fn alice_with_app(test: &str, app: &str) -> (TestController, Client) {
     let ctl = TestController::start(test).await;
-    let alice = ctl.user("alice").await;
+    let alice = ctl.admin("alice").await;
     alice.app_create(Some(app)).await.unwrap();
     (ctl, alice)
 }
@@ -292,6 +292,42 @@ async fn the_controller_answers_desired_state_requests() {
         reply.body.apps.iter().map(|a| (a.release.app.to_string(), a.release.version)).collect();
     assert_eq!(apps, vec![("one".to_owned(), 1), ("two".to_owned(), 2)]);
     assert_eq!(reply.body.apps[1].release.config.get("X").map(String::as_str), Some("1"));
+    ctl.stop().await;
+}
+
+/// Pages cut by size: with a budget smaller than one app, every page holds exactly one, in name
+/// order, and following `next` from the first page reaches every app once.
+#[tokio::test]
+async fn the_desired_state_comes_in_pages_that_cover_every_app_once() {
+    let (mut config, ns, database) = TestController::config("pages").await;
+    config.snapshot_page_bytes = 1;
+    let ctl = TestController::start_with(config, ns, database).await;
+    let alice = ctl.admin("alice").await;
+    for app in ["pc", "pa", "pb"] {
+        alice.app_create(Some(app)).await.unwrap();
+    }
+    // A large config (near the per-app quota) still gets through, on a page of its own.
+    alice.config_update("pb", &set("BIG", &"x".repeat(30 * 1024))).await.unwrap();
+    let bus = ctl.bus().await;
+    let ask = |after: Option<bus_schema::AppName>| {
+        let (bus, ns) = (bus.clone(), ctl.ns.clone());
+        async move {
+            let request = bus.envelope(bus_schema::messages::DesiredStatePageRequest { after });
+            bus.request(&ns.desired_state_page(), &request, Duration::from_secs(2)).await.ok()
+        }
+    };
+    let first = eventually("the controller answers a page", Duration::from_secs(10), || ask(None)).await;
+    let mut seen = Vec::new();
+    let mut page = first;
+    loop {
+        assert_eq!(page.body.apps.len(), 1, "one app per page under a 1-byte budget");
+        seen.extend(page.body.apps.iter().map(|a| a.release.app.to_string()));
+        match page.body.next.clone() {
+            Some(next) => page = ask(Some(next)).await.expect("the next page"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["pa", "pb", "pc"]);
     ctl.stop().await;
 }
 

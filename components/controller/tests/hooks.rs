@@ -57,8 +57,8 @@ async fn only_the_builders_secret_opens_the_hooks() {
 #[tokio::test]
 async fn keys_pushes_and_builds_are_answered_for_the_builder() {
     let ctl = controller("hooks", Some("s3cret")).await;
-    // The first user is an admin: alice may push anywhere.
-    let _admin = ctl.user("alice").await;
+    // An admin (by the operator's admin code): alice may push anywhere.
+    let _admin = ctl.admin("alice").await;
     let bob = ctl.user("bob").await;
     let carol = ctl.user("carol").await;
     let builder = Client::for_builder(&ctl.url, "s3cret");
@@ -80,7 +80,7 @@ async fn keys_pushes_and_builds_are_answered_for_the_builder() {
     let push = builder.hook_push("bob", "shop").await.unwrap();
     assert_eq!(push.url, "http://shop.deis.local");
     assert_eq!(push.config.get("BUILDPACK_URL").map(String::as_str), Some("https://example.com/bp.git"));
-    // Alice is the first user and so an admin; carol is an outsider until bob shares.
+    // Alice is an admin; carol is an outsider until bob shares.
     assert!(!carol.whoami().await.unwrap().is_superuser);
     builder.hook_push("alice", "shop").await.unwrap();
     let err = builder.hook_push("carol", "shop").await.unwrap_err();

@@ -42,7 +42,7 @@ async fn schemathesis_finds_no_5xx_and_no_response_breaking_the_document() {
         ..Default::default()
     };
     let scheduler_task = tokio::spawn(scheduler::run(scheduler_config, scheduler_shutdown.clone()));
-    let alice = ctl.user("alice").await;
+    let alice = ctl.admin("alice").await;
     // Some state, so generated requests also reach the paths where things exist.
     alice.app_create(Some("fuzzed")).await.unwrap();
     alice.domain_add("fuzzed", "www.fuzzed.example").await.unwrap();

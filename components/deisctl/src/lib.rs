@@ -75,6 +75,9 @@ pub enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Prints a new NATS account key pair, the seed on the first line and the public key on the
+    /// second: compose/up makes the key that signs users' log credentials with it.
+    Nkey,
     /// Runs on each host: probes its parts and keeps their health in etcd under one lease.
     Announce {
         /// The node this host is; parts are named `<component>@<node>`.
@@ -137,6 +140,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             status(&config, &keys, wait.map(Duration::from_secs), expect).await
         }
         Command::Nodes => nodes(&config, &keys).await,
+        Command::Nkey => {
+            let pair = nkeys::KeyPair::new_account();
+            let seed = pair.seed().map_err(|e| anyhow::anyhow!("encoding the seed: {e}"))?;
+            println!("{seed}\n{}", pair.public_key());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List => {
             let parts = docker_parts(&config).await?;
             let all = parts.list().await?;

@@ -1,5 +1,5 @@
 //! Platform settings (`deisctl config platform set|get`): values under `<prefix>/settings/` that
-//! the routers follow. Only known names are accepted, and each value is checked here, so a typo
+//! the routers and the controllers follow. Only known names are accepted, and each value is checked here, so a typo
 //! is refused instead of being written where nothing reads it.
 
 use std::collections::BTreeMap;
@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use bus_schema::discovery::Keys;
 
 /// The settings the platform reads, with what each means.
-pub const KNOWN: [(&str, &str); 3] = [
+pub const KNOWN: [(&str, &str); 4] = [
     ("domain", "the platform domain: apps answer at <app>.<domain>, the API at deis.<domain>"),
     ("https_only", "true: plain HTTP requests to apps are redirected to HTTPS"),
     ("hsts_max_age", "seconds for the Strict-Transport-Security header on HTTPS answers (0: none)"),
+    ("registration", "who may register users: open, admin_only or disabled (the controller reads it)"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +62,10 @@ pub fn normalise(name: &str, value: &str) -> Result<String, SettingError> {
         "hsts_max_age" => {
             value.parse::<u64>().map(|n| n.to_string()).map_err(|_| invalid("expected a number of seconds"))
         }
+        "registration" => match value.to_ascii_lowercase().replace('-', "_").as_str() {
+            v @ ("open" | "admin_only" | "disabled") => Ok(v.to_owned()),
+            _ => Err(invalid("expected open, admin_only or disabled")),
+        },
         other => Err(SettingError::Unknown(other.to_owned())),
     }
 }
@@ -104,6 +109,8 @@ mod tests {
         assert_eq!(parse_assignment("HTTPS_ONLY=yes").unwrap(), ("https_only".into(), "true".into()));
         assert_eq!(parse_assignment("https_only=0").unwrap(), ("https_only".into(), "false".into()));
         assert_eq!(parse_assignment("hsts_max_age=31536000").unwrap().1, "31536000");
+        assert_eq!(parse_assignment("registration=Admin-Only").unwrap().1, "admin_only");
+        assert_eq!(parse_assignment("registration=disabled").unwrap().1, "disabled");
     }
 
     #[test]
@@ -116,5 +123,6 @@ mod tests {
         }
         assert!(matches!(parse_assignment("https_only=maybe"), Err(SettingError::Invalid { .. })));
         assert!(matches!(parse_assignment("hsts_max_age=-1"), Err(SettingError::Invalid { .. })));
+        assert!(matches!(parse_assignment("registration=first"), Err(SettingError::Invalid { .. })));
     }
 }

@@ -20,6 +20,8 @@ pub struct Observed {
     pub nodes: BTreeMap<String, NodeRecord>,
     /// The scheduler instance that leads.
     pub leader: Option<String>,
+    /// The database member that is the primary (Patroni's leader key).
+    pub database_primary: Option<String>,
     /// The cluster's containers, when the engine could be asked.
     pub containers: Vec<Container>,
     /// Values that could not be read, as `key: reason`.
@@ -170,9 +172,14 @@ fn part_row(observed: &Observed, component: &str, instance: &str) -> Row {
         },
         None => unreported_row(observed, component, instance, member_node),
     };
-    if component == "scheduler" && observed.leader.as_deref() == Some(instance) {
-        row.detail =
-            if row.detail.is_empty() { "leader".to_owned() } else { format!("leader; {}", row.detail) };
+    let role = match component {
+        "scheduler" if observed.leader.as_deref() == Some(instance) => Some("leader"),
+        "database" if observed.database_primary.as_deref() == Some(instance) => Some("primary"),
+        "database" if row.state == State::Healthy => Some("replica"),
+        _ => None,
+    };
+    if let Some(role) = role {
+        row.detail = if row.detail.is_empty() { role.to_owned() } else { format!("{role}; {}", row.detail) };
     }
     row
 }
@@ -207,7 +214,7 @@ fn labels(labels: &BTreeMap<String, String>) -> String {
     format!(", labels {}", text.join(","))
 }
 
-/// Reads health, members, live nodes and the scheduler's leader from etcd.
+/// Reads health, members, live nodes, the scheduler's leader and the database's primary from etcd.
 pub async fn read(
     etcd: &mut etcd_client::Client,
     keys: &Keys,
@@ -222,13 +229,19 @@ pub async fn read(
     observed.health = health.into_iter().collect();
     observed.members = members.into_iter().collect();
     observed.nodes = nodes.into_iter().map(|((), node)| (node.id.to_string(), node)).collect();
-    observed.leader = etcd
-        .get(keys.scheduler_leader(), None)
+    observed.leader = value(etcd, keys.scheduler_leader()).await?;
+    observed.database_primary = value(etcd, keys.database_leader()).await?;
+    Ok(observed)
+}
+
+/// A key's value as trimmed text, if the key exists.
+async fn value(etcd: &mut etcd_client::Client, key: String) -> Result<Option<String>, etcd_client::Error> {
+    Ok(etcd
+        .get(key, None)
         .await?
         .kvs()
         .first()
-        .map(|kv| String::from_utf8_lossy(kv.value()).trim().to_owned());
-    Ok(observed)
+        .map(|kv| String::from_utf8_lossy(kv.value()).trim().to_owned()))
 }
 
 /// The records under a prefix whose keys `id_of` recognises (others are not ours to judge), in
@@ -323,6 +336,28 @@ mod tests {
 
     fn k(c: &str, i: &str) -> (String, String) {
         (c.to_owned(), i.to_owned())
+    }
+
+    #[test]
+    fn the_database_primary_and_its_replicas_are_named() {
+        let mut o = Observed { now: 130, database_primary: Some("node2".into()), ..Observed::default() };
+        for n in ["node1", "node2", "node3"] {
+            o.nodes.insert(n.into(), node(n));
+            o.members.insert(k("database", n), member(n));
+        }
+        o.health.insert(k("database", "node1"), health("node1", true, "ok"));
+        o.health.insert(k("database", "node2"), health("node2", true, "ok"));
+        o.health.insert(k("database", "node3"), health("node3", false, "HTTP 503"));
+        let rows = rows(&o);
+        let db: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|r| r.component == "database")
+            .map(|r| (r.part.as_str(), r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            db,
+            [("database@node1", "replica"), ("database@node2", "primary"), ("database@node3", "HTTP 503")]
+        );
     }
 
     #[test]

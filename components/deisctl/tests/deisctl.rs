@@ -207,16 +207,19 @@ async fn parts_are_found_by_label_and_a_node_is_stopped_with_everything_on_it() 
     parts.start(&Target::parse("node2").unwrap(), quiet).await.unwrap();
     assert!(parts.list().await.unwrap().iter().all(|c| c.running()));
 
-    let mut lines = Vec::new();
-    parts
-        .logs(&Target::parse("router").unwrap(), Some(10), false, |part, line| {
-            lines.push(format!("{part}| {line}"))
-        })
-        .await
-        .unwrap();
-    lines.sort();
-    assert!(lines.contains(&"router@node1| router on node1 started".to_owned()), "{lines:?}");
-    assert!(lines.contains(&"router@node2| router on node2 started".to_owned()), "{lines:?}");
+    // A container just started may not have run its `echo` yet (CI once read node2's log before
+    // it had), and its first run may have been killed before it did: read until both lines are in.
+    let router = Target::parse("router").unwrap();
+    let wanted = ["router@node1| router on node1 started", "router@node2| router on node2 started"];
+    eventually("both routers' start lines in their logs", Duration::from_secs(10), || async {
+        let mut lines = Vec::new();
+        parts
+            .logs(&router, Some(10), false, |part, line| lines.push(format!("{part}| {line}")))
+            .await
+            .unwrap();
+        wanted.iter().all(|w| lines.iter().any(|l| l == w)).then_some(())
+    })
+    .await;
 
     let unknown = parts.stop(&Target::parse("builder").unwrap(), quiet).await.unwrap_err().to_string();
     assert!(unknown.contains("router@node2"), "{unknown}");

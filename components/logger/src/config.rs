@@ -23,6 +23,12 @@ pub struct LoggerConfig {
     /// Lines queued per app before that app's new lines are dropped (and counted), so one app
     /// flooding its output cannot hold up the others.
     pub app_queue_lines: usize,
+    /// Lines of apps another instance forwards that this one keeps in memory (per app, the
+    /// newest this many, received within `takeover_replay_secs`), to send if that instance dies
+    /// and this one takes the app over: its death is known only when its lease runs out, and
+    /// what came meanwhile would otherwise never reach the drains. 0 turns it off.
+    pub takeover_replay_lines: usize,
+    pub takeover_replay_secs: u64,
     pub drains: DrainSettings,
     pub nats: NatsConfig,
     pub etcd: EtcdConfig,
@@ -57,6 +63,9 @@ impl Default for LoggerConfig {
             retention: Retention::default(),
             max_line_bytes: 10 * 1024,
             app_queue_lines: 16 * 1024,
+            // The etcd lease's 10 s, plus an election and a margin.
+            takeover_replay_lines: 10_000,
+            takeover_replay_secs: 15,
             drains: DrainSettings::default(),
             nats: NatsConfig::default(),
             etcd: EtcdConfig::default(),

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub lines_dropped: Counter,
     /// Lines published on drain streams and handed to drains by this instance.
     pub lines_forwarded: Counter,
+    /// Lines sent again on taking an app over from an instance that left.
+    pub lines_resent: Counter,
     /// Messages on log subjects that did not decode, or whose app disagreed with the subject.
     pub bad_messages: Counter,
     pub store_errors: Counter,
@@ -28,6 +30,11 @@ impl Metrics {
             ("lines_in", "Log lines taken from the bus", self.lines_in),
             ("lines_dropped", "Lines dropped because their app's queue was full", self.lines_dropped),
             ("lines_forwarded", "Lines forwarded to drain streams and drains", self.lines_forwarded),
+            (
+                "lines_resent",
+                "Lines sent again on taking an app over from an instance that left",
+                self.lines_resent
+            ),
             ("bad_messages", "Undecodable or inconsistent log messages", self.bad_messages),
             ("store_errors", "Failed appends to history", self.store_errors),
             ("publish_errors", "Failed publishes on drain streams", self.publish_errors),

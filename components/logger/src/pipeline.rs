@@ -3,12 +3,16 @@
 //! lines (counted, then announced in the app's stream) instead of slowing the dispatcher, so an
 //! app flooding its output cannot starve the others. Each app task appends batches to the app's
 //! history and, on the one instance that owns the app, publishes them as JSON on the app's
-//! public drain subject and hands them to the app's drains.
+//! public drain subject and hands them to the app's drains. The other instances keep the app's
+//! newest lines for a few seconds: one that takes the app over from an instance that died sends
+//! them first, so lines forwarding missed while the dead instance's lease ran out still reach
+//! the drains (at least once: a drain may see some of them twice).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bus_schema::Bus;
@@ -154,6 +158,12 @@ async fn app_task(
     let subject = shared.bus.namespace().drain(&app);
     let mut drains: BTreeMap<String, (DrainUrl, Drain)> = BTreeMap::new();
     let mut batch = Vec::with_capacity(1024);
+    let mut held = Held::new(
+        shared.config.takeover_replay_lines,
+        Duration::from_secs(shared.config.takeover_replay_secs),
+    );
+    // `None` until the first batch: an instance that starts owning an app has nothing to resend.
+    let mut owned_before: Option<bool> = None;
     loop {
         if rx.recv_many(&mut batch, 1024).await == 0 {
             break;
@@ -171,8 +181,17 @@ async fn app_task(
         }
         let owned = shared.ownership.owns(&app);
         reconcile_drains(&app, owned, &shared, &mut drains);
+        let now = Instant::now();
         if owned {
-            for line in &batch {
+            // Another instance forwarded this app until now, and it has left: for all we know
+            // it died some seconds before its lease ran out.
+            let resend = if owned_before == Some(false) { held.take(now) } else { Vec::new() };
+            held.clear();
+            if !resend.is_empty() {
+                tracing::info!(%app, lines = resend.len(), "took the app over: resending its recent lines");
+                shared.metrics.lines_resent.inc_by(resend.len() as u64);
+            }
+            for line in resend.iter().chain(batch.iter()) {
                 if let Err(error) = shared.bus.publish_drain(&subject, &DrainRecord::from_line(line)).await {
                     shared.metrics.publish_errors.inc();
                     tracing::debug!(%app, %error, "publishing on the drain stream failed");
@@ -181,12 +200,58 @@ async fn app_task(
                     drain.send(line);
                 }
             }
-            shared.metrics.lines_forwarded.inc_by(batch.len() as u64);
+            shared.metrics.lines_forwarded.inc_by((resend.len() + batch.len()) as u64);
+            batch.clear();
+        } else {
+            held.keep(now, batch.drain(..));
         }
-        batch.clear();
+        owned_before = Some(owned);
     }
     for (_, (_, drain)) in std::mem::take(&mut drains) {
         drain.stop().await;
+    }
+}
+
+/// An app's newest lines on an instance that does not forward it: at most `cap` of them,
+/// received within `window`.
+struct Held {
+    lines: VecDeque<(Instant, LogLine)>,
+    cap: usize,
+    window: Duration,
+}
+
+impl Held {
+    fn new(cap: usize, window: Duration) -> Self {
+        Self { lines: VecDeque::new(), cap, window }
+    }
+
+    fn keep(&mut self, now: Instant, lines: impl Iterator<Item = LogLine>) {
+        if self.cap == 0 {
+            return;
+        }
+        for line in lines {
+            if self.lines.len() == self.cap {
+                self.lines.pop_front();
+            }
+            self.lines.push_back((now, line));
+        }
+        self.prune(now);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self.lines.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > self.window) {
+            self.lines.pop_front();
+        }
+    }
+
+    /// The lines still within the window, oldest first; nothing is kept.
+    fn take(&mut self, now: Instant) -> Vec<LogLine> {
+        self.prune(now);
+        self.lines.drain(..).map(|(_, line)| line).collect()
+    }
+
+    fn clear(&mut self) {
+        self.lines.clear();
     }
 }
 
@@ -235,6 +300,37 @@ mod tests {
     use bus_schema::messages::{LogSource, Stream};
 
     use super::*;
+
+    fn numbered(n: u64) -> LogLine {
+        LogLine {
+            app: AppName::parse("a").unwrap(),
+            time: Timestamp(0),
+            source: LogSource::Router,
+            stream: Stream::Stdout,
+            node: None,
+            seq: n,
+            message: format!("line {n}"),
+        }
+    }
+
+    #[test]
+    fn held_lines_are_the_newest_within_the_window_and_are_taken_once() {
+        let t0 = Instant::now();
+        let mut held = Held::new(3, Duration::from_secs(10));
+        held.keep(t0, (0..2).map(numbered));
+        held.keep(t0 + Duration::from_secs(8), (2..4).map(numbered));
+        // The cap keeps the newest three.
+        let seqs = |v: Vec<LogLine>| v.iter().map(|l| l.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(held.take(t0 + Duration::from_secs(9))), [1, 2, 3]);
+        assert!(held.take(t0 + Duration::from_secs(9)).is_empty(), "taken once");
+        held.keep(t0, (0..2).map(numbered));
+        held.keep(t0 + Duration::from_secs(8), (2..3).map(numbered));
+        // Past the window the older ones go.
+        assert_eq!(seqs(held.take(t0 + Duration::from_secs(12))), [2]);
+        let mut off = Held::new(0, Duration::from_secs(10));
+        off.keep(t0, (0..2).map(numbered));
+        assert!(off.take(t0).is_empty(), "0 turns it off");
+    }
 
     #[test]
     fn overlong_lines_are_cut_on_a_character_boundary_with_a_marker() {

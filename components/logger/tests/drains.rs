@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use logger::drains::{Drain, DrainSettings, DrainShared, DrainStats, DrainUrl};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use service_kit::Shutdown;
 use service_kit::testing::{eventually, free_port};
+use service_kit::{OutboundPolicy, Shutdown};
 use syslog_rfc5424::message::ProcId;
 use syslog_rfc5424::{SyslogFacility, SyslogMessage, SyslogSeverity};
 use tokio::io::AsyncReadExt;
@@ -50,6 +50,8 @@ fn settings(buffer_lines: usize) -> DrainSettings {
         retry_max_secs: 1,
         extra_ca_file: None,
         hostname: "deis-test-host".to_owned(),
+        // The receivers here are on loopback, which drains refuse unless the operator allows it.
+        outbound: OutboundPolicy { denied: vec![], allowed: vec!["127.0.0.0/8".into(), "localhost".into()] },
     }
 }
 
@@ -591,4 +593,46 @@ fn a_bad_extra_ca_file_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no certificate"), "{err}");
+}
+
+/// A drain may not reach the platform's inside: with the default policy, a receiver on loopback
+/// (by address or by a name resolving there) gets no connection, while the same receiver, once
+/// the operator allows loopback, does (the control that shows the receiver was reachable).
+#[tokio::test]
+async fn drains_to_loopback_are_refused_unless_the_operator_allows_them() {
+    let (receiver, port) = SyslogReceiver::on_loopback(None, None).await;
+    let shutdown = Shutdown::new();
+    let default_policy = DrainSettings { outbound: OutboundPolicy::default(), ..settings(100) };
+    let by_address =
+        spawn_drain("d-inside-ip", &format!("syslog://127.0.0.1:{port}"), &default_policy, &shutdown);
+    let by_name =
+        spawn_drain("d-inside-name", &format!("syslog://localhost:{port}"), &default_policy, &shutdown);
+    send_lines(&by_address, 0..3);
+    send_lines(&by_name, 0..3);
+    let allowed = spawn_drain("d-allowed", &format!("syslog://127.0.0.1:{port}"), &settings(100), &shutdown);
+    send_lines(&allowed, 0..3);
+    wait_for_stats(&allowed, DrainStats { delivered: 3, dropped: 0, buffered: 0 }).await;
+    // The refused drains tried first and retry within a second (retry_max_secs 1): by the time
+    // the control delivered, each had its go.
+    wait_for_stats(&by_address, DrainStats { delivered: 0, dropped: 0, buffered: 3 }).await;
+    wait_for_stats(&by_name, DrainStats { delivered: 0, dropped: 0, buffered: 3 }).await;
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 1, "only the allowed drain connected");
+    assert_eq!(receiver.messages().len(), 3);
+
+    let pki = Pki::new();
+    let (https, port) = HttpsReceiver::start(&pki).await;
+    let refused = DrainSettings { outbound: OutboundPolicy::default(), ..pki.trusted(100) };
+    let by_address = spawn_drain("d-https-ip", &format!("https://127.0.0.1:{port}/"), &refused, &shutdown);
+    let by_name = spawn_drain("d-https-name", &format!("https://localhost:{port}/"), &refused, &shutdown);
+    send_lines(&by_address, 0..2);
+    send_lines(&by_name, 0..2);
+    let allowed =
+        spawn_drain("d-https-ok", &format!("https://localhost:{port}/"), &pki.trusted(100), &shutdown);
+    send_lines(&allowed, 0..2);
+    wait_for_stats(&allowed, DrainStats { delivered: 2, dropped: 0, buffered: 0 }).await;
+    assert_eq!(by_address.stats().delivered + by_name.stats().delivered, 0);
+    assert_eq!(https.posts().len(), 1, "only the allowed drain posted: {:?}", https.posts().len());
+    for d in [by_address, by_name, allowed] {
+        d.stop().await;
+    }
 }

@@ -64,6 +64,11 @@ impl Rig {
                 lease_ttl_secs: 2,
                 ..Default::default()
             },
+            // The drains' receivers here are on loopback, refused unless the operator allows it.
+            drains: logger::drains::DrainSettings {
+                outbound: service_kit::OutboundPolicy { denied: vec![], allowed: vec!["127.0.0.0/8".into()] },
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -622,4 +627,73 @@ async fn a_logger_started_before_nats_and_etcd_works_once_they_come_and_after_na
     .await;
     shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+/// An instance that kept an app's lines without forwarding them (another instance owned the app)
+/// and then takes the app over, because the owner is gone, first sends those lines: what came
+/// while a dead owner's lease ran out still reaches the drain stream, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_an_app_over_resends_what_its_gone_owner_may_have_missed() {
+    use logger::drains::DrainShared;
+    use logger::metrics::Metrics;
+    use logger::ownership::{Ownership, owner};
+    use logger::pipeline::{Dispatcher, DrainTable, Shared};
+
+    let rig = Rig::new("takeover").await;
+    let data = tempfile::tempdir().unwrap();
+    let config = rig.config("me", data.path());
+    let shop = app("shop");
+    // A peer that owns the app while both are live.
+    let peer = (0..1000)
+        .map(|i| format!("peer{i}"))
+        .find(|p| owner(&[p.clone(), "me".to_owned()], &shop) == Some(p.as_str()))
+        .unwrap();
+    let ownership = Ownership::new("me");
+    ownership.set_members(vec![peer.clone(), "me".to_owned()]);
+    let shutdown = Shutdown::new();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        bus: rig.bus.clone(),
+        ownership: ownership.clone(),
+        drains: Arc::new(arc_swap::ArcSwap::from_pointee(DrainTable::new())),
+        drain_shared: DrainShared::new(&config.drains).unwrap(),
+        metrics: Metrics::default(),
+        shutdown: shutdown.clone(),
+    });
+    let mut follow = rig.bus.client().subscribe(rig.bus.namespace().drain(&shop).to_nats()).await.unwrap();
+    rig.bus.round_trip("follow").await.unwrap();
+    let mut dispatcher = Dispatcher::new(shared.clone());
+    for n in 0..50u64 {
+        dispatcher.ingest(line(&shop, "web", 1, n, format!("missed {n}")));
+    }
+    // Handled (in the history) but, the peer owning the app, not forwarded.
+    let query = LogQuery { app: shop.clone(), lines: 100, since: None, process: None, contains: None };
+    eventually("the 50 lines in the history", PATIENCE, || {
+        let (root, query) = (config.data_dir.clone(), query.clone());
+        async move {
+            logger::store::read(&root, &query.app, &query, 1 << 20)
+                .ok()
+                .filter(|h| h.lines.len() == 50)
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), follow.next()).await.is_err(),
+        "nothing forwarded while the peer owns the app"
+    );
+    // The peer's lease ran out: this instance owns the app now.
+    ownership.set_members(vec!["me".to_owned()]);
+    dispatcher.ingest(line(&shop, "web", 1, 50, "after".to_owned()));
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("after") {
+        let msg =
+            tokio::time::timeout(PATIENCE, follow.next()).await.expect("lines on the drain stream").unwrap();
+        got.push(DrainRecord::from_json(&msg.payload).unwrap().message);
+    }
+    let mut want: Vec<String> = (0..50).map(|n| format!("missed {n}")).collect();
+    want.push("after".to_owned());
+    assert_eq!(got, want);
+    assert_eq!(shared.metrics.lines_resent.get(), 50);
+    dispatcher.close().await;
 }

@@ -4,8 +4,10 @@
 //! keeps serving. `git push` over SSH (port 2222) passes through to a builder.
 
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bus_schema::discovery::Keys;
 use bus_schema::{Component, Sender};
+use conn::Door;
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
@@ -34,6 +38,11 @@ pub struct Listeners {
     pub https: TcpListener,
     pub ops: TcpListener,
     pub git: TcpListener,
+    /// The front door's listeners, whose connections start with a PROXY protocol header
+    /// (`RouterConfig::listen_*_proxied`); `None` when not configured.
+    pub http_proxied: Option<TcpListener>,
+    pub https_proxied: Option<TcpListener>,
+    pub git_proxied: Option<TcpListener>,
 }
 
 /// Why the router could not start.
@@ -68,12 +77,18 @@ pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown)
         shutdown.clone(),
     ));
 
-    let local_port = listeners.http.local_addr().map(|a| a.port()).unwrap_or(80);
-    let https_port = listeners.https.local_addr().map(|a| a.port()).unwrap_or(443);
     // Routing never waits for the bus; access lines are queued until it comes (a router that
     // started before NATS used to give up on them for good).
     let bus = async move { bus_task.await.ok().flatten() };
-    let proxy = Arc::new(Proxy::new(config.clone(), table.clone(), bus, metrics, local_port, https_port));
+    let proxy = Arc::new(Proxy::new(config.clone(), table.clone(), bus, metrics.clone()));
+    let doors = Arc::new(Doors {
+        limiter: conn::Limiter::new(config.max_connections_per_address),
+        proxy_header_timeout: Duration::from_millis(config.proxy_header_timeout_ms.max(1)),
+        header_timeout: Duration::from_millis(config.header_timeout_ms.max(1)),
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        tunnel_idle_timeout: Duration::from_secs(config.tunnel_idle_timeout_secs.max(1)),
+        metrics,
+    });
 
     let ops = {
         let loaded = loaded.clone();
@@ -89,15 +104,77 @@ pub async fn run(config: RouterConfig, listeners: Listeners, shutdown: Shutdown)
         })
     };
     shutdown.spawn(ops.serve(listeners.ops, shutdown.clone()));
-    shutdown.spawn(passthrough(listeners.git, table.clone(), shutdown.clone()));
-    shutdown.spawn(serve(
-        listeners.https,
-        proxy.clone(),
-        Some(tls_acceptor(table.clone())?),
-        shutdown.clone(),
-    ));
-    serve(listeners.http, proxy, None, shutdown).await;
+    let tls = tls_acceptor(table.clone())?;
+    let git = |listener, door| passthrough(listener, door, table.clone(), doors.clone(), shutdown.clone());
+    shutdown.spawn(git(listeners.git, Door::Direct));
+    if let Some(listener) = listeners.git_proxied {
+        shutdown.spawn(git(listener, Door::Proxied));
+    }
+    let http =
+        |listener, door, tls| serve(listener, door, proxy.clone(), tls, doors.clone(), shutdown.clone());
+    shutdown.spawn(http(listeners.https, Door::Direct, Some(tls.clone())));
+    if let Some(listener) = listeners.https_proxied {
+        shutdown.spawn(http(listener, Door::Proxied, Some(tls.clone())));
+    }
+    if let Some(listener) = listeners.http_proxied {
+        shutdown.spawn(http(listener, Door::Proxied, None));
+    }
+    http(listeners.http, Door::Direct, None).await;
     Ok(())
+}
+
+/// What every listener shares: the per-address limit and the clocks.
+#[derive(Debug)]
+struct Doors {
+    limiter: Arc<conn::Limiter>,
+    proxy_header_timeout: Duration,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    tunnel_idle_timeout: Duration,
+    metrics: metrics::Metrics,
+}
+
+impl Doors {
+    /// Accepts the next connection; `None` once shutting down.
+    async fn accept(
+        listener: &TcpListener,
+        shutdown: &Shutdown,
+    ) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => return Some(a),
+                    Err(error) => {
+                        // Out of file descriptors, most often: give the others a moment.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Reads the PROXY header (behind the front door) and applies the per-address limit;
+    /// `None` when the connection is refused (it is closed by dropping it).
+    async fn admit(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        door: Door,
+    ) -> Option<conn::Admitted> {
+        match conn::admit(stream, peer, door, self.proxy_header_timeout, &self.limiter).await {
+            Ok(admitted) => Some(admitted),
+            Err(refused) => {
+                match refused {
+                    conn::Refused::OverLimit(_) => self.metrics.connections_refused.inc(),
+                    conn::Refused::ProxyHeader(_) => self.metrics.proxy_headers_refused.inc(),
+                };
+                tracing::debug!(%peer, error = %refused, "connection refused");
+                None
+            }
+        }
+    }
 }
 
 /// Chooses the certificate by SNI from the current route table.
@@ -126,49 +203,43 @@ fn tls_acceptor(table: Arc<ArcSwap<Table>>) -> Result<tokio_rustls::TlsAcceptor,
 /// Accepts connections (TLS ones when given an acceptor) and serves HTTP/1.1 and HTTP/2 on them.
 async fn serve(
     listener: TcpListener,
+    door: Door,
     proxy: Arc<Proxy>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    doors: Arc<Doors>,
     shutdown: Shutdown,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that takes longer than this to send a request's headers (slowloris) is cut off.
+    // hyper starts this clock whenever it waits for a request, so it also ends HTTP/1.1
+    // keep-alive connections left idle that long.
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(doors.header_timeout)
         .keep_alive(true);
-    builder.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
+    // No HTTP/2 keep-alive pings: their answers would count as traffic and keep an idle
+    // connection open forever; the idle clock below closes idle and dead connections alike.
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    while let Some((stream, peer)) = Doors::accept(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();
         let tls = tls.clone();
+        let doors = doors.clone();
         tokio::spawn(async move {
+            let Some(admitted) = doors.admit(stream, peer, door).await else { return };
+            let conn::Admitted { stream, client, permit: _permit } = admitted;
             let https = tls.is_some();
-            let affinity = Arc::new(proxy::Affinity::default());
-            let service = hyper::service::service_fn(move |req| {
-                proxy.clone().handle(req, peer, https, affinity.clone())
-            });
             let served = match tls {
-                None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                None => serve_connection(&builder, stream, &proxy, client, false, &doors).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).await
+                            serve_connection(&builder, tls_stream, &proxy, client, https, &doors).await
                         }
                         Ok(Err(error)) => {
-                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            tracing::debug!(%error, client = %client.addr, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
@@ -176,9 +247,68 @@ async fn serve(
                 }
             };
             if let Err(error) = served {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+                tracing::debug!(%error, client = %client.addr, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Serves HTTP on one connection until it ends, or until it has been idle (no request being
+/// answered, no byte either way) for the idle timeout.
+async fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    proxy: &Arc<Proxy>,
+    client: conn::Client,
+    https: bool,
+    doors: &Doors,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = conn::Tracked::new(stream);
+    let activity = stream.activity();
+    let affinity = Arc::new(proxy::Affinity::default());
+    let proxy = proxy.clone();
+    let requests = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let in_flight = requests.request();
+        let handled = proxy.clone().handle(req, client, https, affinity.clone());
+        async move {
+            let resp = handled.await?;
+            // The request counts as being answered until its response's body is done with.
+            Ok::<_, std::convert::Infallible>(resp.map(|body| {
+                body.map_frame(move |frame| {
+                    let _ = &in_flight;
+                    frame
+                })
+                .boxed()
+            }))
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let idle = doors.idle_timeout;
+    // After a graceful shutdown the connection has this long to finish before it is dropped.
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = match closing {
+            Some(deadline) => deadline,
+            None => tokio::time::Instant::now() + idle.saturating_sub(activity.quiet_for()),
+        };
+        tokio::select! {
+            served = connection.as_mut() => return served,
+            () = tokio::time::sleep_until(wake) => {
+                if closing.is_some() {
+                    return Ok(());
+                }
+                if activity.in_flight() == 0 && activity.quiet_for() >= idle {
+                    tracing::debug!(client = %client.addr, "idle connection closed");
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
     }
 }
 
@@ -217,22 +347,26 @@ fn install(
     table.store(Arc::new(new));
 }
 
-/// Passes TCP connections (git over SSH) through to the builders, round-robin.
-async fn passthrough(listener: TcpListener, table: Arc<ArcSwap<Table>>, shutdown: Shutdown) {
+/// Passes TCP connections (git over SSH) through to the builders, round-robin. A PROXY header
+/// from the front door is read here and not passed on: the builders speak plain SSH.
+async fn passthrough(
+    listener: TcpListener,
+    door: Door,
+    table: Arc<ArcSwap<Table>>,
+    doors: Arc<Doors>,
+    shutdown: Shutdown,
+) {
     let cursor = Arc::new(AtomicUsize::new(0));
-    loop {
-        let (mut inbound, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let builders = table.load().builders.clone();
+    while let Some((inbound, peer)) = Doors::accept(&listener, &shutdown).await {
+        let table = table.clone();
         let cursor = cursor.clone();
+        let doors = doors.clone();
         tokio::spawn(async move {
+            let Some(admitted) = doors.admit(inbound, peer, door).await else { return };
+            let conn::Admitted { stream: inbound, client, permit: _permit } = admitted;
+            let builders = table.load().builders.clone();
             if builders.is_empty() {
-                tracing::warn!(%peer, "git connection refused: no builder is registered");
+                tracing::warn!(client = %client.addr, "git connection refused: no builder is registered");
                 return;
             }
             let start = cursor.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +376,7 @@ async fn passthrough(listener: TcpListener, table: Arc<ArcSwap<Table>>, shutdown
                     .await
                 {
                     Ok(Ok(mut outbound)) => {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        conn::tunnel(inbound, &mut outbound, doors.tunnel_idle_timeout).await;
                         return;
                     }
                     _ => tracing::warn!(%backend, "builder unreachable; trying the next"),

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub bad_routes: Counter,
     /// Access lines not shipped because the queue to the bus was full.
     pub access_lines_dropped: Counter,
+    /// Connections closed at once because their client address had too many open.
+    pub connections_refused: Counter,
+    /// Front-door connections closed for a missing, malformed or late PROXY header.
+    pub proxy_headers_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -57,6 +61,8 @@ impl Default for Metrics {
             ejections: Counter::default(),
             bad_routes: Counter::default(),
             access_lines_dropped: Counter::default(),
+            connections_refused: Counter::default(),
+            proxy_headers_refused: Counter::default(),
         }
     }
 }
@@ -74,6 +80,16 @@ impl Metrics {
                 self.access_lines_dropped,
             ),
             ("router_bad_route_values", "Malformed route values skipped", self.bad_routes),
+            (
+                "router_connections_refused",
+                "Connections closed because their client address had too many open",
+                self.connections_refused,
+            ),
+            (
+                "router_proxy_headers_refused",
+                "Front-door connections closed for a missing or malformed PROXY header",
+                self.proxy_headers_refused,
+            ),
         );
     }
 

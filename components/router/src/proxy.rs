@@ -4,7 +4,6 @@
 //! sent again); WebSocket upgrades are bridged; hop-by-hop headers stay on their hop.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::config::RouterConfig;
+use crate::conn::Client;
 use crate::metrics::Metrics;
 use crate::table::{Ejections, Table, Target};
 
@@ -50,8 +50,6 @@ pub struct Proxy {
     /// far cheaper than a task per request, and a slow bus drops lines, never requests.
     access: Option<tokio::sync::mpsc::Sender<LogLine>>,
     metrics: Metrics,
-    local_port: u16,
-    https_port: u16,
     request_prefix: String,
     request_counter: std::sync::atomic::AtomicU64,
 }
@@ -82,8 +80,6 @@ impl Proxy {
         table: Arc<ArcSwap<Table>>,
         bus: impl std::future::Future<Output = Option<Bus>> + Send + 'static,
         metrics: Metrics,
-        local_port: u16,
-        https_port: u16,
     ) -> Self {
         let request_prefix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         // The queue exists from the start: lines wait in it (up to its size) while the bus is not
@@ -104,8 +100,6 @@ impl Proxy {
             config,
             access,
             metrics,
-            local_port,
-            https_port,
             request_prefix,
             request_counter: std::sync::atomic::AtomicU64::new(0),
         }
@@ -121,7 +115,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        client: Client,
         https: bool,
         affinity: Arc<Affinity>,
     ) -> Result<Response<Body>, Infallible> {
@@ -145,7 +139,7 @@ impl Proxy {
             host: &host,
             start,
             request_id: &request_id,
-            peer,
+            client,
             https,
         };
         if candidates.is_empty() {
@@ -209,9 +203,7 @@ impl Proxy {
         let method = req.method().clone();
         let path =
             req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
-        let port = if routed.https { self.https_port } else { self.local_port };
-        let headers =
-            forward_headers(req.headers(), routed.peer, port, routed.https, routed.request_id, upgrade);
+        let headers = forward_headers(req.headers(), routed, upgrade);
         let has_body =
             declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
         // A request that declares no body goes on with an empty one. Its own stream is held, unread,
@@ -354,7 +346,8 @@ impl Proxy {
             && let Some(client_side) = client_upgrade
         {
             let backend_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(bridge(client_side, backend_side));
+            let idle = Duration::from_secs(self.config.tunnel_idle_timeout_secs.max(1));
+            tokio::spawn(bridge(client_side, backend_side, idle));
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             return self.finish(x, Response::from_parts(parts, full(Bytes::new())));
@@ -372,7 +365,7 @@ impl Proxy {
     /// Counts the request and writes its access line into the app's log stream.
     fn finish(&self, x: &Exchange<'_>, resp: Response<Body>) -> Response<Body> {
         let Exchange { routed, method, path } = *x;
-        let Routed { table, target, host, start, request_id, peer, https, .. } = *routed;
+        let Routed { table, target, host, start, request_id, client, https, .. } = *routed;
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
         let app = match target {
@@ -407,7 +400,7 @@ impl Proxy {
                 method,
                 path,
                 host,
-                peer.ip(),
+                client.addr.ip().to_canonical(),
                 elapsed.as_millis()
             );
             let line = LogLine {
@@ -454,7 +447,8 @@ struct Routed<'a> {
     host: &'a str,
     start: Instant,
     request_id: &'a str,
-    peer: SocketAddr,
+    /// Who sent it, and to which port.
+    client: Client,
     https: bool,
 }
 
@@ -627,34 +621,47 @@ impl Proxy {
     }
 }
 
+/// What a client may say about itself or about proxies before this one. The router is the
+/// edge: these are replaced, never appended to, so an app (and the controller, which throttles
+/// logins by the address in `X-Forwarded-For`) sees only what the router itself knows.
+const FORWARDING: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
 /// The headers sent on to the backend.
-fn forward_headers(
-    incoming: &HeaderMap,
-    peer: SocketAddr,
-    port: u16,
-    https: bool,
-    request_id: &str,
-    upgrade: bool,
-) -> HeaderMap {
+fn forward_headers(incoming: &HeaderMap, routed: &Routed<'_>, upgrade: bool) -> HeaderMap {
     let mut headers = incoming.clone();
     strip_hop_by_hop(&mut headers, upgrade);
-    let xff = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
+    for name in FORWARDING {
+        headers.remove(name);
+    }
+    let ip = routed.client.addr.ip().to_canonical();
+    let proto = if routed.https { "https" } else { "http" };
     let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(HeaderName::from_static(name), v);
         }
     };
-    set(&mut headers, "x-forwarded-for", &xff);
-    if !incoming.contains_key("x-forwarded-proto") {
-        set(&mut headers, "x-forwarded-proto", if https { "https" } else { "http" });
+    set(&mut headers, "x-forwarded-for", &ip.to_string());
+    set(&mut headers, "x-real-ip", &ip.to_string());
+    set(&mut headers, "x-forwarded-proto", proto);
+    set(&mut headers, "x-forwarded-port", &routed.client.port.to_string());
+    if !routed.host.is_empty() {
+        set(&mut headers, "x-forwarded-host", routed.host);
     }
-    if !incoming.contains_key("x-forwarded-port") {
-        set(&mut headers, "x-forwarded-port", &port.to_string());
-    }
-    set(&mut headers, "x-request-id", request_id);
+    // RFC 7239: an IPv6 node is bracketed and quoted; the host is quoted (it may hold a port).
+    let node = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let host = routed.host.replace('\\', "\\\\").replace('"', "\\\"");
+    set(&mut headers, "forwarded", &format!("for={node};host=\"{host}\";proto={proto}"));
+    set(&mut headers, "x-request-id", routed.request_id);
     headers
 }
 
@@ -673,11 +680,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-async fn bridge(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+/// Joins an upgraded client connection to its backend's for as long as either carries traffic.
+async fn bridge(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade, idle: Duration) {
     let (Ok(client), Ok(backend)) = (client.await, backend.await) else { return };
-    let mut client = TokioIo::new(client);
     let mut backend = TokioIo::new(backend);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    crate::conn::tunnel(TokioIo::new(client), &mut backend, idle).await;
 }
 
 fn escape(s: &str) -> String {
@@ -688,6 +695,22 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The headers a request from `client` (to `port`) gets on its way to the backend.
+    fn forwarded(h: &HeaderMap, client: &str, port: u16, https: bool, upgrade: bool) -> HeaderMap {
+        let table = Table::default();
+        let routed = Routed {
+            table: &table,
+            target: &Target::Unknown,
+            app: "shop",
+            host: "shop.deis.local",
+            start: Instant::now(),
+            request_id: "rid",
+            client: Client { addr: client.parse().unwrap(), port },
+            https,
+        };
+        forward_headers(h, &routed, upgrade)
+    }
+
     #[test]
     fn hop_by_hop_headers_stay_on_their_hop() {
         let mut h = HeaderMap::new();
@@ -696,8 +719,7 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-app", HeaderValue::from_static("kept"));
-        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        let out = forward_headers(&h, peer, 80, false, "rid", false);
+        let out = forwarded(&h, "10.1.2.3:5555", 80, false, false);
         assert!(
             out.get("x-secret").is_none() && out.get("keep-alive").is_none() && out.get(header::TE).is_none()
         );
@@ -708,16 +730,42 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_appended_and_upgrades_keep_their_headers() {
+    fn what_a_client_says_of_itself_is_replaced_and_upgrades_keep_their_headers() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        for (name, value) in [
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "bank.example"),
+            ("x-forwarded-port", "443"),
+            ("x-real-ip", "1.1.1.1"),
+            ("forwarded", "for=1.1.1.1;proto=https"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(wants_upgrade(&h));
-        let out = forward_headers(&h, "10.0.0.1:1".parse().unwrap(), 443, true, "r", true);
-        assert_eq!(out.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.0.0.1");
+        let out = forwarded(&h, "10.0.0.1:1", 8080, false, true);
+        let all =
+            |name: &str| out.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(all("x-forwarded-for"), ["10.0.0.1"]);
+        assert_eq!(all("x-real-ip"), ["10.0.0.1"]);
+        assert_eq!(all("x-forwarded-proto"), ["http"]);
+        assert_eq!(all("x-forwarded-host"), ["shop.deis.local"]);
+        assert_eq!(all("x-forwarded-port"), ["8080"]);
+        assert_eq!(all("forwarded"), ["for=10.0.0.1;host=\"shop.deis.local\";proto=http"]);
         assert_eq!(out.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(out.get(header::CONNECTION).unwrap(), "upgrade");
+
+        // An IPv6 client, and one seen as an IPv4-mapped address, over HTTPS.
+        let out = forwarded(&HeaderMap::new(), "[2001:db8::5]:1", 443, true, false);
+        assert_eq!(
+            out.get("forwarded").unwrap(),
+            "for=\"[2001:db8::5]\";host=\"shop.deis.local\";proto=https"
+        );
+        let out = forwarded(&HeaderMap::new(), "[::ffff:192.0.2.9]:1", 443, true, false);
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "192.0.2.9");
     }
 
     #[test]

@@ -74,6 +74,9 @@ struct Rig {
     http: SocketAddr,
     https: SocketAddr,
     git: SocketAddr,
+    /// The front door's listeners: each connection starts with a PROXY header.
+    http_proxied: SocketAddr,
+    git_proxied: SocketAddr,
     shutdown: Shutdown,
     etcd: etcd_client::Client,
 }
@@ -99,28 +102,51 @@ impl Rig {
 
     /// A router reaching NATS as told (somewhere nothing listens yet, say).
     async fn start_with_nats(test: &str, endpoints: Vec<String>, nats: NatsConfig) -> Self {
+        Self::start_configured(test, endpoints, nats, |_| {}).await
+    }
+
+    /// A router on the shared services, its config changed by `tune`.
+    async fn start_tuned(test: &str, tune: impl FnOnce(&mut RouterConfig)) -> Self {
+        let services = TestServices::get();
+        let nats = NatsConfig { url: services.nats_url, namespace: format!("t{test}"), ..Default::default() };
+        Self::start_configured(test, services.etcd_endpoints, nats, tune).await
+    }
+
+    async fn start_configured(
+        test: &str,
+        endpoints: Vec<String>,
+        nats: NatsConfig,
+        tune: impl FnOnce(&mut RouterConfig),
+    ) -> Self {
         let prefix = format!("/t{test}{}", uuid::Uuid::new_v4().simple());
-        let config = RouterConfig {
+        let mut config = RouterConfig {
             platform_domain: "deis.local".into(),
             eject_secs: 30,
             etcd: EtcdConfig { endpoints: endpoints.clone(), prefix: prefix.clone(), ..Default::default() },
             nats,
             ..Default::default()
         };
+        tune(&mut config);
+        let bind = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let listeners = Listeners {
-            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            https: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            ops: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            git: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            http: bind().await,
+            https: bind().await,
+            ops: bind().await,
+            git: bind().await,
+            http_proxied: Some(bind().await),
+            https_proxied: Some(bind().await),
+            git_proxied: Some(bind().await),
         };
         let http = listeners.http.local_addr().unwrap();
         let https = listeners.https.local_addr().unwrap();
         let git = listeners.git.local_addr().unwrap();
+        let http_proxied = listeners.http_proxied.as_ref().unwrap().local_addr().unwrap();
+        let git_proxied = listeners.git_proxied.as_ref().unwrap().local_addr().unwrap();
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         tokio::spawn(async move { router::run(config, listeners, s).await.unwrap() });
         let etcd = etcd_client::Client::connect(endpoints, None).await.unwrap();
-        Self { prefix, http, https, git, shutdown, etcd }
+        Self { prefix, http, https, git, http_proxied, git_proxied, shutdown, etcd }
     }
 
     async fn put_route(&mut self, app: &str, container: &str, addr: SocketAddr) {
@@ -401,15 +427,20 @@ async fn two_certificates_are_served_by_sni() {
         // Trust only this domain's certificate: the handshake succeeds only if SNI chose it.
         let client = rig.tls_client(root, domain);
         let url = format!("https://{domain}:{}/", rig.https.port());
-        let (version, body) = eventually("the certificate is served", Duration::from_secs(3), || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                let resp = client.get(&url).send().await.ok()?;
-                Some((resp.version(), resp.text().await.ok()?))
-            }
-        })
-        .await;
+        // The certificate and the domain are two etcd keys the router may apply one after the
+        // other: the app's answer is awaited, not only the handshake.
+        let (version, body) =
+            eventually("the certificate and the domain are served", Duration::from_secs(5), || {
+                let client = client.clone();
+                let url = url.clone();
+                async move {
+                    let resp = client.get(&url).send().await.ok()?;
+                    let version = resp.version();
+                    let body = resp.text().await.ok()?;
+                    body.starts_with("alpha").then_some((version, body))
+                }
+            })
+            .await;
         assert!(body.starts_with("alpha"), "{domain}: {body}");
         assert_eq!(version, reqwest::Version::HTTP_2, "clients that offer HTTP/2 over TLS get it");
     }
@@ -525,4 +556,220 @@ async fn a_router_started_before_nats_ships_access_lines_once_it_comes() {
     };
     println!("first access line on the bus {:?} after NATS came", opened.elapsed());
     assert!(seen.contains("status=200"), "{seen}");
+}
+
+/// A PROXY protocol v1 header as the front door would send it for `client`.
+fn proxy_v1(client: &str, port: u16) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 10.0.0.2 40000 {port}\r\n").into_bytes()
+}
+
+/// A backend that answers with the forwarding headers it was given, one `name: value` a line.
+async fn header_echo() -> SocketAddr {
+    serve_each(|stream| async move {
+        let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+            let mut lines = String::new();
+            for name in [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-forwarded-port",
+                "x-real-ip",
+                "forwarded",
+            ] {
+                for value in req.headers().get_all(name) {
+                    lines.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+                }
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(lines))))
+        });
+        let _ =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    })
+    .await
+}
+
+/// An HTTP/1.1 connection to `addr` that first writes `preamble` (a PROXY header, or nothing).
+/// The returned sender keeps the connection open while it lives.
+async fn connect_http(
+    addr: SocketAddr,
+    preamble: &[u8],
+) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(preamble).await.ok()?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+/// A GET for `host` on an open connection: the status and body, `None` if the connection failed.
+async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let mut req = Request::get("/").header("host", host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp =
+        tokio::time::timeout(Duration::from_secs(5), sender.send_request(req.body(Full::default()).unwrap()))
+            .await
+            .ok()?
+            .ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Whether the router closes `stream` (within a generous bound) without answering anything.
+async fn closed_without_answer(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut got = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await {
+        Ok(Ok(_)) => got.is_empty(),
+        // A reset is a close too.
+        Ok(Err(_)) => got.is_empty(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_client_says_of_itself_does_not_reach_the_app() {
+    let mut rig = Rig::start("fwd", TestServices::get().etcd_endpoints).await;
+    let echo = header_echo().await;
+    rig.put_route("shop", "c1", echo).await;
+    eventually("the route is in", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 200)
+    })
+    .await;
+    let forged = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "bank.example"),
+        ("x-forwarded-port", "443"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6;proto=https"),
+    ];
+
+    // Straight to the router: the peer's own address and the listener's scheme and port.
+    let mut direct = connect_http(rig.http, b"").await.unwrap();
+    let (status, seen) = get_on(&mut direct, "shop.deis.local", &forged).await.unwrap();
+    assert_eq!(status, 200);
+    let port = rig.http.port();
+    assert_eq!(
+        seen,
+        format!(
+            "x-forwarded-for: 127.0.0.1\nx-forwarded-proto: http\nx-forwarded-host: shop.deis.local\n\
+             x-forwarded-port: {port}\nx-real-ip: 127.0.0.1\nforwarded: for=127.0.0.1;host=\"shop.deis.local\";proto=http\n"
+        )
+    );
+
+    // Behind the front door: the client its PROXY header names, and the front door's port.
+    let mut proxied = connect_http(rig.http_proxied, &proxy_v1("203.0.113.9", 80)).await.unwrap();
+    let (status, seen) = get_on(&mut proxied, "shop.deis.local", &forged).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(seen.starts_with("x-forwarded-for: 203.0.113.9\nx-forwarded-proto: http\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-port: 80\nx-real-ip: 203.0.113.9\n"), "{seen}");
+    assert!(!seen.contains("6.6.6.6") && !seen.contains("bank.example"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_doors_listener_needs_a_proxy_header_and_git_gets_none() {
+    let mut rig = Rig::serving_shop("pp").await;
+    eventually("the route is in", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 200)
+    })
+    .await;
+
+    // A v2 header (binary, as HAProxy's send-proxy-v2 sends it) is read and the request served.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[192, 0, 2, 44, 10, 0, 0, 2, 0x9c, 0x40, 0, 80]);
+    let mut sender = connect_http(rig.http_proxied, &v2).await.unwrap();
+    let (status, body) = get_on(&mut sender, "shop.deis.local", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("alpha xff=192.0.2.44 "), "{body}");
+
+    // A plain request, a malformed header, or nothing at all: closed without an answer.
+    for preamble in
+        [&b"GET / HTTP/1.1\r\nHost: shop.deis.local\r\n\r\n"[..], b"PROXY TCP4 1.2.3.4 nonsense\r\n"]
+    {
+        let mut stream = tokio::net::TcpStream::connect(rig.http_proxied).await.unwrap();
+        stream.write_all(preamble).await.unwrap();
+        assert!(closed_without_answer(&mut stream).await, "{}", String::from_utf8_lossy(preamble));
+    }
+
+    // git: the builder gets the client's bytes, never the header.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let builder = serve_each(move |mut s| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let mut buf = [0u8; 64];
+            if let Ok(n) = s.read(&mut buf).await {
+                let _ = seen_tx.send(buf[..n].to_vec());
+                let _ = s.write_all(b"SSH-2.0-builder\r\n").await;
+            }
+        }
+    })
+    .await;
+    let value = ComponentRecord::new(builder.to_string(), "test").to_json();
+    rig.etcd.put(format!("{}/components/builder/b1", rig.prefix), value, None).await.unwrap();
+    eventually("git passes through the front door's listener", Duration::from_secs(3), || async {
+        let mut s = tokio::net::TcpStream::connect(rig.git_proxied).await.ok()?;
+        s.write_all(&[proxy_v1("198.51.100.3", 2222), b"SSH-2.0-client\r\n".to_vec()].concat()).await.ok()?;
+        let mut banner = [0u8; 17];
+        tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut banner)).await.ok()?.ok()
+    })
+    .await;
+    // What the builder read first on the connection that answered (earlier tries found none).
+    let first = seen_rx.recv().await.unwrap();
+    assert_eq!(first, b"SSH-2.0-client\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_header_is_cut_off() {
+    let rig = Rig::start_tuned("slowloris", |c| c.header_timeout_ms = 300).await;
+    let mut stream = tokio::net::TcpStream::connect(rig.http).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: shop.deis.local\r\nX-Slow: 1").await.unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "a client that never finishes its headers keeps its connection");
+    println!("closed after {:?}: {:?}", started.elapsed(), String::from_utf8_lossy(&got));
+    assert!(!got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_over_its_connection_limit_is_refused_while_another_is_served() {
+    let mut rig = Rig::start_tuned("limit", |c| c.max_connections_per_address = 2).await;
+    let (alpha, _) = backend("alpha").await;
+    rig.put_route("shop", "c1", alpha).await;
+    eventually("the route is in", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 200)
+    })
+    .await;
+    let mut held = Vec::new();
+    // Two connections from one client address (as the front door names it), each answered.
+    for _ in 0..2 {
+        let mut sender = connect_http(rig.http_proxied, &proxy_v1("198.51.100.1", 80)).await.unwrap();
+        assert_eq!(get_on(&mut sender, "shop.deis.local", &[]).await.map(|r| r.0), Some(200));
+        held.push(sender);
+    }
+    // A third from the same address is closed unanswered...
+    let mut third = tokio::net::TcpStream::connect(rig.http_proxied).await.unwrap();
+    third.write_all(&proxy_v1("198.51.100.1", 80)).await.unwrap();
+    third.write_all(b"GET / HTTP/1.1\r\nHost: shop.deis.local\r\n\r\n").await.unwrap();
+    assert!(closed_without_answer(&mut third).await, "a third connection from a full address is served");
+    // ...while another address is served, and the held connections still are.
+    let mut other = connect_http(rig.http_proxied, &proxy_v1("198.51.100.2", 80)).await.unwrap();
+    assert_eq!(get_on(&mut other, "shop.deis.local", &[]).await.map(|r| r.0), Some(200));
+    for sender in &mut held {
+        assert_eq!(get_on(sender, "shop.deis.local", &[]).await.map(|r| r.0), Some(200));
+    }
+    // Once one closes, its address may connect again.
+    drop(held.pop());
+    eventually("a freed slot is usable", Duration::from_secs(3), || async {
+        let mut sender = connect_http(rig.http_proxied, &proxy_v1("198.51.100.1", 80)).await?;
+        get_on(&mut sender, "shop.deis.local", &[]).await.filter(|r| r.0 == 200)
+    })
+    .await;
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bus_schema::discovery::{Keys, NodeRecord};
 use bus_schema::messages::{
-    AppDesired, AppStatus, ContainerEventKind, ContainerView, DesiredStateRequest, LogLine, LogSource,
+    AppDesired, AppStatus, ContainerEventKind, ContainerView, DesiredStatePageRequest, LogLine, LogSource,
     ReleaseSpec, RestartReply, RestartRequest, RunOneOff, RunReply, RunRequest, StartContainerReply,
     StopContainer, StopContainerReply, Stream,
 };
@@ -142,15 +142,24 @@ impl Leader {
     async fn lead(&mut self) {
         let ns = self.bus.namespace().clone();
         // The truth first: every app's release and formation, from the controller.
+        // Page by page (each page cut by size, so large configs never make one answer too big
+        // for the bus); a page that fails is asked again, from where it left off.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut after = None;
         loop {
-            let request = self.bus.envelope(DesiredStateRequest {});
-            match self.bus.request(&ns.desired_state(), &request, Duration::from_secs(10)).await {
-                Ok(snapshot) => {
-                    for app in snapshot.body.apps {
+            let request = self.bus.envelope(DesiredStatePageRequest { after: after.clone() });
+            match self.bus.request(&ns.desired_state_page(), &request, Duration::from_secs(10)).await {
+                Ok(page) => {
+                    for app in page.body.apps {
                         self.desired.insert(app.release.app.clone(), app);
                     }
-                    break;
+                    match page.body.next {
+                        Some(next) => {
+                            after = Some(next);
+                            continue;
+                        }
+                        None => break,
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the controller has not answered the desired-state request yet")

@@ -36,7 +36,9 @@ struct Plane {
 impl Plane {
     async fn start(test: &str) -> Self {
         let ctl = TestController::start(test).await;
-        let admin = ctl.user("admin").await;
+        // An administrator: the images deployed here are in repositories named for the test, not
+        // for the app, which only an administrator may deploy.
+        let admin = ctl.admin("admin").await;
         let ns = ctl.ns.clone();
         let prefix = format!("deis-test-{}-", ns.root());
         let keys = Keys::new(&format!("/{}", ns.root()));

@@ -57,7 +57,12 @@ fn options(config: &NatsConfig, name: &str) -> async_nats::ConnectOptions {
             }
         });
     match (&config.user, &config.password) {
-        (Some(user), Some(password)) => options.user_and_password(user.clone(), password.clone()),
+        // Replies come to an inbox of this user's own: the cluster's bus permissions let each
+        // user read only `_INBOX_<user>.>`, so none can read the answers sent to another
+        // (compose/cluster/files/nats-entry).
+        (Some(user), Some(password)) => options
+            .user_and_password(user.clone(), password.clone())
+            .custom_inbox_prefix(format!("_INBOX_{user}")),
         _ => options,
     }
 }

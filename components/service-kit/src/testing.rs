@@ -65,13 +65,25 @@ where
     }
 }
 
-/// A free TCP port on loopback (bound, then released). Good enough for test daemons that need a
-/// port number up front.
+/// A free TCP port on loopback, for test daemons that need a port number up front.
+///
+/// Chosen below the kernel's ephemeral range (32768 and up): a port the kernel hands out for
+/// binding to 0 may be given again at once to any outgoing connection on the machine, and then the
+/// daemon's bind fails. Ports below the range are only ever taken by an explicit bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port on loopback: {e}"))
+    use std::hash::{BuildHasher, Hasher};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    for _ in 0..1_000 {
+        // RandomState is seeded afresh per instance: a cheap random number without a crate.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = (LOW + (h.finish() % u64::from(SPAN)) as u32) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on loopback between {LOW} and {}", LOW + SPAN)
 }
 
 /// Puts a tiny image (a config and no layers) straight into a registry through its HTTP API,

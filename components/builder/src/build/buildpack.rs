@@ -68,7 +68,14 @@ pub async fn build(
     // Everything the build needs goes in before it starts.
     let cache_file = cache_file(config, job);
     let has_cache = tokio::fs::try_exists(&cache_file).await.unwrap_or(false);
-    let tmp = tmp_archive(job, &buildpacks, forced, !has_cache)?;
+    let tmp = tmp_archive(job, &buildpacks, forced, !has_cache);
+    if forced {
+        // The fetched buildpack is in the archive now; its copy on the builder is not needed.
+        for (_, dir) in &buildpacks {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+    }
+    let tmp = tmp?;
     upload(docker, &name, "/tmp", tmp).await?;
     upload(docker, &name, "/", app_archive(&job.tree)?).await?;
     if has_cache {
@@ -158,6 +165,9 @@ async fn fetch_buildpack(
             config.buildpack_url_schemes.join(", ")
         ));
     }
+    let pinned = pin_to_checked_address(config, repo)
+        .await
+        .map_err(|why| format!("BUILDPACK_URL '{url}' is not allowed: {why}"))?;
     out.say(&format!("-----> Fetching custom buildpack {url}")).await;
     let dir = config.data_dir.join("buildpacks").join(job.build_id.simple().to_string());
     let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -167,11 +177,16 @@ async fn fetch_buildpack(
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_ALLOW_PROTOCOL", config.buildpack_url_schemes.join(":"))
-        .args(["clone", "--quiet", "--depth", "1"]);
+        // A redirect would lead git to a host nobody checked.
+        .args(["-c", "http.followRedirects=false"]);
+    for option in &pinned.git_options {
+        cmd.arg("-c").arg(option);
+    }
+    cmd.args(["clone", "--quiet", "--depth", "1"]);
     if let Some(r) = reference {
         cmd.args(["--branch", r]);
     }
-    cmd.arg("--").arg(repo).arg(&dir).kill_on_drop(true);
+    cmd.arg("--").arg(&pinned.url).arg(&dir).kill_on_drop(true);
     let done = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .map_err(|_| format!("fetching the buildpack {url} took longer than 120s"))?
@@ -184,6 +199,53 @@ async fn fetch_buildpack(
         return Err(format!("{url} is not a buildpack: it has no bin/compile"));
     }
     Ok(dir)
+}
+
+/// A buildpack URL whose host passed the outbound check, and how git is made to connect to the
+/// address that was checked rather than resolve the name again.
+#[derive(Debug, PartialEq, Eq)]
+struct Pinned {
+    url: String,
+    git_options: Vec<String>,
+}
+
+/// Resolves the URL's host and checks every address (no loopback, link-local, private or
+/// platform network unless the operator allowed it); then pins git to the checked address:
+/// curl's resolve list for http(s), the address itself in the URL for git://.
+async fn pin_to_checked_address(config: &BuilderConfig, repo: &str) -> Result<Pinned, String> {
+    let parsed = url::Url::parse(repo).map_err(|e| format!("not a URL ({e})"))?;
+    let scheme = parsed.scheme().to_owned();
+    if scheme == "file" {
+        // Only ever allowed in tests (see `buildpack_url_schemes`): no network involved.
+        return Ok(Pinned { url: repo.to_owned(), git_options: Vec::new() });
+    }
+    let port = parsed.port_or_known_default().or(match scheme.as_str() {
+        "git" => Some(9418),
+        _ => None,
+    });
+    let (Some(host), Some(port)) = (parsed.host_str(), port) else {
+        return Err("it names no host and port".into());
+    };
+    let outbound = service_kit::Outbound::new(&config.outbound)
+        .map_err(|e| format!("the builder is misconfigured (outbound): {e}"))?;
+    let addrs = outbound.resolve(host, port).await.map_err(|e| e.to_string())?;
+    let Some(addr) = addrs.first() else {
+        return Err(format!("{host} resolves to no address"));
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match scheme.as_str() {
+        "http" | "https" => Ok(Pinned {
+            url: repo.to_owned(),
+            // TLS still verifies the name; only the address is fixed.
+            git_options: vec![format!("http.curloptResolve={bare}:{port}:{}", addr.ip())],
+        }),
+        "git" => {
+            let mut pinned = parsed.clone();
+            pinned.set_ip_host(addr.ip()).map_err(|()| "cannot pin the address".to_owned())?;
+            Ok(Pinned { url: pinned.to_string(), git_options: Vec::new() })
+        }
+        other => Err(format!("the {other} scheme cannot be checked")),
+    }
 }
 
 fn cache_file(config: &BuilderConfig, job: &Job) -> PathBuf {
@@ -496,6 +558,30 @@ mod tests {
         assert!(names.contains(&"deis/forced".to_owned()));
         assert!(names.contains(&"cache/".to_owned()));
         assert!(!names.iter().any(|n| n.contains("bad")), "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn buildpack_urls_to_the_inside_are_refused_and_others_pinned() {
+        let config = BuilderConfig::default();
+        for inside in [
+            "http://127.0.0.1:2379/v2/keys",
+            "https://localhost/x.git",
+            "git://10.0.0.5/bp.git",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]:8080/x",
+            "http://0x7f000001/x",
+        ] {
+            let e = pin_to_checked_address(&config, inside).await.unwrap_err();
+            assert!(e.contains("not allowed") || e.contains("address"), "{inside}: {e}");
+        }
+        let allowed = BuilderConfig {
+            outbound: service_kit::OutboundPolicy { denied: vec![], allowed: vec!["127.0.0.0/8".into()] },
+            ..Default::default()
+        };
+        let p = pin_to_checked_address(&allowed, "https://localhost:8443/bp.git").await.unwrap();
+        assert_eq!(p.git_options, vec!["http.curloptResolve=localhost:8443:127.0.0.1".to_owned()]);
+        let p = pin_to_checked_address(&allowed, "git://localhost/bp.git").await.unwrap();
+        assert_eq!(p.url, "git://127.0.0.1/bp.git");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! or with Heroku buildpacks on the stack image. Every line goes to [`Output`] as it happens.
 //! A build that fails returns the reason, in words for the person pushing.
 
+mod bases;
 mod buildpack;
 mod dockerfile;
 pub mod output;
@@ -81,6 +82,15 @@ pub async fn build(
     let started = Instant::now();
     let source = Source::from_tar(&job.tree)?;
     let procfile = source.procfile.as_deref().map(source::parse_procfile).transpose()?;
+    if let Some(types) = &procfile
+        && types.len() > config.max_process_types
+    {
+        return Err(format!(
+            "the Procfile declares {} process types; an app may have at most {}",
+            types.len(),
+            config.max_process_types
+        ));
+    }
     let (kind, procfile) = if let Some(dockerfile) = &source.dockerfile {
         out.say("-----> Building Docker image from the Dockerfile").await;
         dockerfile::build(docker, config, job, dockerfile, out).await?;

@@ -1,5 +1,5 @@
 //! What a pushed tree says about itself, read without running anything: its Procfile, whether it
-//! has a Dockerfile and which base images that needs, and what a buildpack's `bin/release`
+//! has a Dockerfile, and what a buildpack's `bin/release`
 //! printed. Everything here parses user input, so every function refuses bad input with a
 //! message and never panics.
 
@@ -118,35 +118,6 @@ fn unquote(s: &str) -> &str {
     s
 }
 
-/// The base images a Dockerfile builds from, in order, without stage names, `scratch`, or
-/// names built from build arguments (which cannot be known before the build).
-pub fn base_images(dockerfile: &str) -> Vec<String> {
-    let mut stages: Vec<String> = Vec::new();
-    let mut bases = Vec::new();
-    for line in dockerfile.lines() {
-        let mut words = line.split_whitespace();
-        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
-            continue;
-        }
-        let mut words = words.skip_while(|w| w.starts_with("--"));
-        let Some(image) = words.next() else { continue };
-        // A stage named earlier is not an image; the name this line gives counts from the next.
-        let earlier_stage = stages.contains(&image.to_ascii_lowercase());
-        if let (Some(as_kw), Some(stage)) = (words.next(), words.next())
-            && as_kw.eq_ignore_ascii_case("AS")
-        {
-            stages.push(stage.to_ascii_lowercase());
-        }
-        if image.contains('$') || image.eq_ignore_ascii_case("scratch") || earlier_stage {
-            continue;
-        }
-        if !bases.iter().any(|b| b == image) {
-            bases.push(image.to_owned());
-        }
-    }
-    bases
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,13 +151,6 @@ mod tests {
         assert!(parse_release("").unwrap().is_empty());
         assert!(parse_release("default_process_types: [a]").is_err());
         assert!(parse_release("default_process_types:\n  Bad Name: x\n").is_err());
-    }
-
-    #[test]
-    fn dockerfile_bases_skip_stages_scratch_and_args() {
-        let df = "FROM --platform=linux/amd64 deis/stack AS build\nRUN make\nFROM scratch\nFROM build\nfrom registry:5000/base:1 as final\nFROM $BASE\nFROM deis/stack\n";
-        assert_eq!(base_images(df), vec!["deis/stack".to_owned(), "registry:5000/base:1".to_owned()]);
-        assert!(base_images("RUN x\n").is_empty());
     }
 
     #[test]

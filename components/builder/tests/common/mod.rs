@@ -39,6 +39,16 @@ impl Platform {
 
     /// As `start`, the builder reaching NATS at `builder_nats` (a `LateService`, say) instead.
     pub async fn start_with_bus(test: &str, data_plane: bool, builder_nats: Option<String>) -> Self {
+        Self::start_with(test, data_plane, builder_nats, |_| {}).await
+    }
+
+    /// As `start_with_bus`, the builder's config changed by `tweak` first.
+    pub async fn start_with(
+        test: &str,
+        data_plane: bool,
+        builder_nats: Option<String>,
+        tweak: impl FnOnce(&mut BuilderConfig),
+    ) -> Self {
         let (mut config, ns, database) = TestController::config(test).await;
         config.builder_key = Some(BUILDER_KEY.to_owned());
         let ctl = TestController::start_with(config, ns.clone(), database).await;
@@ -57,7 +67,7 @@ impl Platform {
             ..Default::default()
         };
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let builder_config = BuilderConfig {
+        let mut builder_config = BuilderConfig {
             register_in_etcd: false,
             data_dir: dir.path().join("builder"),
             controller_url: ctl.url.clone(),
@@ -74,6 +84,7 @@ impl Platform {
             etcd: etcd.clone(),
             ..Default::default()
         };
+        tweak(&mut builder_config);
         let ssh = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ssh_port = ssh.local_addr().unwrap().port();
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

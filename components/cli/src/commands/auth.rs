@@ -50,9 +50,11 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Result<()> {
         email,
         first_name: String::new(),
         last_name: String::new(),
+        admin_code: args.admin_code,
     };
     let user = client.register(&request).await?;
-    ctx.note(&format!("Registered {}", user.username))?;
+    let role = if user.is_superuser { " as an administrator" } else { "" };
+    ctx.note(&format!("Registered {}{role}", user.username))?;
     // Deis v1 logs the new user in straight away.
     log_in(ctx, &client, &controller, &user.username, password).await?;
     ctx.json_only(&user)

@@ -1,11 +1,12 @@
-//! `deis logs` (history and follow) and the app's log drains (`drains:*`).
+//! `deis logs` (history and follow), the app's log drains (`drains:*`), and credentials for
+//! reading logs straight from NATS (`logs:credentials`).
 
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use controller_api::LogsQuery;
+use controller_api::{LogCredentials, LogsQuery};
 
-use crate::cli::LogsArgs;
+use crate::cli::{LogsArgs, LogsCredentialsArgs};
 use crate::context::{Ctx, out};
 use crate::table::{columns, header};
 
@@ -57,6 +58,50 @@ fn since_time(value: &str) -> Result<String> {
     Ok(at.format(&time::format_description::well_known::Rfc3339)?)
 }
 
+/// `deis logs:credentials [--revoke]`: issues (or revokes) the user's NATS credentials for the
+/// drain streams of the apps they may read.
+pub async fn credentials(ctx: &Ctx, args: LogsCredentialsArgs) -> Result<()> {
+    let session = ctx.session()?;
+    if args.revoke {
+        session.client.log_credentials_revoke().await?;
+        return ctx.note("Revoking log credentials... done");
+    }
+    let creds = session.client.log_credentials().await?;
+    ctx.show(&creds, render_credentials)
+}
+
+fn render_credentials(creds: &LogCredentials) -> String {
+    let mut text = header("Log Credentials");
+    let mut rows = vec![
+        ["username:".to_owned(), creds.username.clone()],
+        ["password:".to_owned(), creds.password.clone()],
+        ["expires in:".to_owned(), format!("{}s per connection", creds.expires_in)],
+    ];
+    for (i, subject) in creds.subjects.iter().enumerate() {
+        rows.push([if i == 0 { "subjects:" } else { "" }.to_owned(), subject.clone()]);
+    }
+    text.push_str(&columns(&rows));
+    text.push('\n');
+    match creds.subjects.first() {
+        None => text.push_str(
+            "You may read no app's logs yet: apps you create, or that are shared with you, are\n\
+             granted the next time you connect.\n",
+        ),
+        Some(subject) => {
+            text.push_str("Subscribe to an app's log lines (JSON) with any NATS client, e.g.:\n");
+            text.push_str(&format!(
+                "  nats sub --server <the platform's NATS> --user {} --password {} '{subject}'\n",
+                creds.username, creds.password
+            ));
+        }
+    }
+    text.push_str(
+        "The password is shown only now. Running this again replaces it; \
+         `deis logs:credentials --revoke` ends it.\n",
+    );
+    text
+}
+
 pub async fn drains_list(ctx: &Ctx) -> Result<()> {
     let (session, app) = ctx.app_session()?;
     let drains = session.client.drains(&app).await?;
@@ -95,6 +140,25 @@ pub async fn drains_remove(ctx: &Ctx, url_or_id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_show_how_to_subscribe() {
+        let creds = LogCredentials {
+            username: "logs-alice".into(),
+            password: "f00d".into(),
+            subjects: vec!["deis.drain.shop".into(), "deis.drain.blog".into()],
+            expires_in: 600,
+        };
+        let text = render_credentials(&creds);
+        assert!(
+            text.starts_with("=== Log Credentials\nusername:    logs-alice\npassword:    f00d\n"),
+            "{text}"
+        );
+        assert!(text.contains("subjects:    deis.drain.shop\n             deis.drain.blog\n"), "{text}");
+        assert!(text.contains("--user logs-alice --password f00d 'deis.drain.shop'"), "{text}");
+        let none = render_credentials(&LogCredentials { subjects: vec![], ..creds });
+        assert!(none.contains("no app's logs yet"), "{none}");
+    }
 
     #[test]
     fn since_takes_times_and_ages() {

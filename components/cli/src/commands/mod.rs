@@ -33,6 +33,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<()> {
         Command::AppsInfo => apps::info(&ctx).await,
         Command::AppsOpen => apps::open(&ctx).await,
         Command::AppsLogs(args) => logs::logs(&ctx, args).await,
+        Command::LogsCredentials(args) => logs::credentials(&ctx, args).await,
         Command::DrainsList => logs::drains_list(&ctx).await,
         Command::DrainsAdd { url } => logs::drains_add(&ctx, &url).await,
         Command::DrainsRemove { url } => logs::drains_remove(&ctx, &url).await,

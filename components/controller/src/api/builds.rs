@@ -68,7 +68,8 @@ pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) ->
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Built and released", body = Build)))]
 pub async fn create(ctx: Arc<Ctx>, app: String, user: AuthUser, req: BuildCreateRequest) -> Answer {
-    validate::image(&req.image)?;
+    let image = validate::image_ref(&req.image)?;
+    crate::model::builds::check_procfile(&ctx, &req.procfile)?;
     for (ptype, command) in &req.procfile {
         validate::process_type(ptype)?;
         if command.contains('\0') || command.len() > 4096 {
@@ -76,7 +77,13 @@ pub async fn create(ctx: Arc<Ctx>, app: String, user: AuthUser, req: BuildCreate
         }
     }
     ctx.check_app_access(&user, &app).await?;
-    let image = ensure_in_registry(&ctx, &req.image).await?;
+    // Whose image it is is decided before the registry is asked, so the answer to another
+    // app's image is the same whether or not the tag exists.
+    {
+        let client = ctx.pool.get().await?;
+        crate::model::builds::check_image_owner(&client, &ctx.config.registry, &app, &user, &image).await?;
+    }
+    let image = ensure_in_registry(&ctx, &req.image, &image).await?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let row = app_for(&tx, &user, &app, Access::Use, true).await?;
@@ -103,22 +110,14 @@ pub async fn create(ctx: Arc<Ctx>, app: String, user: AuthUser, req: BuildCreate
 
 /// Checks that an image is in the platform registry (its manifest answers), and returns its
 /// full reference. A name without a registry host is looked up in the platform registry.
-async fn ensure_in_registry(ctx: &Ctx, image: &str) -> Result<String, ApiError> {
+async fn ensure_in_registry(ctx: &Ctx, image: &str, parsed: &validate::ImageRef) -> Result<String, ApiError> {
     let registry = ctx.config.registry.trim_end_matches('/');
-    let rest = image.strip_prefix(&format!("{registry}/")).unwrap_or(image);
-    let first = rest.split('/').next().unwrap_or_default();
-    if rest.contains('/') && (first.contains('.') || first.contains(':')) {
+    if !crate::model::builds::in_platform_registry(registry, parsed) {
         return Err(ApiError::Invalid(format!(
             "image '{image}' is in another registry; only images in the platform registry ({registry}) can be deployed"
         )));
     }
-    let (name, reference) = match rest.rsplit_once('@') {
-        Some((n, digest)) => (n, digest.to_owned()),
-        None => match rest.rsplit_once(':') {
-            Some((n, tag)) => (n, tag.to_owned()),
-            None => (rest, "latest".to_owned()),
-        },
-    };
+    let (name, reference) = (parsed.repository.as_str(), parsed.reference());
     let url = format!("http://{registry}/v2/{name}/manifests/{reference}");
     let resp = ctx
         .http
@@ -262,9 +261,11 @@ pub async fn scale(ctx: Arc<Ctx>, app: String, user: AuthUser, req: ScaleRequest
     }
     let row = tx.query_one("SELECT structure FROM apps WHERE id = $1", &[&app.id]).await?;
     let mut structure = crate::model::builds::structure_of(row.try_get("structure")?);
+    let before: u64 = structure.values().map(|n| u64::from(*n)).sum();
     for (ptype, n) in &req {
         structure.insert(ptype.clone(), *n);
     }
+    crate::model::builds::check_containers(&ctx, &tx, &app, before, &structure).await?;
     crate::model::builds::set_structure(&ctx, &tx, &app, &user.username, structure.clone()).await?;
     let what: Vec<String> = req.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let out = super::apps::load(&ctx, &tx, &app.name).await?;

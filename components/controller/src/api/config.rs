@@ -8,6 +8,7 @@ use warp::http::StatusCode;
 use super::error::ApiError;
 use super::settle::{self, Settle};
 use super::{Answer, json, ts};
+use crate::config::Quotas;
 use crate::ctx::{Access, AppRow, AuthUser, Ctx, app_for};
 use crate::model::releases::{self, ConfigData};
 use crate::model::validate;
@@ -54,7 +55,7 @@ pub async fn get(ctx: Arc<Ctx>, app: String, user: AuthUser) -> Answer {
     responses((status = 201, description = "New config, in a new release", body = Config),
         (status = 200, description = "Nothing to change: the config as it is, no release made", body = Config)))]
 pub async fn update(ctx: Arc<Ctx>, app: String, user: AuthUser, update: ConfigUpdate) -> Answer {
-    check(&update)?;
+    check(&update, &ctx.config.quotas)?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     // The row lock orders concurrent changes to one app: each sees the one before it.
@@ -71,6 +72,7 @@ pub async fn update(ctx: Arc<Ctx>, app: String, user: AuthUser, update: ConfigUp
         let view = config_view(&tx, &app).await?;
         return Ok(json(StatusCode::OK, &view));
     }
+    check_total(&before, &after, &ctx.config.quotas)?;
     let config = releases::insert_config(&tx, app.id, &user.username, &after).await?;
     let release = releases::create(&ctx, &tx, &app, &user.username, current.build, config, summary).await?;
     let view = config_view(&tx, &app).await?;
@@ -84,11 +86,11 @@ pub async fn update(ctx: Arc<Ctx>, app: String, user: AuthUser, update: ConfigUp
     })
 }
 
-fn check(update: &ConfigUpdate) -> Result<(), ApiError> {
+fn check(update: &ConfigUpdate, quotas: &Quotas) -> Result<(), ApiError> {
     for (key, value) in &update.values {
         validate::config_key(key)?;
         if let Some(v) = value {
-            validate::config_value(key, v)?;
+            validate::config_value(key, v, quotas.config_value_bytes)?;
         }
     }
     for (ptype, value) in &update.memory {
@@ -109,6 +111,28 @@ fn check(update: &ConfigUpdate) -> Result<(), ApiError> {
     if update.values.is_empty() && update.memory.is_empty() && update.cpu.is_empty() && update.tags.is_empty()
     {
         return Err(ApiError::Invalid("nothing to change: give values, memory, cpu or tags".into()));
+    }
+    Ok(())
+}
+
+/// How many bytes a config takes: its keys and values (the environment, limits and tags), what
+/// every release carries on the bus.
+fn config_bytes(c: &ConfigData) -> usize {
+    let pairs = |m: &std::collections::BTreeMap<String, String>| -> usize {
+        m.iter().map(|(k, v)| k.len() + v.len()).sum()
+    };
+    pairs(&c.values) + pairs(&c.memory) + pairs(&c.tags) + c.cpu.keys().map(|k| k.len() + 10).sum::<usize>()
+}
+
+/// Refuses a merged config over the per-app limit, unless it shrinks: an app over a lowered
+/// limit can still unset values.
+fn check_total(before: &ConfigData, after: &ConfigData, quotas: &Quotas) -> Result<(), ApiError> {
+    let (was, now) = (config_bytes(before), config_bytes(after));
+    if now > quotas.config_bytes_per_app && now > was {
+        return Err(ApiError::Invalid(format!(
+            "the config would be {now} bytes; the limit is {} bytes of keys and values per app",
+            quotas.config_bytes_per_app
+        )));
     }
     Ok(())
 }
@@ -206,12 +230,12 @@ mod tests {
     fn bad_keys_and_limits_are_refused() {
         let bad_key =
             ConfigUpdate { values: BTreeMap::from([("1X".into(), Some("a".into()))]), ..Default::default() };
-        assert!(check(&bad_key).is_err());
+        assert!(check(&bad_key, &Quotas::default()).is_err());
         let bad_mem = ConfigUpdate {
             memory: BTreeMap::from([("web".into(), Some("lots".into()))]),
             ..Default::default()
         };
-        assert!(check(&bad_mem).is_err());
-        assert!(check(&ConfigUpdate::default()).is_err());
+        assert!(check(&bad_mem, &Quotas::default()).is_err());
+        assert!(check(&ConfigUpdate::default(), &Quotas::default()).is_err());
     }
 }

@@ -41,7 +41,8 @@ pub async fn list(ctx: Arc<Ctx>, app: String, user: AuthUser, paging: Paging) ->
     params(("app" = String, Path, description = "App name")),
     responses((status = 201, description = "Added", body = Domain)))]
 pub async fn add(ctx: Arc<Ctx>, app: String, user: AuthUser, req: DomainCreateRequest) -> Answer {
-    let domain = validate::domain(&req.domain, &ctx.config.platform_domain)?;
+    // The platform domain as the routers see it now (etcd's setting), and the configured one.
+    let domain = validate::domain(&req.domain, &ctx.settings.platform_domains())?;
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     let app = app_for(&tx, &user, &app, Access::Use, false).await?;

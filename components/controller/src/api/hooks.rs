@@ -100,6 +100,7 @@ pub async fn push(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Answer {
         StatusCode::OK,
         &HookPush {
             url: app_url(&ctx, &app.name),
+            app_uuid: Some(app.uuid),
             app: app.name,
             username: user.username,
             config: config.values,

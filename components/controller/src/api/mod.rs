@@ -256,9 +256,10 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(body(limit))
-        .then(move |ctx, method: Method, path: FullPath, query, headers, body| {
-            let req = Request { ctx, headers, query, body, openapi: openapi.clone() };
+        .then(move |ctx, method: Method, path: FullPath, query, headers, peer, body| {
+            let req = Request { ctx, headers, peer, query, body, openapi: openapi.clone() };
             respond(dispatch(req, method, path))
         });
     let metrics = ctx.metrics.clone();
@@ -288,6 +289,8 @@ pub fn routes(
 pub struct Request {
     pub ctx: Arc<Ctx>,
     headers: HeaderMap,
+    /// The connection's other end (the router, in a cluster).
+    peer: Option<std::net::SocketAddr>,
     /// The raw query string.
     query: String,
     body: Body,
@@ -302,6 +305,14 @@ impl Request {
 
     fn authz(&self) -> Option<String> {
         self.header("authorization")
+    }
+
+    /// The client's address, for throttling logins.
+    fn client_address(&self) -> Option<std::net::IpAddr> {
+        // With the header sent several times, the last one holds the last entry.
+        let forwarded =
+            self.headers.get_all("x-forwarded-for").iter().next_back().and_then(|v| v.to_str().ok());
+        auth::client_address(forwarded, self.peer)
     }
 
     /// The caller, from the `Authorization` header.
@@ -366,12 +377,14 @@ async fn handle(endpoint: Endpoint, mut p: Params, r: Request) -> Answer {
             Ok(warp::reply::with_header(r.openapi.as_str().to_owned(), "content-type", "application/json")
                 .into_response())
         }
-        E::Register => auth::register(c, a, r.body).await,
-        E::Login => auth::login(c, r.body).await,
+        E::Register => auth::register(c, a, r.client_address(), r.body).await,
+        E::Login => auth::login(c, r.client_address(), r.body).await,
         E::Whoami => auth::whoami(c, r.user().await?).await,
         E::Passwd => auth::passwd(c, r.user().await?, r.json()?).await,
         E::Cancel | E::CancelV1 => auth::cancel(c, r.user().await?, r.json_or_default()?).await,
         E::RegenerateToken => auth::regenerate(c, r.user().await?, r.json_or_default()?).await,
+        E::LogCredentials => auth::log_credentials_issue(c, r.user().await?).await,
+        E::LogCredentialsRevoke => auth::log_credentials_revoke(c, r.user().await?).await,
         E::Users => auth::users(c, r.user().await?, r.paging()?).await,
         E::Apps => apps::list(c, r.user().await?, r.paging()?).await,
         E::AppCreate => apps::create(c, r.user().await?, r.json_or_default()?).await,

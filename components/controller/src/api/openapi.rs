@@ -12,7 +12,8 @@ use crate::api;
     info(title = "Deis controller API", version = "1", description = "The platform's API: apps, config, builds, releases, scale, logs and drains, domains, certs, keys, perms and users. Authenticate with `Authorization: token <key>` from `/v1/auth/login/`. `/v1/hooks/` serves only the builder, which authenticates with its own secret."),
     paths(
         api::auth::register, api::auth::login, api::auth::whoami, api::auth::passwd, api::auth::cancel,
-        api::auth::regenerate, api::auth::users,
+        api::auth::regenerate, api::auth::log_credentials_issue, api::auth::log_credentials_revoke,
+        api::auth::users,
         api::apps::list, api::apps::create, api::apps::info, api::apps::destroy, api::apps::transfer,
         api::config::get, api::config::update,
         api::builds::list, api::builds::create, api::builds::releases, api::builds::release, api::builds::rollback,

@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod builds;
 mod error;
+pub mod log_credentials;
+pub mod login_lockouts;
 pub mod outbox;
 pub mod releases;
 pub mod validate;

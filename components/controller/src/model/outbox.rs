@@ -51,6 +51,10 @@ enum RelayError {
     Publish(#[from] bus_schema::BusError),
     #[error("outbox row {id} holds an undecodable {kind} event: {source}")]
     Corrupt { id: uuid::Uuid, kind: i16, source: bus_schema::CodecError },
+    /// The bus will never take this event (too large for its payload limit, say): retrying it
+    /// would block every event after it.
+    #[error("{0}")]
+    Unpublishable(String),
 }
 
 impl From<tokio_postgres::Error> for RelayError {
@@ -97,8 +101,13 @@ pub async fn relay(ctx: Arc<Ctx>, bus: Bus, shutdown: Shutdown) {
             last_cleanup = std::time::Instant::now();
             if let Ok(client) = ctx.pool.get().await {
                 // Published events are kept a day, for debugging; then they go.
+                // Set-aside ones stay a week, for operators to look into.
                 let _ = client
-                    .execute("DELETE FROM outbox WHERE published < now() - interval '1 day'", &[])
+                    .execute(
+                        "DELETE FROM outbox WHERE published < now() - interval '1 day'
+                         AND (set_aside IS NULL OR published < now() - interval '7 days')",
+                        &[],
+                    )
                     .await;
             }
         }
@@ -160,6 +169,11 @@ async fn publish_pending(ctx: &Ctx, bus: &Bus) -> Result<usize, RelayError> {
                 ctx.metrics.bad_bus_messages.inc();
                 done.push(id);
             }
+            Err(RelayError::Unpublishable(reason)) => {
+                // Likewise an event the bus will never take; the rows after it, other apps'
+                // among them, go on.
+                set_aside(ctx, &tx, id, kind, &payload, &reason).await?;
+            }
             Err(e) => {
                 // Mark what went out so far; the rest is retried.
                 mark(&tx, &done).await?;
@@ -186,25 +200,96 @@ async fn mark(tx: &Transaction<'_>, ids: &[uuid::Uuid]) -> Result<(), RelayError
     Ok(())
 }
 
+/// Marks an event the bus will never take as set aside (skipped from now on), counts it, and
+/// tells its app's log stream, in the relay's transaction.
+async fn set_aside(
+    ctx: &Ctx,
+    tx: &Transaction<'_>,
+    id: uuid::Uuid,
+    kind: i16,
+    payload: &[u8],
+    reason: &str,
+) -> Result<(), RelayError> {
+    let what = describe(kind, payload);
+    tracing::error!(%id, kind, app = ?what.as_ref().map(|w| &w.0), %reason, "outbox event set aside: it cannot be published");
+    tx.execute("UPDATE outbox SET published = now(), set_aside = $2 WHERE id = $1", &[&id, &reason]).await?;
+    ctx.metrics.events_set_aside.inc();
+    if let Some((app, what)) = what {
+        let message = format!("{what} could not be sent to the platform and was set aside: {reason}");
+        let notice = ControllerEvent { app, actor: "deis".to_owned(), action: "error".to_owned(), message };
+        enqueue(tx, &ctx.sender, notice).await.map_err(|e| RelayError::Db(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The app an outbox event is about, and what it is in words.
+fn describe(kind: i16, payload: &[u8]) -> Option<(bus_schema::AppName, String)> {
+    match kind {
+        k if k == Kind::ReleaseCreated as i16 => {
+            let env: Envelope<ReleaseCreated> = codec::decode(payload).ok()?;
+            let v = env.body.release.version;
+            Some((env.body.release.app, format!("release v{v} (it will not run)")))
+        }
+        k if k == Kind::FormationChanged as i16 => {
+            let env: Envelope<FormationChanged> = codec::decode(payload).ok()?;
+            Some((env.body.app, "a scale change".to_owned()))
+        }
+        k if k == Kind::AppDestroyed as i16 => {
+            let env: Envelope<AppDestroyed> = codec::decode(payload).ok()?;
+            Some((env.body.app, "the app's destruction".to_owned()))
+        }
+        k if k == Kind::ControllerEvent as i16 => {
+            let env: Envelope<ControllerEvent> = codec::decode(payload).ok()?;
+            Some((env.body.app, format!("a log event ({})", env.body.action)))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a publish error can never go away for the same event: the payload is over the
+/// server's limit (async-nats checks it before sending) or the stream refuses its size.
+fn permanent(error: &bus_schema::BusError) -> bool {
+    match error {
+        bus_schema::BusError::Codec(_) => true,
+        bus_schema::BusError::Publish { reason, .. } => {
+            let reason = reason.to_ascii_lowercase();
+            reason.contains("exceed") && (reason.contains("payload") || reason.contains("size"))
+        }
+        _ => false,
+    }
+}
+
 async fn publish_one(bus: &Bus, kind: i16, payload: &[u8]) -> Result<(), RelayError> {
     let ns = bus.namespace();
     let corrupt = |source| RelayError::Corrupt { id: uuid::Uuid::nil(), kind, source };
+    // What goes out is this payload re-encoded (the same bytes) plus a message-id header; over
+    // the server's limit it can never go, and is not even tried.
+    let max = bus.client().server_info().max_payload;
+    if max > 0 && payload.len() + 256 > max {
+        return Err(RelayError::Unpublishable(format!(
+            "the event is {} bytes; the bus takes at most {max}",
+            payload.len()
+        )));
+    }
+    let classify = |e: bus_schema::BusError| {
+        if permanent(&e) { RelayError::Unpublishable(e.to_string()) } else { RelayError::Publish(e) }
+    };
     match kind {
         k if k == Kind::ReleaseCreated as i16 => {
             let env: Envelope<ReleaseCreated> = codec::decode(payload).map_err(corrupt)?;
-            bus.publish_durable(&ns.release_created(&env.body.release.app), &env).await?;
+            bus.publish_durable(&ns.release_created(&env.body.release.app), &env).await.map_err(classify)?;
         }
         k if k == Kind::FormationChanged as i16 => {
             let env: Envelope<FormationChanged> = codec::decode(payload).map_err(corrupt)?;
-            bus.publish_durable(&ns.formation_changed(&env.body.app), &env).await?;
+            bus.publish_durable(&ns.formation_changed(&env.body.app), &env).await.map_err(classify)?;
         }
         k if k == Kind::AppDestroyed as i16 => {
             let env: Envelope<AppDestroyed> = codec::decode(payload).map_err(corrupt)?;
-            bus.publish_durable(&ns.app_destroyed(&env.body.app), &env).await?;
+            bus.publish_durable(&ns.app_destroyed(&env.body.app), &env).await.map_err(classify)?;
         }
         k if k == Kind::ControllerEvent as i16 => {
             let env: Envelope<ControllerEvent> = codec::decode(payload).map_err(corrupt)?;
-            bus.publish(&ns.controller_events(&env.body.app), &env).await?;
+            bus.publish(&ns.controller_events(&env.body.app), &env).await.map_err(classify)?;
         }
         other => {
             return Err(corrupt(bus_schema::CodecError::WrongKind {

@@ -49,12 +49,16 @@ pub fn config_key(key: &str) -> Result<(), Error> {
     }
 }
 
-pub fn config_value(key: &str, value: &str) -> Result<(), Error> {
+/// A config value: no NUL (it becomes an environment variable) and at most `max_bytes` long.
+pub fn config_value(key: &str, value: &str, max_bytes: usize) -> Result<(), Error> {
     if value.contains('\0') {
         return Err(Error::Invalid(format!("the value of {key} contains a NUL byte")));
     }
-    if value.len() > 64 * 1024 {
-        return Err(Error::Invalid(format!("the value of {key} is longer than 64 KiB")));
+    if value.len() > max_bytes {
+        return Err(Error::Invalid(format!(
+            "the value of {key} is {} bytes; the limit is {max_bytes} bytes per value",
+            value.len()
+        )));
     }
     Ok(())
 }
@@ -112,7 +116,9 @@ pub fn tag(key: &str, value: &str) -> Result<(), Error> {
 }
 
 /// A host name (RFC 1123), lowercase, with at least two labels; `*.` may lead (a wildcard).
-pub fn domain(domain: &str, platform_domain: &str) -> Result<String, Error> {
+/// Nothing under any of `platform_domains` (nor one of them itself) is a custom domain: those
+/// names are the apps' own, and a custom domain there would take another app's traffic.
+pub fn domain(domain: &str, platform_domains: &[String]) -> Result<String, Error> {
     let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
     let bad = |why: &str| Error::Invalid(format!("'{domain}' is not a valid domain: {why}"));
     if d.is_empty() || d.len() > 253 {
@@ -136,8 +142,7 @@ pub fn domain(domain: &str, platform_domain: &str) -> Result<String, Error> {
     if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
         return Err(bad("an IP address is not a domain"));
     }
-    let platform = platform_domain.trim_end_matches('.').to_ascii_lowercase();
-    if d == platform || d.ends_with(&format!(".{platform}")) {
+    if let Some(platform) = platform_domains.iter().find(|p| under_platform_domain(&d, p)) {
         return Err(Error::Invalid(format!(
             "'{domain}' is under the platform domain {platform}, whose names belong to apps already"
         )));
@@ -145,13 +150,93 @@ pub fn domain(domain: &str, platform_domain: &str) -> Result<String, Error> {
     Ok(d)
 }
 
-/// An image reference in the platform registry: `name[:tag]` or `registry/name[:tag]`.
-pub fn image(image: &str) -> Result<(), Error> {
-    let ok = !image.is_empty()
-        && image.len() <= 512
-        && image.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
-        && !image.starts_with(['-', '.', '/', ':']);
-    if ok { Ok(()) } else { Err(Error::Invalid(format!("'{image}' is not a valid image reference"))) }
+/// Whether `domain` (a custom domain, maybe a `*.` wildcard) is the platform domain or a name
+/// under it, so that it could shadow an app's name or the API's.
+pub fn under_platform_domain(domain: &str, platform_domain: &str) -> bool {
+    let platform = platform_domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let d = d.strip_prefix("*.").unwrap_or(&d);
+    // A wildcard above the platform domain (`*.local` for `deis.local`) covers it too.
+    let covers = domain.trim().starts_with("*.") && platform.ends_with(&format!(".{d}"));
+    !platform.is_empty() && (d == platform || d.ends_with(&format!(".{platform}")) || covers)
+}
+
+/// An image reference, parsed as Docker reads it: `[host[:port]/]path[:tag][@digest]`. The
+/// first path component is a host only when it has a `.` or a `:` or is `localhost`;
+/// otherwise the whole reference is a repository path (in the platform registry, here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The registry host (with its port), lowercase, if the reference names one.
+    pub host: Option<String>,
+    /// The repository path, like `myapp` or `library/myapp`.
+    pub repository: String,
+    pub tag: Option<String>,
+    /// `sha256:<hex>`.
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// What to ask the registry for: the digest if there is one, else the tag (`latest` by
+    /// default).
+    pub fn reference(&self) -> String {
+        self.digest.clone().or_else(|| self.tag.clone()).unwrap_or_else(|| "latest".to_owned())
+    }
+}
+
+pub fn image_ref(image: &str) -> Result<ImageRef, Error> {
+    let bad = |why: &str| Error::Invalid(format!("'{image}' is not a valid image reference: {why}"));
+    if image.is_empty() || image.len() > 512 {
+        return Err(bad("it must be 1 to 512 characters"));
+    }
+    if !image.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c)) {
+        return Err(bad("only letters, digits and -_./:@ are allowed"));
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((rest, digest)) => {
+            let hex = digest.strip_prefix("sha256:").ok_or_else(|| bad("a digest is sha256:<64 hex>"))?;
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+                return Err(bad("a digest is sha256:<64 hex>"));
+            }
+            (rest, Some(digest.to_owned()))
+        }
+        None => (image, None),
+    };
+    let (host, path) = match rest.split_once('/') {
+        Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
+            (Some(first.to_ascii_lowercase()), path)
+        }
+        _ => (None, rest),
+    };
+    // A tag follows the last `:` of the path (the host's port is gone already).
+    let (repository, tag) = match path.rsplit_once(':') {
+        Some((repo, tag)) => (repo, Some(tag.to_owned())),
+        None => (path, None),
+    };
+    if let Some(tag) = &tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Err(bad("a tag is up to 128 letters, digits and _.- (not leading . or -)"));
+        }
+    }
+    // Repository path components: lowercase letters and digits, separated by `.`, `_`, `__` or
+    // `-` runs, as the registry's grammar has it (no empty, leading or trailing separators).
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+            && !c.contains("..")
+    };
+    if repository.is_empty() || !repository.split('/').all(component_ok) {
+        return Err(bad("a repository is lowercase letters and digits, parts separated by /"));
+    }
+    if tag.is_none() && digest.is_none() && image.ends_with(':') {
+        return Err(bad("an empty tag"));
+    }
+    Ok(ImageRef { host, repository: repository.to_owned(), tag, digest })
 }
 
 /// A parsed SSH public key: its normalised text and `SHA256:` fingerprint.
@@ -273,8 +358,8 @@ mod tests {
 
     #[test]
     fn domains() {
-        assert_eq!(domain("WWW.Example.com.", "deis.local").unwrap(), "www.example.com");
-        assert_eq!(domain("*.example.com", "deis.local").unwrap(), "*.example.com");
+        assert_eq!(domain("WWW.Example.com.", &["deis.local".to_owned()]).unwrap(), "www.example.com");
+        assert_eq!(domain("*.example.com", &["deis.local".to_owned()]).unwrap(), "*.example.com");
         for bad in [
             "",
             "localhost",
@@ -285,8 +370,35 @@ mod tests {
             "1.2.3.4",
             "app.deis.local",
             "deis.local",
+            "*.deis.local",
+            "*.local",
+            "x.new.example.com",
+            "new.example.com",
         ] {
-            assert!(domain(bad, "deis.local").is_err(), "{bad}");
+            assert!(domain(bad, &["deis.local".to_owned(), "new.example.com".to_owned()]).is_err(), "{bad}");
+        }
+        assert!(domain("deis.local.example.com", &["deis.local".to_owned()]).is_ok());
+    }
+
+    #[test]
+    fn image_references_are_parsed_as_docker_reads_them() {
+        let r = |s: &str| image_ref(s).unwrap();
+        assert_eq!(r("myapp:git-1234abcd").host, None);
+        assert_eq!(r("myapp:git-1234abcd").repository, "myapp");
+        assert_eq!(r("myapp:git-1234abcd").reference(), "git-1234abcd");
+        assert_eq!(r("myapp").reference(), "latest");
+        let full = r("registry:5000/other:v1");
+        assert_eq!((full.host.as_deref(), full.repository.as_str()), (Some("registry:5000"), "other"));
+        assert_eq!(r("127.0.0.1:5000/library/other").repository, "library/other");
+        assert_eq!(r("localhost/other").host.as_deref(), Some("localhost"));
+        // Without a `.` or `:` the first part is a path component, not a host.
+        assert_eq!(r("registry/other:v1").host, None);
+        assert_eq!(r("registry/other:v1").repository, "registry/other");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let pinned = r(&format!("myapp:v1@{digest}"));
+        assert_eq!((pinned.tag.as_deref(), pinned.reference()), (Some("v1"), digest.clone()));
+        for bad in ["", "MyApp", "a//b", "/a", "a:", "a@sha256:xyz", "a:b:c", "-a", "a b", "a:-x"] {
+            assert!(image_ref(bad).is_err(), "{bad}");
         }
     }
 

@@ -29,6 +29,13 @@ pub(super) async fn run(inner: &Inner, shared: &DrainShared, url: &url::Url) {
         }
         let body = bytes::Bytes::from(body);
         loop {
+            // The client checks every name it resolves; an address in the URL is checked here.
+            if let Err(e) = shared.outbound.check_literal_host(url.host_str().unwrap_or_default()) {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "drain receiver refused");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
             // reqwest moves any user name and password in the URL into an Authorization header
             // and out of the URL, so they appear in no error either.
             let request = shared

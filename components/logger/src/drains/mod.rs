@@ -48,6 +48,9 @@ pub struct DrainSettings {
     pub extra_ca_file: Option<PathBuf>,
     /// The RFC 5424 HOSTNAME field of every message.
     pub hostname: String,
+    /// Where drains may connect: loopback, link-local, private and the platform's networks are
+    /// refused (checked on the address actually connected to) unless allowed here.
+    pub outbound: service_kit::OutboundPolicy,
 }
 
 impl Default for DrainSettings {
@@ -60,6 +63,7 @@ impl Default for DrainSettings {
             retry_max_secs: 30,
             extra_ca_file: None,
             hostname: "deis".to_owned(),
+            outbound: service_kit::OutboundPolicy::default(),
         }
     }
 }
@@ -92,6 +96,8 @@ pub enum DrainError {
     Tls(#[from] rustls::Error),
     #[error("building the drains' HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("the drains' outbound policy: {0}")]
+    Outbound(#[from] service_kit::OutboundError),
 }
 
 /// What every drain shares, built once from [`DrainSettings`]: the TLS config with its roots
@@ -101,6 +107,8 @@ pub struct DrainShared {
     settings: Arc<DrainSettings>,
     tls: Arc<rustls::ClientConfig>,
     http: reqwest::Client,
+    /// Every drain connection goes through it (syslog at connect, HTTP in the client's resolver).
+    outbound: service_kit::Outbound,
 }
 
 impl DrainShared {
@@ -127,16 +135,16 @@ impl DrainShared {
             .with_no_client_auth();
         let mut http_tls = tls.clone();
         http_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let http = reqwest::Client::builder()
+        let outbound = service_kit::Outbound::new(&settings.outbound)?;
+        let client = reqwest::Client::builder()
             .use_preconfigured_tls(http_tls)
             .connect_timeout(settings.connect_timeout())
             .timeout(http::REQUEST_TIMEOUT)
-            .user_agent(http::USER_AGENT)
-            // A drain URL names its receiver; a redirect elsewhere is not followed with the logs.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(DrainError::Http)?;
-        Ok(DrainShared { settings: Arc::new(settings.clone()), tls: Arc::new(tls), http })
+            .user_agent(http::USER_AGENT);
+        // A drain URL names its receiver; a redirect elsewhere is not followed with the logs
+        // (0 redirects), and every name is resolved through the outbound check.
+        let http = outbound.http_client(client, 0).build().map_err(DrainError::Http)?;
+        Ok(DrainShared { settings: Arc::new(settings.clone()), tls: Arc::new(tls), http, outbound })
     }
 
     pub fn settings(&self) -> &DrainSettings {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 
 use super::format::{frame_into, rfc5424};
 use super::{DrainShared, Inner};
@@ -26,7 +25,8 @@ impl Conn {
     async fn open(shared: &DrainShared, host: &str, port: u16, tls: bool) -> Result<Conn, String> {
         let timeout = shared.settings.connect_timeout();
         let open = async {
-            let tcp = TcpStream::connect((host, port)).await.map_err(|e| format!("connecting: {e}"))?;
+            // Resolved, checked and connected to the checked address: never inside the platform.
+            let tcp = shared.outbound.connect(host, port, timeout).await.map_err(|e| e.to_string())?;
             // Lines should leave as they come, not wait for a fuller segment.
             let _ = tcp.set_nodelay(true);
             let io: Box<dyn Io> = if tls {
