@@ -344,6 +344,10 @@ fn install(
         metrics.bad_routes.inc_by(bad as u64);
         tracing::warn!(bad, "skipped malformed route values");
     }
+    let left = new.follow(&table.load());
+    for address in left {
+        tracing::warn!(%address, "a node left the cluster; requests in flight to it are given up");
+    }
     table.store(Arc::new(new));
 }
 

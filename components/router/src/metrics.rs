@@ -44,6 +44,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<AppLabel, Histogram, fn() -> Histogram>,
     pub ejections: Counter,
+    /// Requests in flight to a node that left the cluster, given up (and sent elsewhere if safe).
+    pub given_up: Counter,
     pub bad_routes: Counter,
     /// Access lines not shipped because the queue to the bus was full.
     pub access_lines_dropped: Counter,
@@ -59,6 +61,7 @@ impl Default for Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             ejections: Counter::default(),
+            given_up: Counter::default(),
             bad_routes: Counter::default(),
             access_lines_dropped: Counter::default(),
             connections_refused: Counter::default(),
@@ -74,6 +77,11 @@ impl Metrics {
             ("router_requests", "Requests by app and status class", self.requests),
             ("router_request_seconds", "Time to the backend's response headers", self.latency),
             ("router_backend_ejections", "Backends ejected after a refused connection", self.ejections),
+            (
+                "router_requests_given_up",
+                "Requests in flight to a node that left the cluster, given up at once",
+                self.given_up,
+            ),
             (
                 "router_access_lines_dropped",
                 "Access lines not shipped because the bus could not keep up",

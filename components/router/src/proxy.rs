@@ -26,6 +26,7 @@ use crate::config::RouterConfig;
 use crate::conn::Client;
 use crate::metrics::Metrics;
 use crate::table::{Ejections, Table, Target};
+use tokio_util::sync::CancellationToken;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -251,8 +252,33 @@ impl Proxy {
         let idempotent = matches!(*x.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut last_error = String::new();
         for backend in candidates {
+            let departure = x.routed.table.departure(backend);
+            if departure.is_some_and(CancellationToken::is_cancelled) {
+                // Its node left after this request read the table: nothing was sent there.
+                last_error = format!("{backend}: its node left the cluster");
+                continue;
+            }
             let Some(out) = self.backend_request(x, headers, &mut body) else { break };
-            match tokio::time::timeout(timeout, self.send(affinity, backend, out, body.buffered())).await {
+            let sent = tokio::time::timeout(timeout, self.send(affinity, backend, out, body.buffered()));
+            let answer = match departure {
+                Some(token) => tokio::select! {
+                    answer = sent => answer,
+                    () = token.cancelled() => {
+                        self.metrics.given_up.inc();
+                        tracing::warn!(%backend, app = %x.routed.app, "the backend's node left the cluster with the request in flight");
+                        let error = format!("{backend}: its node left the cluster with the request in flight");
+                        if idempotent && body.buffered().is_some_and(Bytes::is_empty) {
+                            // As for a connection that broke before any answer: safe to send again.
+                            last_error = error;
+                            continue;
+                        }
+                        last_error = error;
+                        break;
+                    }
+                },
+                None => sent.await,
+            };
+            match answer {
                 Ok(Ok(resp)) => return self.relay(x, resp, client_upgrade),
                 Ok(Err(error)) => {
                     match self.after_failure(backend, x.routed.app, &error, &body, idempotent) {

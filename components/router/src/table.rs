@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bus_schema::AppName;
-use bus_schema::discovery::{ComponentRecord, Keys, RouteRecord};
+use bus_schema::discovery::{ComponentRecord, Keys, NodeRecord, RouteRecord};
+use tokio_util::sync::CancellationToken;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,11 @@ pub struct Table {
     /// Round-robin cursors, per app (and one for the controller).
     cursors: HashMap<AppName, AtomicUsize>,
     controller_cursor: AtomicUsize,
+    /// Each live node's address, with a token cancelled when the node leaves the cluster (its
+    /// lease expired: dead, frozen or cut off). Requests in flight to a backend at that address
+    /// are then given up at once: a frozen node's kernel still holds their connections open, and
+    /// they would wait for the request timeout (a minute) otherwise.
+    node_departures: HashMap<String, CancellationToken>,
 }
 
 impl Table {
@@ -63,6 +69,7 @@ impl Table {
         let mut certs = HashMap::new();
         let mut settings = Settings::default();
         let mut domain = None;
+        let mut node_departures = HashMap::new();
         let components = keys.components();
         let settings_prefix = keys.settings();
         for (key, value) in kvs {
@@ -105,6 +112,13 @@ impl Table {
                     }
                     None => bad += 1,
                 }
+            } else if keys.node_of(key).is_some() {
+                match bus_schema::discovery::parse::<NodeRecord>(key, value) {
+                    Ok(node) => {
+                        node_departures.insert(node.address, CancellationToken::new());
+                    }
+                    Err(_) => bad += 1,
+                }
             } else if let Some(app) = keys.app_of(key) {
                 known.insert(app);
             } else if let Some((app, _container)) = keys.route_of(key) {
@@ -142,8 +156,37 @@ impl Table {
             controller_metrics: None,
             cursors,
             controller_cursor: AtomicUsize::new(0),
+            node_departures,
         };
         (table, bad)
+    }
+
+    /// Takes over the previous table's departure tokens for the nodes still live, and cancels
+    /// those of the nodes that left: what was sent to them is given up.
+    pub fn follow(&mut self, previous: &Table) -> Vec<String> {
+        for (address, token) in &mut self.node_departures {
+            if let Some(old) = previous.node_departures.get(address) {
+                *token = old.clone();
+            }
+        }
+        let mut left = Vec::new();
+        for (address, token) in &previous.node_departures {
+            if !self.node_departures.contains_key(address) {
+                token.cancel();
+                left.push(address.clone());
+            }
+        }
+        left
+    }
+
+    /// The token cancelled when the node a backend (`host:port`) runs on leaves the cluster;
+    /// `None` for a backend on no known node.
+    pub fn departure(&self, backend: &str) -> Option<&CancellationToken> {
+        if self.node_departures.is_empty() {
+            return None;
+        }
+        let host = backend.rsplit_once(':').map_or(backend, |(h, _)| h);
+        self.node_departures.get(host.trim_start_matches('[').trim_end_matches(']'))
     }
 
     /// Where a Host goes: `<app>.<domain>`, a custom domain, `deis.<domain>` or a bare address or

@@ -315,6 +315,103 @@ async fn a_get_in_flight_to_a_dying_backend_is_retried_elsewhere_a_post_is_not()
     assert!(posts.contains(&502), "a POST that reached the dying backend is not resent: {posts:?}");
 }
 
+/// A node frozen with requests in flight (its kernel still holds their connections, nothing
+/// answers): once its lease runs out and its key leaves etcd, the router gives those requests up
+/// at once instead of waiting out its request timeout. The GET is sent to a live backend, the POST
+/// answered 502 (it may have been acted on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_to_a_node_that_leaves_the_cluster_are_given_up() {
+    use std::sync::{Arc, Mutex};
+    // Longer than the client waits below: an answer at all shows the request was given up.
+    let mut rig = Rig::start_tuned("departed", |c| c.request_timeout_secs = 300).await;
+    let (good, _t) = backend("good").await;
+    // The frozen node's backend, on an address of its own (127.0.0.2) so it is on another node.
+    let frozen = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let frozen_addr = frozen.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = frozen.accept().await {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let method = String::from_utf8_lossy(&buf[..n]).split(' ').next().unwrap_or("").to_owned();
+            record.lock().unwrap().push(method);
+            held.push(stream);
+        }
+    });
+    let node = |name: &str, address: &str| {
+        serde_json::json!({"id": name, "address": address, "memory_mb": 1024, "cpus": 1, "labels": {}})
+            .to_string()
+    };
+    let route = |address: SocketAddr, node: &str| {
+        serde_json::json!({"address": address.to_string(), "node": node, "version": 1}).to_string()
+    };
+    let p = rig.prefix.clone();
+    rig.etcd.put(format!("{p}/nodes/node1"), node("node1", "127.0.0.1"), None).await.unwrap();
+    rig.etcd.put(format!("{p}/nodes/node2"), node("node2", "127.0.0.2"), None).await.unwrap();
+    rig.etcd.put(format!("{p}/apps/shop"), "", None).await.unwrap();
+    rig.etcd.put(format!("{p}/routes/shop/c2"), route(frozen_addr, "node2"), None).await.unwrap();
+    rig.etcd.put(format!("{p}/routes/shop/c1"), route(good, "node1"), None).await.unwrap();
+    eventually("the live backend answers", Duration::from_secs(2), || async {
+        rig.get("shop.deis.local").await.filter(|r| r.0 == 200)
+    })
+    .await;
+
+    // Requests go round-robin: send them one by one until one of each kind is stuck on node2.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/", rig.http);
+    let mut stuck = Vec::new();
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        for attempt in 0.. {
+            assert!(attempt < 10, "no {method} reached the frozen backend");
+            let before = seen.lock().unwrap().iter().filter(|m| **m == method.as_str()).count();
+            let body = if method == reqwest::Method::POST { "x" } else { "" };
+            let send = http
+                .request(method.clone(), &url)
+                .header("host", "shop.deis.local")
+                .body(body)
+                .timeout(Duration::from_secs(30))
+                .send();
+            let mut request = tokio::spawn(async move {
+                let resp = send.await.map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                Ok::<_, String>((status, resp.text().await.unwrap_or_default()))
+            });
+            let reached_frozen = tokio::select! {
+                answered = &mut request => {
+                    assert_eq!(answered.unwrap().unwrap().0, 200, "answered by the live backend");
+                    false
+                }
+                () = eventually("the request is answered or reaches the frozen backend", Duration::from_secs(5), || async {
+                    (seen.lock().unwrap().iter().filter(|m| **m == method.as_str()).count() > before).then_some(())
+                }) => true,
+            };
+            if reached_frozen {
+                stuck.push((method.clone(), request));
+                break;
+            }
+        }
+    }
+
+    // node2's lease runs out: its key (and, in a cluster, its routes) leave etcd.
+    rig.etcd.delete(format!("{p}/nodes/node2"), None).await.unwrap();
+    for (method, request) in stuck {
+        let answer = request.await.unwrap();
+        match method {
+            reqwest::Method::GET => {
+                let (status, body) = answer.expect("the GET is answered, not left to time out");
+                assert_eq!(status, 200, "{body}");
+                assert!(body.starts_with("good"), "sent again to the live backend: {body}");
+            }
+            _ => {
+                let (status, _) = answer.expect("the POST is answered, not left to time out");
+                assert_eq!(status, 502, "a POST that may have been acted on is not sent again");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_answers_at_its_name_and_the_routers_own_address() {
     let mut rig = Rig::start("ctl", TestServices::get().etcd_endpoints).await;
