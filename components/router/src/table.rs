@@ -113,11 +113,10 @@ impl Table {
                     None => bad += 1,
                 }
             } else if keys.node_of(key).is_some() {
-                match bus_schema::discovery::parse::<NodeRecord>(key, value) {
-                    Ok(node) => {
-                        node_departures.insert(node.address, CancellationToken::new());
-                    }
-                    Err(_) => bad += 1,
+                // Agents write these for the scheduler; one the router cannot read only means
+                // requests to that node wait for their timeout, as before: not a bad route.
+                if let Ok(node) = bus_schema::discovery::parse::<NodeRecord>(key, value) {
+                    node_departures.insert(node.address, CancellationToken::new());
                 }
             } else if let Some(app) = keys.app_of(key) {
                 known.insert(app);
