@@ -29,6 +29,11 @@ pub struct LoggerConfig {
     /// what came meanwhile would otherwise never reach the drains. 0 turns it off.
     pub takeover_replay_lines: usize,
     pub takeover_replay_secs: u64,
+    /// A live node (in etcd) whose agent this instance has not heard on the bus for this long
+    /// makes it give up its share of the forwarding until it hears every node again (within half
+    /// of this): after a partition heals, etcd may answer before the bus carries lines again.
+    /// The agents publish their inventory every 2 s.
+    pub node_silence_ms: u64,
     pub drains: DrainSettings,
     pub nats: NatsConfig,
     pub etcd: EtcdConfig,
@@ -66,6 +71,7 @@ impl Default for LoggerConfig {
             // The etcd lease's 10 s, plus an election and a margin.
             takeover_replay_lines: 10_000,
             takeover_replay_secs: 15,
+            node_silence_ms: 6_000,
             drains: DrainSettings::default(),
             nats: NatsConfig::default(),
             etcd: EtcdConfig::default(),

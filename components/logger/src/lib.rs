@@ -10,12 +10,13 @@ pub mod drains;
 pub mod metrics;
 pub mod ownership;
 pub mod pipeline;
+pub mod reach;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bus_schema::discovery::{DrainSpec, Keys};
@@ -23,7 +24,7 @@ use bus_schema::messages::{LogLine, LogQuery, LogQueryReply, LogSource, Stream};
 use bus_schema::{AppName, Bus, BusError, Component, Incoming, Sender, Timestamp};
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
-use service_kit::{Health, OpsServer, Registration, Shutdown};
+use service_kit::{Health, OpsServer, Registration, RegistrationHandle, Shutdown};
 use tokio::net::TcpListener;
 
 pub use config::LoggerConfig;
@@ -31,6 +32,7 @@ use drains::{DrainError, DrainShared, DrainUrl};
 use metrics::Metrics;
 use ownership::Ownership;
 use pipeline::{Dispatcher, DrainTable, Shared};
+use reach::{Reach, Windows};
 
 /// A query answer stays under NATS's default 1 MiB message size.
 const MAX_REPLY_BYTES: usize = 900 * 1024;
@@ -81,8 +83,11 @@ pub async fn run(config: LoggerConfig, ops: TcpListener, shutdown: Shutdown) -> 
     let mut events = bus.subscribe(&ns.all_controller_events()).await?;
     let mut destroyed = bus.subscribe(&ns.all_apps_destroyed()).await?;
     let queries = bus.queue_subscribe(&ns.log_queries(), "logger").await?;
+    let inventories = bus.subscribe(&ns.all_node_inventories()).await?;
 
-    shutdown.spawn(follow_etcd(config.clone(), ownership, drains, metrics.clone(), shutdown.clone()));
+    let reach = Arc::new(Mutex::new(Reach::default()));
+    shutdown.spawn(hear_nodes(inventories, reach.clone(), metrics.clone(), shutdown.clone()));
+    shutdown.spawn(follow_etcd(config.clone(), ownership, drains, reach, metrics.clone(), shutdown.clone()));
     shutdown.spawn(answer_queries(
         queries,
         bus.clone(),
@@ -153,24 +158,53 @@ pub async fn run(config: LoggerConfig, ops: TcpListener, shutdown: Shutdown) -> 
     Ok(())
 }
 
-/// Registers this instance, and keeps the membership and the drain table current from etcd.
+/// Notes when each node's agent was last heard (its inventory, every 2 s).
+async fn hear_nodes(
+    mut inventories: impl futures::Stream<
+        Item = Result<Incoming<bus_schema::messages::NodeInventory>, (String, bus_schema::CodecError)>,
+    > + Unpin,
+    reach: Arc<Mutex<Reach>>,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
+    loop {
+        let inventory = tokio::select! {
+            i = inventories.next() => match i { Some(i) => i, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        match inventory {
+            Ok(msg) => {
+                if let Ok(mut reach) = reach.lock() {
+                    reach.heard(msg.envelope.body.node.as_str(), Instant::now());
+                }
+            }
+            Err(_) => {
+                metrics.bad_messages.inc();
+            }
+        }
+    }
+}
+
+/// Registers this instance while it hears every live node, and keeps the membership, the live
+/// nodes and the drain table current from etcd.
 async fn follow_etcd(
     config: LoggerConfig,
     ownership: Ownership,
     drains: Arc<ArcSwap<DrainTable>>,
+    reach: Arc<Mutex<Reach>>,
     metrics: Metrics,
     shutdown: Shutdown,
 ) {
     let keys = Keys::new(&config.etcd.prefix);
     let Ok(client) = service_kit::etcd::connect(&config.etcd, &shutdown).await else { return };
-    let registration = Registration {
-        key: keys.component("logger", &config.instance),
-        value: serde_json::json!({ "instance": config.instance, "version": env!("CARGO_PKG_VERSION") })
-            .to_string()
-            .into_bytes(),
-        ttl: config.etcd.lease_ttl(),
-    }
-    .spawn(client, &shutdown);
+    let registering = register_while_reachable(&config, &keys, client, reach.clone(), &metrics, &shutdown);
+    let nodes_prefix = keys.nodes();
+    let nodes = service_kit::etcd::follow_prefix(&config.etcd, &nodes_prefix, &shutdown, |kvs| {
+        let live = kvs.keys().filter_map(|k| k.strip_prefix(&nodes_prefix)).map(str::to_owned);
+        if let Ok(mut reach) = reach.lock() {
+            reach.set_live(live, Instant::now());
+        }
+    });
     let members_prefix = format!("{}logger/", keys.components());
     let members = service_kit::etcd::follow_prefix(&config.etcd, &members_prefix, &shutdown, |kvs| {
         let live: Vec<String> =
@@ -183,8 +217,61 @@ async fn follow_etcd(
     let drains_follow = service_kit::etcd::follow_prefix(&config.etcd, &drains_prefix, &shutdown, |kvs| {
         drains.store(Arc::new(drain_table(&keys, kvs)));
     });
-    tokio::join!(members, drains_follow);
-    registration.stop().await;
+    tokio::join!(registering, nodes, members, drains_follow);
+}
+
+/// Keeps this instance registered among the loggers (so it takes a share of the forwarding)
+/// exactly while it hears every live node: see `reach`.
+async fn register_while_reachable(
+    config: &LoggerConfig,
+    keys: &Keys,
+    client: etcd_client::Client,
+    reach: Arc<Mutex<Reach>>,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) {
+    let windows = Windows::from_silence(Duration::from_millis(config.node_silence_ms.max(1)));
+    let registration = || Registration {
+        key: keys.component("logger", &config.instance),
+        value: serde_json::json!({ "instance": config.instance, "version": env!("CARGO_PKG_VERSION") })
+            .to_string()
+            .into_bytes(),
+        ttl: config.etcd.lease_ttl(),
+    };
+    let mut handle: Option<RegistrationHandle> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        let decision = match reach.lock() {
+            Ok(reach) => reach.decide(handle.is_some(), Instant::now(), windows),
+            Err(_) => Ok(()),
+        };
+        metrics.reachable.set(i64::from(decision.is_ok()));
+        match (decision, handle.take()) {
+            (Ok(()), None) => {
+                tracing::info!(instance = %config.instance, "hears every live node: taking a share of the forwarding");
+                handle = Some(registration().spawn(client.clone(), shutdown));
+            }
+            (Err(silent), Some(registered)) => {
+                tracing::warn!(
+                    instance = %config.instance,
+                    ?silent,
+                    "no longer hears every live node over the bus: leaving its apps to the other loggers"
+                );
+                // Revoking waits on etcd, which may be what is cut off; the next registration
+                // takes a lease of its own.
+                tokio::spawn(registered.stop());
+            }
+            (_, kept) => handle = kept,
+        }
+    }
+    if let Some(registered) = handle {
+        registered.stop().await;
+    }
 }
 
 /// Parses every drain key; a malformed one is logged and skipped, never fatal.

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub queries: Counter,
     /// Live logger instances this one knows of (forwarding is shared among them).
     pub members: Gauge,
+    /// 1 while this instance hears every live node and so takes a share of the forwarding.
+    pub reachable: Gauge,
 }
 
 impl Metrics {
@@ -40,6 +42,11 @@ impl Metrics {
             ("publish_errors", "Failed publishes on drain streams", self.publish_errors),
             ("queries", "History queries answered", self.queries),
             ("members", "Live logger instances sharing the forwarding", self.members),
+            (
+                "reachable",
+                "1 while this instance hears every live node and takes a share of the forwarding",
+                self.reachable
+            ),
         );
     }
 }

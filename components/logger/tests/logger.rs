@@ -697,3 +697,58 @@ async fn taking_an_app_over_resends_what_its_gone_owner_may_have_missed() {
     assert_eq!(shared.metrics.lines_resent.get(), 50);
     dispatcher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logger_takes_a_share_only_while_it_hears_every_live_node() {
+    use bus_schema::messages::NodeInventory;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let rig = Rig::new("reach").await;
+    let keys = bus_schema::discovery::Keys::new(&rig.prefix);
+    let node = NodeId::parse("n1").unwrap();
+    // A live node whose agent says nothing yet (as after a partition heals: etcd is back, the
+    // bus is not).
+    rig.etcd.clone().put(keys.node(&node), "{}", None).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = rig.config("l1", data.path());
+    config.node_silence_ms = 2_000;
+    let logger = rig.start(config).await;
+    let registered = || async {
+        let resp = rig.etcd.clone().get(keys.component("logger", "l1"), None).await.unwrap();
+        !resp.kvs().is_empty()
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!registered().await, "registered without hearing the live node");
+    assert_eq!(logger.metric("deis_logger_reachable").await, Some(0.0));
+
+    // The agent speaks: its inventory every 300 ms.
+    let speaking = Arc::new(AtomicBool::new(true));
+    let agent = {
+        let (bus, node, speaking) = (rig.bus.clone(), node.clone(), speaking.clone());
+        tokio::spawn(async move {
+            let subject = bus.namespace().node_inventory(&node);
+            // Bounded: a minute at most.
+            for _ in 0..200 {
+                if speaking.load(Ordering::Relaxed) {
+                    let inventory = NodeInventory { node: node.clone(), containers: Vec::new() };
+                    let _ = bus.publish(&subject, &bus.envelope(inventory)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    eventually("registered once it hears the node", PATIENCE, || async { registered().await.then_some(()) })
+        .await;
+    assert_eq!(logger.metric("deis_logger_reachable").await, Some(1.0));
+
+    // The agent falls silent while its node stays live in etcd: the logger leaves.
+    speaking.store(false, Ordering::Relaxed);
+    eventually("gone once the node is silent", PATIENCE, || async { (!registered().await).then_some(()) })
+        .await;
+    // The node's lease runs out: nothing is left unheard, so the logger comes back.
+    rig.etcd.clone().delete(keys.node(&node), None).await.unwrap();
+    eventually("back once the silent node is gone", PATIENCE, || async { registered().await.then_some(()) })
+        .await;
+    agent.abort();
+    logger.stop().await;
+}
