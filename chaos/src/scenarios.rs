@@ -34,6 +34,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "cut a node off the cluster network (its firewall drops its uplink) until replaced, then heal",
     ),
     (
+        "kill-node1",
+        "as kill-node, on node1: a store member, a registry, a controller, a database member and a scheduler die with it",
+    ),
+    (
         "kill-node2",
         "as kill-node, on node2: a controller, a database member and a logger die with it; the API must go on",
     ),
@@ -129,8 +133,8 @@ pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
         "steady-state" => steady_state(s).await,
         "long-after-deploy" => long_after_deploy(s).await,
         "kill-node" => node_fault(s, NodeFault::Kill).await,
-        "kill-node2" => {
-            let victim = std::mem::replace(&mut s.victim, "node2".to_owned());
+        "kill-node1" | "kill-node2" => {
+            let victim = std::mem::replace(&mut s.victim, name.trim_start_matches("kill-").to_owned());
             let outcome = node_fault(s, NodeFault::Kill).await;
             s.victim = victim;
             outcome
@@ -155,7 +159,7 @@ pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
 pub async fn prepare(s: &mut Suite, name: &str) -> anyhow::Result<()> {
     let victim = match name {
         "kill-node" | "pause-node" | "partition-node" => s.victim.clone(),
-        "kill-node2" => "node2".to_owned(),
+        "kill-node1" | "kill-node2" => name.trim_start_matches("kill-").to_owned(),
         _ => return Ok(()),
     };
     let two = s.two.clone();

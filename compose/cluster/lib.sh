@@ -29,6 +29,46 @@ else
 fi
 compose() { "${compose_cmd[@]}" -f "$compose_file" -p "$cluster" "$@"; }
 
+# The cluster network's subnet, fixed per cluster so that a node keeps its address when it is
+# restarted (the store's monitors are known by address). The network's own when it exists, else
+# the one kept in $state/subnet while no other network or route overlaps it, else the first /24
+# of 10.213.0.0/16 that none overlaps (kept there). Nodes are .11-.13; Docker hands out .128 and up
+# to everything else on the network.
+cluster_subnet() {
+  local subnet
+  subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "${cluster}_cluster" 2>/dev/null || true)
+  if [ -z "$subnet" ]; then
+    local taken kept=
+    # shellcheck disable=SC2046
+    taken=$( { docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' $(docker network ls -q) 2>/dev/null || true
+               ip -4 route show 2>/dev/null | awk '$1 ~ /\// {print $1}'; } | tr ' ' '\n' | grep . || true)
+    [ -f "$state/subnet" ] && kept=$(cat "$state/subnet")
+    subnet=$(KEPT=$kept TAKEN=$taken python3 - <<'PY'
+import ipaddress, os
+taken = []
+for t in os.environ["TAKEN"].split():
+    try:
+        taken.append(ipaddress.ip_network(t, strict=False))
+    except ValueError:
+        pass
+def free(n):
+    return not any(n.overlaps(t) for t in taken if t.version == 4)
+kept = os.environ["KEPT"].strip()
+if kept and free(ipaddress.ip_network(kept)):
+    print(kept)
+else:
+    print(next((str(n) for n in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=24) if free(n)), ""))
+PY
+)
+    [ -n "$subnet" ] || { echo "no free /24 in 10.213.0.0/16 for the cluster network" >&2; return 1; }
+    mkdir -p "$state" && chmod 700 "$state" && printf '%s\n' "$subnet" > "$state/subnet"
+  fi
+  local prefix=${subnet%.*}
+  export DEIS_SUBNET=$subnet DEIS_SUBNET_DYNAMIC=$prefix.128/25
+  export DEIS_NODE1_IP=$prefix.11 DEIS_NODE2_IP=$prefix.12 DEIS_NODE3_IP=$prefix.13
+}
+cluster_subnet
+
 # Credentials: one random password per DEIS_SECRET_* the compose file names (plus etcd's root
 # and deisctl's), generated once per cluster and kept in $state/secrets.env. A service added to
 # the compose file gets its passwords on the next `up`.

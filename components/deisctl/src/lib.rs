@@ -12,6 +12,7 @@ pub mod parts;
 pub mod probe;
 pub mod settings;
 pub mod status;
+pub mod store;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -75,6 +76,12 @@ pub enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// The store (Ceph): `deisctl store status` prints its health in a line or two and exits 1
+    /// unless it is HEALTH_OK.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Prints a new NATS account key pair, the seed on the first line and the public key on the
     /// second: compose/up makes the key that signs users' log credentials with it.
     Nkey,
@@ -88,6 +95,12 @@ pub enum Command {
         #[arg(required = true)]
         parts: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Health, monitors in quorum, OSDs up, placement groups and space used.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             status(&config, &keys, wait.map(Duration::from_secs), expect).await
         }
         Command::Nodes => nodes(&config, &keys).await,
+        Command::Store { action: StoreAction::Status } => store_status(&config).await,
         Command::Nkey => {
             let pair = nkeys::KeyPair::new_account();
             let seed = pair.seed().map_err(|e| anyhow::anyhow!("encoding the seed: {e}"))?;
@@ -209,6 +223,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Asks the store's running containers in turn (a node may be down) for `ceph status`.
+async fn store_status(config: &DeisctlConfig) -> anyhow::Result<ExitCode> {
+    let parts = docker_parts(config).await?;
+    let stores: Vec<parts::Container> =
+        parts.list().await?.into_iter().filter(|c| c.component == "store" && c.running()).collect();
+    if stores.is_empty() {
+        bail!("no store container of cluster '{}' is running; is it up (compose/up)?", config.cluster);
+    }
+    let mut failures = Vec::new();
+    for c in &stores {
+        let argv = ["timeout", "25", "ceph", "status", "--format", "json", "--connect-timeout", "20"];
+        match parts.exec(c, &argv).await {
+            Ok((Some(0), out)) => {
+                let summary = store::Summary::parse(&out).map_err(|e| anyhow::anyhow!("{}: {e}", c.part()))?;
+                for line in summary.lines() {
+                    println!("{line}");
+                }
+                return Ok(if summary.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+            Ok((code, _)) => failures.push(format!("{}: ceph status exited with {code:?}", c.part())),
+            Err(e) => failures.push(format!("{}: {e}", c.part())),
+        }
+    }
+    bail!("no store container could say the store's health:\n  {}", failures.join("\n  "))
 }
 
 async fn docker_parts(config: &DeisctlConfig) -> anyhow::Result<Parts> {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{
     ListContainersOptions, LogsOptions, StartContainerOptions, StopContainerOptions,
 };
@@ -254,6 +255,30 @@ impl Parts {
             report(&format!("{} stopped", c.part()));
         }
         Ok(())
+    }
+
+    /// Runs a command (an argument vector, no shell) in a part's container: its exit code (`None`
+    /// when the engine does not say) and what it wrote on standard output.
+    pub async fn exec(&self, c: &Container, argv: &[&str]) -> Result<(Option<i64>, String), PartsError> {
+        let exec = self
+            .docker
+            .create_exec(
+                &c.id,
+                CreateExecOptions {
+                    cmd: Some(argv.iter().map(|a| (*a).to_owned()).collect()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut out = String::new();
+        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await? {
+            while let Some(chunk) = output.next().await {
+                out.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
+            }
+        }
+        Ok((self.docker.inspect_exec(&exec.id).await?.exit_code, out))
     }
 
     /// Prints a target's container logs, each line tagged with its part; follows them when asked.

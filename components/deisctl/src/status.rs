@@ -66,10 +66,11 @@ pub struct Row {
 }
 
 /// The order parts are listed in: the data plane's foundations first.
-const ORDER: [&str; 12] = [
+const ORDER: [&str; 13] = [
     "node",
     "etcd",
     "nats",
+    "store",
     "router",
     "agent",
     "database",
