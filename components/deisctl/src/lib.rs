@@ -238,7 +238,8 @@ async fn store_status(config: &DeisctlConfig) -> anyhow::Result<ExitCode> {
         let argv = ["timeout", "25", "ceph", "status", "--format", "json", "--connect-timeout", "20"];
         match parts.exec(c, &argv).await {
             Ok((Some(0), out)) => {
-                let summary = store::Summary::parse(&out).map_err(|e| anyhow::anyhow!("{}: {e}", c.part()))?;
+                let summary =
+                    store::Summary::parse(&out).map_err(|e| anyhow::anyhow!("{}: {e}", c.part()))?;
                 for line in summary.lines() {
                     println!("{line}");
                 }

@@ -159,7 +159,10 @@ mod tests {
             "HEALTH_WARN: 2 of 3 monitors in quorum (node1, node2), 2 of 3 OSDs up (3 in), 48 placement \
              groups (41 active+undersized+degraded, 7 active+clean), 3.1 GiB used of 24.0 GiB"
         );
-        assert_eq!(lines[1], "  MON_DOWN (warn): 1/3 mons down, quorum node1,node2; OSD_DOWN (warn): 1 osds down");
+        assert_eq!(
+            lines[1],
+            "  MON_DOWN (warn): 1/3 mons down, quorum node1,node2; OSD_DOWN (warn): 1 osds down"
+        );
     }
 
     #[test]
