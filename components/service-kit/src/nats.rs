@@ -1,5 +1,6 @@
 //! Connecting to NATS: retried with backoff until it works or shutdown begins. After the first
-//! connection async-nats reconnects by itself; we only log what happens.
+//! connection async-nats reconnects by itself; we only log what happens, and bring a client that
+//! had to connect away from its first server back to it once it answers (`keep_home`).
 
 use std::time::Duration;
 
@@ -30,7 +31,12 @@ pub async fn connect(
     loop {
         attempt += 1;
         match options(config, name).connect(urls(config).as_slice()).await {
-            Ok(client) => return Ok(client),
+            Ok(client) => {
+                if let Some(home) = home(config) {
+                    shutdown.spawn(keep_home(client.clone(), home, HOME_CHECK, shutdown.clone()));
+                }
+                return Ok(client);
+            }
             Err(error) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(url = %config.url, attempt, %error, ?delay, "NATS not reachable yet");
@@ -78,6 +84,77 @@ fn urls(config: &NatsConfig) -> Vec<&str> {
     config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
 }
 
+/// How often a client away from its first server checks whether it can go back.
+pub const HOME_CHECK: Duration = Duration::from_secs(5);
+
+/// The first server's `host:port`, when there are others to fall back on.
+fn home(config: &NatsConfig) -> Option<String> {
+    let urls = urls(config);
+    if urls.len() < 2 {
+        return None;
+    }
+    let first = urls.first()?;
+    let rest = first.split_once("://").map_or(*first, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if hostport.is_empty() {
+        return None;
+    }
+    Some(if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:4222")
+    })
+}
+
+/// A cluster's parts list their own node's NATS member first, so a member's death breaks only its
+/// own node's connections. A client that had to connect elsewhere (its own member was not up yet
+/// when the node booted, or restarted since) would stay there for good, and the death of that
+/// other node would then cut it too, losing what was in flight (core NATS). So every `every` it
+/// compares the server it is on with the one its first URL answers as (a NATS server names
+/// itself in the INFO line it sends before any authentication), and reconnects when they differ
+/// and the first answers: one reconnect at a time of its choosing, which again follows the
+/// URLs' order.
+pub async fn keep_home(client: async_nats::Client, home: String, every: Duration, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if client.connection_state() != async_nats::connection::State::Connected {
+            continue;
+        }
+        let Some(home_id) = server_id(&home).await else { continue };
+        let on = client.server_info();
+        if on.server_id == home_id {
+            continue;
+        }
+        tracing::info!(
+            %home,
+            on = %on.server_name,
+            "NATS: the first server answers again; moving back to it from the one it had to use"
+        );
+        if let Err(error) = client.force_reconnect().await {
+            tracing::warn!(%home, %error, "NATS: could not move back to the first server");
+        }
+    }
+}
+
+/// The id a NATS server gives in its INFO line, or `None` when it does not answer within a second.
+pub async fn server_id(hostport: &str) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let read = async {
+        let stream = tokio::net::TcpStream::connect(hostport).await.ok()?;
+        let mut line = String::new();
+        // The INFO line is a few hundred bytes; a server that sends more is not one to trust.
+        let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(stream, 16 * 1024));
+        reader.read_line(&mut line).await.ok()?;
+        let info: serde_json::Value = serde_json::from_str(line.trim().strip_prefix("INFO ")?).ok()?;
+        info.get("server_id")?.as_str().map(str::to_owned)
+    };
+    tokio::time::timeout(Duration::from_secs(1), read).await.ok().flatten()
+}
+
 /// Like [`connect_bus`], but returns at once with a client that connects in the background and
 /// keeps trying: for a component that must serve (its SSH port, its health) before the bus comes.
 /// Requests and publishes fail, and subscriptions wait, until it connects.
@@ -96,4 +173,21 @@ pub async fn connect_bus(config: &NatsConfig, sender: Sender, shutdown: &Shutdow
     let (ns, name) = identity(config, &sender)?;
     let client = connect(config, &name, shutdown).await?;
     Ok(Bus::new(client, ns, sender))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home_of(url: &str) -> Option<String> {
+        home(&NatsConfig { url: url.to_owned(), ..Default::default() })
+    }
+
+    #[test]
+    fn the_first_of_several_servers_is_home() {
+        assert_eq!(home_of("nats://127.0.0.1:4222,nats://node1:4222"), Some("127.0.0.1:4222".to_owned()));
+        assert_eq!(home_of("nats://u:p@localhost,nats://node1:4222"), Some("localhost:4222".to_owned()));
+        assert_eq!(home_of(" 10.0.0.1:5222 , nats://b"), Some("10.0.0.1:5222".to_owned()));
+        assert_eq!(home_of("nats://127.0.0.1:4222"), None, "one server: nowhere else to be");
+    }
 }

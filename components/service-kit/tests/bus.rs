@@ -136,3 +136,73 @@ async fn durable_publishes_are_deduplicated_by_message_id_and_survive_for_a_late
         .await
         .unwrap();
 }
+
+/// A nats-server of the test's own (the platform's pinned build), killed when dropped.
+struct OwnNats(std::process::Child);
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_own_nats(port: u16) -> OwnNats {
+    use std::process::{Command, Stdio};
+    let binary = std::env::var_os("DEIS_TEST_NATS_SERVER").map_or_else(
+        || {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compose/nats-server");
+            let out = Command::new(&script).stderr(Stdio::inherit()).output().unwrap();
+            assert!(out.status.success(), "{} failed", script.display());
+            std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        },
+        std::path::PathBuf::from,
+    );
+    let child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    OwnNats(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_had_to_connect_elsewhere_moves_back_to_its_first_server() {
+    let shared = TestServices::get().nats_url;
+    let home_port = service_kit::testing::free_port();
+    let home = format!("127.0.0.1:{home_port}");
+    let config = NatsConfig {
+        // Its own member first, as a cluster part lists it; it is not up yet.
+        url: format!("nats://{home},{shared}"),
+        namespace: Namespace::unique_for_test("home").root().to_owned(),
+        ..Default::default()
+    };
+    let shutdown = Shutdown::new();
+    let client = service_kit::nats::connect(&config, "home-test", &shutdown).await.unwrap();
+    let away = client.server_info().server_id;
+    assert_ne!(
+        service_kit::nats::server_id(&home).await,
+        Some(away.clone()),
+        "connected to the first server?"
+    );
+
+    let _own = start_own_nats(home_port);
+    let home_id =
+        service_kit::testing::eventually("the first server answers", Duration::from_secs(20), || async {
+            service_kit::nats::server_id(&home).await
+        })
+        .await;
+    service_kit::testing::eventually(
+        "the client is back on its first server",
+        service_kit::nats::HOME_CHECK * 4,
+        || async { (client.server_info().server_id == home_id).then_some(()) },
+    )
+    .await;
+    // And it works there.
+    let mut sub = client.subscribe("home.check").await.unwrap();
+    client.publish("home.check", "here".into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    assert_eq!(&msg.payload[..], b"here");
+    shutdown.trigger();
+}
