@@ -122,7 +122,7 @@ pub async fn run(
     let sender = Sender { component: Component::Builder, instance: config.advertise.clone() };
     // The SSH port and the health endpoint serve before the bus comes (a push then fails with
     // a clear message rather than hanging before the banner); the client connects on its own.
-    let bus = service_kit::nats::connect_bus_in_background(&config.nats, sender).await?;
+    let bus = service_kit::nats::connect_bus_in_background(&config.nats, sender, &shutdown).await?;
     shutdown.spawn(builds_stream(bus.clone(), config.nats.stream_options(), shutdown.clone()));
 
     let socket = config.hook_socket();

@@ -158,13 +158,20 @@ pub async fn server_id(hostport: &str) -> Option<String> {
 /// Like [`connect_bus`], but returns at once with a client that connects in the background and
 /// keeps trying: for a component that must serve (its SSH port, its health) before the bus comes.
 /// Requests and publishes fail, and subscriptions wait, until it connects.
-pub async fn connect_bus_in_background(config: &NatsConfig, sender: Sender) -> Result<Bus, NatsError> {
+pub async fn connect_bus_in_background(
+    config: &NatsConfig,
+    sender: Sender,
+    shutdown: &Shutdown,
+) -> Result<Bus, NatsError> {
     let (ns, name) = identity(config, &sender)?;
     let client = options(config, &name)
         .retry_on_initial_connect()
         .connect(urls(config).as_slice())
         .await
         .map_err(|e| NatsError::Connect(config.url.clone(), e.to_string()))?;
+    if let Some(home) = home(config) {
+        shutdown.spawn(keep_home(client.clone(), home, HOME_CHECK, shutdown.clone()));
+    }
     Ok(Bus::new(client, ns, sender))
 }
 
