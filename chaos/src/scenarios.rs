@@ -379,6 +379,9 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
         None if api.refused == 0 => out.notes.push("the API answered every read during the fault".into()),
         None => out.notes.push("the API did not answer again before the fault was healed".into()),
     }
+    if fault == NodeFault::Kill {
+        push_while_down(s, &mut out, &victim, &parts, fault_at).await;
+    }
     // Heal.
     let healing = Instant::now();
     match fault {
@@ -394,6 +397,47 @@ async fn node_fault(s: &mut Suite, fault: NodeFault) -> anyhow::Result<Outcome> 
         None => out.notes.push(format!("{victim} did not come back healthy within 240 s")),
     }
     Ok(out)
+}
+
+/// A `git push` started 15 s after a node died must build, push to the registry (its layers in
+/// the store, one copy down) and serve. Skipped, with a note, when the builder died with the node
+/// (it runs on one node only).
+async fn push_while_down(
+    s: &mut Suite,
+    out: &mut Outcome,
+    victim: &str,
+    parts: &[deisctl::parts::Container],
+    fault_at: Instant,
+) {
+    if parts.iter().any(|c| c.component == "builder") {
+        out.notes.push(format!("no git push during the fault: the only builder died with {victim} (#16)"));
+        return;
+    }
+    tokio::time::sleep((fault_at + Duration::from_secs(15)).saturating_duration_since(Instant::now())).await;
+    let one = s.one.clone();
+    let result: anyhow::Result<Duration> = async {
+        let before = s.deployed_version(&one).await?;
+        let sha = s.p.commit(&s.repo, "pushed while a node is down").await?;
+        let start = Instant::now();
+        s.push(&one).await?;
+        s.ledger.push(Acked::Build { app: one.clone(), sha });
+        poll(start, Duration::from_secs(120), Duration::from_millis(200), || {
+            s.serves_release_above(&one, before)
+        })
+        .await
+        .context("the release it made never served")
+    }
+    .await;
+    out.checks.push(Check::new(
+        "a git push started 15 s after the node died builds and serves",
+        match result {
+            Ok(d) => {
+                out.measures.insert("git push 15 s after the kill → new release serving (s)".into(), secs(d));
+                Ok(format!("served {:.1} s after the push began", d.as_secs_f64()))
+            }
+            Err(e) => Err(format!("{e:#}")),
+        },
+    ));
 }
 
 /// Reads an app through the API (a controller, then the database's primary) every 250 ms, each
