@@ -13,6 +13,7 @@ pub mod load;
 pub mod platform;
 pub mod report;
 pub mod scenarios;
+pub mod soak;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -40,6 +41,10 @@ pub struct Options {
     pub victim: String,
     pub json: Option<PathBuf>,
     pub markdown: Option<PathBuf>,
+    /// How long the soak runs.
+    pub soak: Duration,
+    /// The soak's seed (random unless given, to replay a failure).
+    pub seed: Option<u64>,
 }
 
 /// The suite's state across scenarios: the platform, its two apps, and every write the
@@ -59,6 +64,8 @@ pub struct Suite {
     /// When each app's newest release was made (a push, a pull, a config change): the scheduler
     /// times a deploy from it, and `long-after-deploy` acts only once that time is long past.
     pub released_at: BTreeMap<String, Instant>,
+    pub soak: Duration,
+    pub seed: Option<u64>,
     watches: BTreeMap<String, DrainWatch>,
     _work: tempfile::TempDir,
 }
@@ -84,6 +91,8 @@ impl Suite {
             victim: options.victim.clone(),
             rate: options.rate,
             released_at: BTreeMap::new(),
+            soak: options.soak,
+            seed: options.seed,
             watches: BTreeMap::new(),
             run_id,
             p,

@@ -46,6 +46,12 @@ struct RunArgs {
     /// Write the report's table (Markdown) here.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// How long the soak scenario runs (30 min by hand: 1800).
+    #[arg(long, default_value_t = 120)]
+    soak_secs: u64,
+    /// The soak's seed, to replay a run (printed by every soak).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[tokio::main]
@@ -71,6 +77,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 victim: run.node,
                 json: run.json,
                 markdown: run.markdown,
+                soak: std::time::Duration::from_secs(run.soak_secs),
+                seed: run.seed,
             };
             let passed = chaos::run(options, run.scenarios).await?;
             Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -64,6 +64,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "SIGKILL the builder as soon as a git push starts building, start it, push again",
     ),
     ("flood-logs", "one app writes 200,000 lines as fast as it can, under load"),
+    (
+        "soak",
+        "for --soak-secs (120 in run all), random pushes, config:sets, scales, restarts, rollbacks, runs, crashed containers and killed controllers at random intervals, each settled and checked",
+    ),
 ];
 
 /// The replicas of the app that must see no failed GET when a node dies.
@@ -120,7 +124,7 @@ where
     }
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 100.0).round() / 100.0
 }
 
@@ -149,6 +153,7 @@ pub async fn run(s: &mut Suite, name: &str) -> anyhow::Result<Outcome> {
         "kill-database-primary" => database_primary_fault(s, DatabaseFault::Kill).await,
         "kill-builder-mid-push" => kill_builder_mid_push(s).await,
         "flood-logs" => flood_logs(s).await,
+        "soak" => crate::soak::soak(s).await,
         other => bail!("no scenario named '{other}' (chaos list shows them)"),
     }
 }
