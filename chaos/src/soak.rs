@@ -107,14 +107,14 @@ async fn act(s: &mut Suite, step: Step, rng: &mut StdRng) -> anyhow::Result<()> 
     let two = s.two.clone();
     match step {
         Step::Push => {
-            let before = s.deployed_version(&one).await?;
+            let before = deployed(s, &one).await?;
             let sha = s.p.commit(&s.repo, "soak").await?;
             s.push(&one).await?;
             s.ledger.push(Acked::Build { app: one.clone(), sha });
             serves_above(s, &one, before).await
         }
         Step::ConfigSet => {
-            let before = s.deployed_version(&two).await?;
+            let before = deployed(s, &two).await?;
             let value = format!("{:08x}", rng.random::<u32>());
             let update = config("SOAK", &value);
             retrying(|| s.p.api.config_update(&two, &update)).await?;
@@ -133,7 +133,7 @@ async fn act(s: &mut Suite, step: Step, rng: &mut StdRng) -> anyhow::Result<()> 
         Step::Rollback => {
             // On the pushed app only: its config is never set, so a rollback loses nothing the
             // ledger holds.
-            let before = s.deployed_version(&one).await?;
+            let before = deployed(s, &one).await?;
             // `rollback` goes back one release; v1 (before any build) runs nothing.
             let releases = retrying(|| s.p.api.releases(&one)).await?;
             let runnable = releases.iter().any(|r| r.version + 1 == before && !r.image.is_empty());
@@ -215,6 +215,18 @@ where
 /// way, is retried too).
 fn retryable(e: &controller_api::ApiError) -> bool {
     e.status().is_none_or(|status| status >= 500 || status == 409)
+}
+
+/// The app's deployed release, waiting (up to `SETTLE`) while a deploy is still under way.
+async fn deployed(s: &Suite, app: &str) -> anyhow::Result<u32> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match s.deployed_version(app).await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 async fn serves_above(s: &Suite, app: &str, before: u32) -> anyhow::Result<()> {
