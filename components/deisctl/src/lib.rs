@@ -226,30 +226,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Asks the store's running containers in turn (a node may be down) for `ceph status`.
-async fn store_status(config: &DeisctlConfig) -> anyhow::Result<ExitCode> {
-    let parts = docker_parts(config).await?;
-    let stores: Vec<parts::Container> =
-        parts.list().await?.into_iter().filter(|c| c.component == "store" && c.running()).collect();
+async fn store_summary(parts: &Parts, all: &[parts::Container]) -> Result<store::Summary, String> {
+    let stores: Vec<&parts::Container> =
+        all.iter().filter(|c| c.component == "store" && c.running()).collect();
     if stores.is_empty() {
-        bail!("no store container of cluster '{}' is running; is it up (compose/up)?", config.cluster);
+        return Err("no store container is running".into());
     }
     let mut failures = Vec::new();
-    for c in &stores {
+    for c in stores {
         let argv = ["timeout", "25", "ceph", "status", "--format", "json", "--connect-timeout", "20"];
         match parts.exec(c, &argv).await {
             Ok((Some(0), out)) => {
-                let summary =
-                    store::Summary::parse(&out).map_err(|e| anyhow::anyhow!("{}: {e}", c.part()))?;
-                for line in summary.lines() {
-                    println!("{line}");
-                }
-                return Ok(if summary.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                return store::Summary::parse(&out).map_err(|e| format!("{}: {e}", c.part()));
             }
             Ok((code, _)) => failures.push(format!("{}: ceph status exited with {code:?}", c.part())),
             Err(e) => failures.push(format!("{}: {e}", c.part())),
         }
     }
-    bail!("no store container could say the store's health:\n  {}", failures.join("\n  "))
+    Err(format!("no store container could say the store's health:\n  {}", failures.join("\n  ")))
+}
+
+async fn store_status(config: &DeisctlConfig) -> anyhow::Result<ExitCode> {
+    let parts = docker_parts(config).await?;
+    let all = parts.list().await?;
+    let summary = store_summary(&parts, &all)
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster '{}': {e}", config.cluster))?;
+    for line in summary.lines() {
+        println!("{line}");
+    }
+    Ok(if summary.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// After the status table: the store's own health in a line or two, when this deisctl reaches
+/// the engine its containers run on.
+async fn print_store_health(config: &DeisctlConfig, observed: &status::Observed) {
+    if !observed.containers.iter().any(|c| c.component == "store" && c.running()) {
+        return;
+    }
+    let Ok(docker) = service_kit::docker::connect().await else { return };
+    let parts = Parts::new(docker, &config.cluster);
+    match store_summary(&parts, &observed.containers).await {
+        Ok(summary) => {
+            for line in summary.lines() {
+                println!("store: {line}");
+            }
+        }
+        Err(e) => println!("store: health unknown: {e}"),
+    }
 }
 
 async fn docker_parts(config: &DeisctlConfig) -> anyhow::Result<Parts> {
@@ -308,10 +332,12 @@ async fn status(
         let healthy = rows.len() >= expect && rows.iter().all(|r| r.state.ok());
         let Some(patience) = wait.filter(|_| !healthy) else {
             print!("{}", status::render(&rows));
+            print_store_health(config, &observed).await;
             return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         };
         if started.elapsed() > patience {
             print!("{}", status::render(&rows));
+            print_store_health(config, &observed).await;
             bail!("not every part is healthy after {} s", patience.as_secs());
         }
         let progress = status::summary(&rows);
