@@ -146,7 +146,8 @@ async fn answers(address: &str) -> Result<(), String> {
 pub async fn acknowledged(p: &Platform, ledger: &[Acked]) -> Result<String, String> {
     let mut problems = Vec::new();
     let mut formations: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut configs: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    // A later write of the same key replaces an earlier one: only the last must be there.
+    let mut configs: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
     let mut domains: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut builds: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for a in ledger {
@@ -154,7 +155,9 @@ pub async fn acknowledged(p: &Platform, ledger: &[Acked]) -> Result<String, Stri
             Acked::Formation { app, web } => {
                 formations.insert(app, *web);
             }
-            Acked::Config { app, key, value } => configs.entry(app).or_default().push((key, value)),
+            Acked::Config { app, key, value } => {
+                configs.entry(app).or_default().insert(key, value);
+            }
             Acked::Domain { app, domain } => domains.entry(app).or_default().push(domain),
             Acked::Build { app, sha } => builds.entry(app).or_default().push(sha),
         }
