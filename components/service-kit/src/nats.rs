@@ -116,6 +116,9 @@ fn home(config: &NatsConfig) -> Option<String> {
 /// and the first answers: one reconnect at a time of its choosing, which again follows the
 /// URLs' order.
 pub async fn keep_home(client: async_nats::Client, home: String, every: Duration, shutdown: Shutdown) {
+    // The first server's id as last read: while the client is on it, nothing is asked (a server
+    // that restarts has a new id, and the client reconnected meanwhile, so it is read again).
+    let mut known: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -124,8 +127,12 @@ pub async fn keep_home(client: async_nats::Client, home: String, every: Duration
         if client.connection_state() != async_nats::connection::State::Connected {
             continue;
         }
-        let Some(home_id) = server_id(&home).await else { continue };
         let on = client.server_info();
+        if known.as_deref() == Some(on.server_id.as_str()) {
+            continue;
+        }
+        let Some(home_id) = server_id(&home).await else { continue };
+        known = Some(home_id.clone());
         if on.server_id == home_id {
             continue;
         }
